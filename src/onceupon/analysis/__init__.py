@@ -1,0 +1,1 @@
+"""Analysis: data-efficiency equivalence, plots and the HTML report."""

@@ -1,0 +1,149 @@
+"""The ``onceupon`` command line: one thin function per stage, no logic here.
+
+Each command loads the experiment config (``--config`` YAML plus ``--set key=value``
+overrides) and hands it to the stage's ``run`` function. A :class:`UserError` anywhere
+becomes one sentence on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from onceupon.config import load_config
+from onceupon.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Interactive learning for small language models: pretrain a student, let a teacher "
+    "rate its stories, learn from the ratings, measure what it bought.",
+)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Experiment YAML file.")]
+SetOpt = Annotated[
+    Optional[list[str]], typer.Option("--set", "-s", help="Override a config key, e.g. --set pretrain.epochs=2.")
+]
+
+
+@app.command()
+def corpus(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory; the corpus goes to OUT/corpus.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Build a corpus (files, a Hub dataset, or storyworld) and report its words."""
+    cfg = load_config(config, set_)
+    from onceupon.corpus.build import run
+
+    run(cfg, out)
+
+
+@app.command()
+def pretrain(
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory for a new run.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this directory.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train a tokenizer and a student from scratch, with word-milestone checkpoints."""
+    if (out is None) == (resume is None):
+        raise UserError("Give exactly one of --out (a new run) or --resume (an existing run).")
+    cfg = load_config(config, set_) if out else None
+    from onceupon.student.pretrain import run
+
+    run(cfg, out or resume, resume=resume is not None)
+
+
+@app.command()
+def interact(
+    start: Annotated[
+        Optional[Path], typer.Option("--from", help="Checkpoint to start from (a chck_* directory or Hub id).")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory for a new run.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this directory.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Let the student tell stories, the teacher rate them, and RL learn from the ratings."""
+    if resume is None and (out is None or start is None):
+        raise UserError("A new interaction run needs --from CHECKPOINT and --out DIR (or use --resume DIR).")
+    cfg = load_config(config, set_) if resume is None else None
+    from onceupon.interact.loop import run
+
+    run(cfg, start, out or resume, resume=resume is not None)
+
+
+@app.command()
+def rate(
+    stories: Annotated[Path, typer.Argument(help="JSONL file of stories (fields: prompt, continuation, id).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Ratings JSONL to write.")] = None,
+    compare: Annotated[
+        Optional[Path], typer.Option("--compare", help="Another ratings file (or human ratings) to compare with.")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Rate a file of stories with a teacher; optionally report agreement with other ratings."""
+    cfg = load_config(config, set_)
+    from onceupon.teacher.rate import run
+
+    run(cfg, stories, out, compare)
+
+
+@app.command()
+def evaluate(
+    target: Annotated[Path, typer.Argument(help="A run directory (every checkpoint) or one checkpoint.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="BabyLM evaluation_data directory.")] = None,
+) -> None:
+    """BabyLM zero-shot tasks and story quality for every checkpoint of a run."""
+    cfg = load_config(config, set_)
+    from onceupon.evaluate.run import run
+
+    run(cfg, target, data)
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Pretraining and interaction run directories.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path("report"),
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Curves, data-efficiency equivalence and a story browser, as one HTML page."""
+    cfg = load_config(config, set_)
+    from onceupon.analysis.report import run
+
+    run(cfg, runs, out)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo's runs and report go.")] = Path("demo"),
+    seed: Annotated[int, typer.Option(help="Seed for everything.")] = 0,
+) -> None:
+    """The whole pipeline, tiny and offline, on a CPU in minutes."""
+    from onceupon.demo import run
+
+    run(out, seed)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

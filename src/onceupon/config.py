@@ -1,0 +1,268 @@
+"""Configuration: one pydantic model per stage, gathered in :class:`ExperimentConfig`.
+
+An experiment is one YAML file with a section per stage (``corpus``, ``tokenizer``,
+``student``, ``pretrain``, ``teacher``, ``interact``, ``evaluate``, ``report``); every command
+reads the sections it needs. ``--set section.key=value`` overrides any field. Unknown keys and
+wrong types are errors that name the key. Defaults are the paper's settings
+(../shared/REFERENCE.md) unless a field says otherwise; ``configs/`` holds ready files.
+
+Each field is declared once, here, with its default and meaning (the CleanRL habit).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from onceupon.errors import UserError
+from onceupon.files import atomic_write_text
+from onceupon.words import parse_word_count
+
+#: An int that may be written as "1M", "500K", "1_000_000" in YAML or on the command line.
+WordCount = Annotated[int, BeforeValidator(parse_word_count)]
+
+PAPER_PROMPT = "Let me tell you a long, magical tale. Once upon a time, in a faraway land,"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- corpus
+class StoryworldConfig(Section):
+    stories: int | None = Field(None, description="Number of stories; default: enough for word_budget (or 2,000).")
+    min_events: int = Field(3, description="Fewest state-changing events per story.")
+    max_events: int = Field(7, description="Most state-changing events per story.")
+
+
+class CorpusConfig(Section):
+    source: Literal["storyworld", "files", "hub"] = Field("storyworld", description="Where the text comes from.")
+    paths: list[str] = Field(default_factory=list, description="Files or directories of plain text (source=files).")
+    format: Literal["auto", "lines", "paragraphs"] = Field(
+        "auto", description="lines: one document per line; paragraphs: blank-line separated; auto: guess per file."
+    )
+    dataset: str | None = Field(None, description="Hub dataset name or local dataset path (source=hub).")
+    dataset_config: str | None = Field(None, description="Dataset configuration name, if any.")
+    split: str = Field("train", description="Dataset split (source=hub).")
+    text_field: str = Field("text", description="Dataset column holding the text (source=hub).")
+    word_budget: WordCount | None = Field(None, description="Keep documents until this many words (after fraction).")
+    fraction: float = Field(1.0, gt=0, le=1, description="Fraction of documents kept, chosen with seed (paper: 0.9).")
+    seed: int = Field(0, description="Seed for storyworld and for the fraction sample.")
+    storyworld: StoryworldConfig = Field(default_factory=StoryworldConfig)
+
+
+# --------------------------------------------------------------------------- student
+class TokenizerConfig(Section):
+    vocab_size: int = Field(16_000, ge=300, description="BPE vocabulary size (paper: 16,000).")
+    min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a merge (paper: 2).")
+
+
+class StudentConfig(Section):
+    preset: str = Field("gpt2-paper", description="Model shape preset: gpt2-paper, gpt2-tiny, gpt2-micro, llama-tiny, ...")
+    n_layer: int | None = Field(None, description="Override the preset's number of layers.")
+    n_head: int | None = Field(None, description="Override the preset's number of attention heads.")
+    n_embd: int | None = Field(None, description="Override the preset's width.")
+    context_length: int | None = Field(None, description="Override the preset's context length (paper: 512).")
+
+
+class PretrainConfig(Section):
+    epochs: float = Field(10, gt=0, description="Passes over the corpus (paper: 10; BabyLM cap).")
+    max_words: WordCount | None = Field(None, description="Stop after this many words seen (repeats counted).")
+    batch_size: int = Field(16, ge=1, description="Sequences per device per micro-batch (paper: 16).")
+    grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps (paper: 4).")
+    learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate (paper: 5e-4).")
+    warmup_fraction: float = Field(0.01, ge=0, lt=1, description="Share of steps spent warming up (paper: 1 %).")
+    schedule: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warmup.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 where the hardware has it.")
+    milestones: Literal["babylm", "every"] = Field("babylm", description="Checkpoint schedule kind.")
+    milestone_unit: WordCount = Field(1_000_000, description="babylm schedule unit: 1M = the paper's; 1K scales it down.")
+    milestone_every: WordCount | None = Field(None, description="Interval for milestones=every.")
+    log_every: int = Field(10, ge=1, description="Optimizer steps between metric logs.")
+    push_to_hub: str | None = Field(None, description="Hub repo to push each milestone to, as a branch named like it.")
+    seed: int = Field(0)
+
+
+# --------------------------------------------------------------------------- teacher
+class CriterionConfig(Section):
+    name: str
+    description: str
+    levels: dict[int, str] = Field(description="Score -> what that score means.")
+    weight: float = Field(1.0, ge=0)
+
+
+class TeacherConfig(Section):
+    backend: Literal["heuristic", "openai", "transformers", "vllm"] = Field(
+        "heuristic", description="heuristic: offline default; openai: any OpenAI-compatible server."
+    )
+    model: str | None = Field(None, description="Model name (openai/vllm) or path/Hub id/GGUF file (transformers).")
+    base_url: str | None = Field(None, description="Server URL for backend=openai, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
+    temperature: float = Field(0.2, ge=0, description="Teacher sampling temperature (paper: 0.2).")
+    max_tokens: int = Field(6, ge=1, description="Most new tokens in a teacher answer (paper: 6).")
+    concurrency: int = Field(16, ge=1, description="Requests in flight at once (openai).")
+    timeout: float = Field(60.0, gt=0, description="Seconds per request before it is retried.")
+    max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts/refused connections.")
+    invalid_policy: Literal["exclude", "retry", "zero"] = Field(
+        "exclude", description="What an unparseable answer does: excluded from the update, retried, or scored 0."
+    )
+    expected_score: bool = Field(False, description="Score = probability-weighted mean digit (needs log-probs).")
+    batch_size: int = Field(16, ge=1, description="Stories per forward pass (transformers/vllm).")
+    cache: str | None = Field(None, description="SQLite cache file for ratings; none by default.")
+    criteria: list[CriterionConfig] | None = Field(None, description="Rubric criteria; default: the paper's three.")
+    template: str | None = Field(None, description="Path to a Jinja2 prompt template; default: the built-in one.")
+
+
+# --------------------------------------------------------------------------- interact
+class InteractConfig(Section):
+    algorithm: Literal["ppo", "rloo", "grpo"] = Field("ppo", description="RL objective.")
+    prompt: str = Field(PAPER_PROMPT, description="The fixed story prompt (paper's).")
+    prompts_file: str | None = Field(None, description="Text file, one prompt per line, instead of the fixed prompt.")
+    max_new_tokens: int = Field(90, ge=1, description="Most tokens per story (paper: 90).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (paper: 1, pure sampling).")
+    top_k: int = Field(0, ge=0, description="0 = off (paper).")
+    top_p: float = Field(1.0, gt=0, le=1, description="1 = off (paper).")
+    batch_size: int = Field(360, ge=1, description="Stories per RL step (paper: 360).")
+    mini_batch_size: int = Field(360, ge=1, description="Stories per gradient step (paper: one minibatch of 360).")
+    generation_chunk: int | None = Field(None, description="Generate in chunks of this many stories (None: whole batch).")
+    epochs: int = Field(4, ge=1, description="Optimisation epochs per batch (paper: 4 PPO epochs).")
+    learning_rate: float = Field(1e-6, gt=0, description="Adam learning rate, no schedule (paper: 1e-6).")
+    init_kl_coef: float = Field(0.2, ge=0, description="Initial KL coefficient (paper: 0.2).")
+    adaptive_kl: bool = Field(True, description="Adaptive KL controller (paper: on).")
+    target_kl: float = Field(6.0, gt=0, description="Adaptive controller's target KL (paper: 6).")
+    kl_horizon: int = Field(10_000, ge=1, description="Adaptive controller's horizon (paper: 10,000).")
+    cliprange: float = Field(0.2, gt=0, description="Policy ratio clip (paper: 0.2).")
+    cliprange_value: float = Field(0.2, gt=0, description="Value clip (paper: 0.2).")
+    vf_coef: float = Field(0.1, ge=0, description="Value-loss coefficient (paper: 0.1).")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount (paper: 1).")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda (paper: 0.95).")
+    max_grad_norm: float | None = Field(None, description="Gradient clipping; None = off (paper).")
+    group_size: int = Field(4, ge=2, description="Samples per prompt for rloo/grpo.")
+    length_bonus: float = Field(0.4, ge=0, description="Length-bonus coefficient; 0 turns it off (paper: 0.4).")
+    length_norm_words: int = Field(90, ge=1, description="Words that earn the full length bonus (paper: 90).")
+    input_budget: WordCount = Field(1_000_000, description="Words shown to the student (paper: 1M).")
+    generation_budget: WordCount = Field(100_000_000, description="Words the student may generate (BabyLM: 100M).")
+    count_prompt: Literal["once", "per_episode"] = Field(
+        "once", description="Count a distinct prompt's words once (paper) or every time it is shown."
+    )
+    checkpoint_every: WordCount = Field(100_000, description="Input words between checkpoints (paper: 100K).")
+    max_steps: int | None = Field(None, description="Stop after this many RL steps (None: budget decides).")
+    seed: int = Field(0)
+
+
+# --------------------------------------------------------------------------- evaluate / report
+class EvaluateConfig(Section):
+    data_dir: str | None = Field(None, description="BabyLM evaluation_data directory (full_eval or fast_eval).")
+    tasks: list[str] | None = Field(None, description="Tasks to run; default: all present.")
+    batch_size: int = Field(64, ge=1, description="Sentences per forward pass.")
+    probe_items: int = Field(500, ge=0, description="storyworld entity-tracking items (0: off).")
+    probe_seed: int = Field(10_000, description="Seed for the held-out storyworld probe.")
+    stories: int = Field(64, ge=0, description="Stories sampled per prompt for story quality (0: off).")
+    story_prompt: str = Field(PAPER_PROMPT)
+    story_max_new_tokens: int = Field(90, ge=1)
+    seed: int = Field(0)
+
+
+class ReportConfig(Section):
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for intervals.")
+    confidence: float = Field(0.95, gt=0, lt=1)
+    stories_shown: int = Field(2000, ge=0, description="Most anthology stories embedded in the story browser.")
+    seed: int = Field(0)
+
+
+class ExperimentConfig(Section):
+    """Everything about one experiment; each command reads the sections it needs."""
+
+    name: str = Field("onceupon", description="Experiment name, for logs and reports.")
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    interact: InteractConfig = Field(default_factory=InteractConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+
+# --------------------------------------------------------------------------- loading
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown config key '{key}'"
+    if error["type"] == "missing":
+        return f"config key '{key}' is required"
+    value = error.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    return f"config key '{key}': {error['msg'].rstrip('.')} (got {shown})"
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise UserError(f"--set expects key=value, got '{item}'.")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise UserError(f"--set key '{key}' is not a dotted config key like pretrain.epochs.")
+    return parts, value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Config file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"Config file {path} is not valid UTF-8 text.") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"Config file {path} is not valid YAML{where}.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"Config file {path} must be a mapping of sections, not a {type(data).__name__}.")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config (or the defaults), apply ``key=value`` overrides, validate."""
+    data = read_yaml(path) if path else {}
+    for item in overrides or []:
+        parts, value = _parse_override(item)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
+        raise UserError(_describe(first) + more + ".") from None
+
+
+def save_config(config: ExperimentConfig, run_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved configuration into the run directory.
+
+    Secrets never live in the config (only the *names* of environment variables do), so the
+    whole model can be written as is.
+    """
+    path = Path(run_dir) / name
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    atomic_write_text(path, text)
+    return path

@@ -1,0 +1,1 @@
+"""Corpora: plain-text files, Hugging Face datasets, and the built-in storyworld generator."""

@@ -1,0 +1,1 @@
+"""Evaluation: BabyLM zero-shot tasks and story quality, per checkpoint."""

@@ -1,0 +1,115 @@
+"""Small file helpers: atomic writes, durable JSONL appends, JSONL reading with clear errors.
+
+Writes that matter go through here so that a crash never leaves a half-written file that
+looks complete (write to a temporary name, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from onceupon.errors import UserError
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
+    """Move a fully written ``tmp_dir`` to ``final_dir``, replacing an older one."""
+    tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
+    if final_dir.exists():
+        old = final_dir.with_name(final_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final_dir, old)
+        os.replace(tmp_dir, final_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp_dir, final_dir)
+    fsync_dir(final_dir.parent)
+
+
+def append_jsonl(path: str | Path, records: Iterable[dict], *, durable: bool = True) -> None:
+    """Append records as JSON lines; with ``durable`` flush and fsync before returning."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        if durable:
+            os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    """Yield the objects of a JSONL file; a bad line is a UserError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist or is not a file.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}, line {lineno}: not valid JSON ({e.msg}).") from None
+                if not isinstance(obj, dict):
+                    raise UserError(f"{path}, line {lineno}: expected a JSON object.")
+                yield obj
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not valid UTF-8 text.") from None
+
+
+def truncate_jsonl(path: str | Path, keep: int) -> None:
+    """Keep the first ``keep`` complete lines of a JSONL file (used when resuming a run so
+    the file matches the last checkpoint exactly); a torn last line is dropped too."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if len(kept) == keep:
+                break
+            if not line.endswith("\n"):
+                break
+            kept.append(line)
+    atomic_write_text(path, "".join(kept))

@@ -1,0 +1,1 @@
+"""Interactive learning: rollouts, rewards from teacher ratings, PPO/RLOO/GRPO, word budgets."""

@@ -1,0 +1,1 @@
+"""The student: tokenizer, model presets, pretraining and checkpoints."""

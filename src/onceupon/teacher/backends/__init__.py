@@ -1,0 +1,1 @@
+"""Teacher backends: heuristic (offline default), openai, transformers, vllm."""

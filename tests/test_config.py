@@ -1,0 +1,68 @@
+import pytest
+import yaml
+
+from onceupon.config import PAPER_PROMPT, ExperimentConfig, load_config, save_config
+from onceupon.errors import UserError
+
+
+def test_defaults_are_the_papers():
+    c = ExperimentConfig()
+    assert c.interact.prompt == PAPER_PROMPT
+    assert (c.interact.batch_size, c.interact.max_new_tokens, c.interact.learning_rate) == (360, 90, 1e-6)
+    assert (c.interact.init_kl_coef, c.interact.target_kl, c.interact.kl_horizon) == (0.2, 6.0, 10_000)
+    assert (c.interact.cliprange, c.interact.vf_coef, c.interact.gamma, c.interact.lam) == (0.2, 0.1, 1.0, 0.95)
+    assert (c.interact.length_bonus, c.interact.input_budget) == (0.4, 1_000_000)
+    assert (c.teacher.temperature, c.teacher.max_tokens) == (0.2, 6)
+    assert (c.tokenizer.vocab_size, c.tokenizer.min_frequency) == (16_000, 2)
+    assert (c.pretrain.learning_rate, c.pretrain.epochs) == (5e-4, 10)
+
+
+def test_yaml_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("pretrain:\n  epochs: 2\ninteract:\n  input_budget: 50K\n")
+    c = load_config(p, ["pretrain.batch_size=8", "teacher.backend=openai", "interact.prompt=Hello there"])
+    assert c.pretrain.epochs == 2 and c.pretrain.batch_size == 8
+    assert c.interact.input_budget == 50_000
+    assert c.teacher.backend == "openai"
+    assert c.interact.prompt == "Hello there"
+
+
+@pytest.mark.parametrize(
+    "text, overrides, needle",
+    [
+        ("pretrain:\n  epochz: 2\n", [], "pretrain.epochz"),
+        ("pretrain:\n  epochs: many\n", [], "pretrain.epochs"),
+        ("", ["interact.algorithm=dqn"], "interact.algorithm"),
+        ("", ["nonsense"], "key=value"),
+        ("pretrain: [1, 2\n", [], "not valid YAML"),
+        ("- a\n- b\n", [], "mapping"),
+    ],
+)
+def test_bad_config_names_the_problem(tmp_path, text, overrides, needle):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(UserError) as e:
+        load_config(p, overrides)
+    assert needle in str(e.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_saved_config_round_trips(tmp_path):
+    c = load_config(None, ["pretrain.epochs=3", "teacher.api_key_env=MY_KEY"])
+    path = save_config(c, tmp_path)
+    again = ExperimentConfig.model_validate(yaml.safe_load(path.read_text()))
+    assert again == c
+
+
+def test_cli_bad_input_is_one_sentence_and_exit_2(tmp_path, cli):
+    p = tmp_path / "c.yaml"
+    p.write_text("corpus:\n  sauce: files\n")
+    r = cli("corpus", "--out", str(tmp_path / "run"), "--config", str(p))
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: unknown config key 'corpus.sauce'."
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
