@@ -30,3 +30,37 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
 @pytest.fixture
 def cli():
     return run_cli
+
+
+TINY_TEXTS = [
+    "Once upon a time, in a faraway land, there lived a little fox.",
+    "The fox had a red box. She put a shiny stone in the box.",
+    "One day the fox went to the forest and met a kind bear.",
+    "The bear gave the fox a blue hat, and they became friends.",
+    "They walked to the river and looked at the fish. The end.",
+    "Let me tell you a long, magical tale about a girl named Mia.",
+    "Mia found a key under the old tree. She opened the door with it.",
+    "The cat moved the ball from the basket to the garden.",
+]
+
+
+def make_tiny_checkpoint(directory: Path, preset: str = "gpt2-micro", vocab_size: int = 400, seed: int = 0) -> Path:
+    """A tiny untrained student (tokenizer + model) saved as an onceupon checkpoint."""
+    import torch
+
+    from onceupon.config import StudentConfig
+    from onceupon.student.checkpoints import CheckpointMeta, save_checkpoint
+    from onceupon.student.model import build_student
+    from onceupon.student.tokenizer import train_tokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = train_tokenizer(TINY_TEXTS * 20, vocab_size=vocab_size, min_frequency=2)
+    model = build_student(StudentConfig(preset=preset), tokenizer)
+    meta = CheckpointMeta(name=directory.name, stage="pretrain", pretrain_words=0)
+    return save_checkpoint(directory, model, tokenizer, meta)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """Path of a tiny untrained GPT-2 checkpoint, built once per test session. Read-only."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "checkpoints" / "chck_0W")
