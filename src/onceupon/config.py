@@ -266,3 +266,38 @@ def save_config(config: ExperimentConfig, run_dir: str | Path, name: str = "conf
     text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
     atomic_write_text(path, text)
     return path
+
+
+def reference_markdown() -> str:
+    """The configuration reference as Markdown tables, one per section (used by the README
+    and by ``onceupon config --reference``), generated from the field declarations above so
+    that it cannot drift from the code."""
+    lines: list[str] = []
+    defaults = ExperimentConfig()
+
+    def section(title: str, model: type[BaseModel], value: BaseModel) -> None:
+        nested: list[tuple[str, type[BaseModel], BaseModel]] = []
+        lines.extend([f"### `{title}`", "", "| key | default | meaning |", "| --- | --- | --- |"])
+        for name, field in model.model_fields.items():
+            current = getattr(value, name)
+            if isinstance(current, BaseModel):
+                nested.append((f"{title}.{name}", type(current), current))
+                continue
+            shown = yaml.safe_dump(
+                current if not isinstance(current, list) or not current or not isinstance(current[0], BaseModel)
+                else [c.model_dump() for c in current],
+                default_flow_style=True, width=10_000,
+            ).strip().removesuffix("...").strip()
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            desc = (field.description or "").replace("|", "\\|")
+            lines.append(f"| `{name}` | `{shown}` | {desc} |")
+        lines.append("")
+        for t, m, v in nested:
+            section(t, m, v)
+
+    for name in ExperimentConfig.model_fields:
+        value = getattr(defaults, name)
+        if isinstance(value, BaseModel):
+            section(name, type(value), value)
+    return "\n".join(lines)
