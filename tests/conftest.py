@@ -64,3 +64,22 @@ def make_tiny_checkpoint(directory: Path, preset: str = "gpt2-micro", vocab_size
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """Path of a tiny untrained GPT-2 checkpoint, built once per test session. Read-only."""
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "checkpoints" / "chck_0W")
+
+
+# --------------------------------------------------------------------------- teacher (helper C)
+@pytest.fixture(scope="session")
+def tiny_teacher_model(tmp_path_factory) -> Path:
+    """A tiny Llama chat model trained to answer rubric prompts with "2 3 1" (tests/http_servers.py)."""
+    from http_servers import make_tiny_chat_model
+
+    return make_tiny_chat_model(tmp_path_factory.mktemp("teacher") / "tiny-chat")
+
+
+@pytest.fixture(scope="session")
+def teacher_server(tiny_teacher_model, tmp_path_factory):
+    """``transformers serve`` on the tiny chat model, on loopback; yields its base URL (…/v1)."""
+    from http_servers import serve_model
+
+    proc, url = serve_model(tiny_teacher_model, log=tmp_path_factory.mktemp("serve") / "serve.log")
+    with proc:
+        yield url

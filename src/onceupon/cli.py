@@ -100,13 +100,19 @@ def evaluate(
     target: Annotated[Path, typer.Argument(help="A run directory (every checkpoint) or one checkpoint.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="BabyLM evaluation_data directory.")] = None,
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="BabyLM evaluation_data directory (or its full_eval/fast_eval).")
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Single checkpoint outside a run: where results go (default CHECKPOINT/evaluation)."),
+    ] = None,
 ) -> None:
-    """BabyLM zero-shot tasks and story quality for every checkpoint of a run."""
+    """BabyLM zero-shot tasks and story quality for every checkpoint of a run (or one checkpoint)."""
     cfg = load_config(config, set_)
     from onceupon.evaluate.run import run
 
-    run(cfg, target, data)
+    run(cfg, target, data, out)
 
 
 @app.command()

@@ -36,8 +36,8 @@ class Section(BaseModel):
 # --------------------------------------------------------------------------- corpus
 class StoryworldConfig(Section):
     stories: int | None = Field(None, description="Number of stories; default: enough for word_budget (or 2,000).")
-    min_events: int = Field(3, description="Fewest state-changing events per story.")
-    max_events: int = Field(7, description="Most state-changing events per story.")
+    min_events: int = Field(3, ge=0, description="Fewest state-changing events per story.")
+    max_events: int = Field(7, ge=1, description="Most state-changing events per story.")
 
 
 class CorpusConfig(Section):
@@ -45,6 +45,10 @@ class CorpusConfig(Section):
     paths: list[str] = Field(default_factory=list, description="Files or directories of plain text (source=files).")
     format: Literal["auto", "lines", "paragraphs"] = Field(
         "auto", description="lines: one document per line; paragraphs: blank-line separated; auto: guess per file."
+    )
+    extensions: list[str] = Field(
+        default_factory=lambda: [".txt", ".train"],
+        description="File endings read from directories (BabyLM's text files end in .train).",
     )
     dataset: str | None = Field(None, description="Hub dataset name or local dataset path (source=hub).")
     dataset_config: str | None = Field(None, description="Dataset configuration name, if any.")
@@ -64,10 +68,12 @@ class TokenizerConfig(Section):
 
 class StudentConfig(Section):
     preset: str = Field("gpt2-paper", description="Model shape preset: gpt2-paper, gpt2-tiny, gpt2-micro, llama-tiny, ...")
-    n_layer: int | None = Field(None, description="Override the preset's number of layers.")
-    n_head: int | None = Field(None, description="Override the preset's number of attention heads.")
-    n_embd: int | None = Field(None, description="Override the preset's width.")
-    context_length: int | None = Field(None, description="Override the preset's context length (paper: 512).")
+    n_layer: int | None = Field(None, ge=1, description="Override the preset's number of layers.")
+    n_head: int | None = Field(None, ge=1, description="Override the preset's number of attention heads.")
+    n_embd: int | None = Field(None, ge=1, description="Override the preset's width.")
+    context_length: int | None = Field(
+        None, ge=8, description="Override the preset's context length in tokens (paper: 512); packed sequences have this length."
+    )
 
 
 class PretrainConfig(Section):
@@ -85,35 +91,61 @@ class PretrainConfig(Section):
     milestone_unit: WordCount = Field(1_000_000, description="babylm schedule unit: 1M = the paper's; 1K scales it down.")
     milestone_every: WordCount | None = Field(None, description="Interval for milestones=every.")
     log_every: int = Field(10, ge=1, description="Optimizer steps between metric logs.")
+    shuffle: bool = Field(True, description="Shuffle the packed sequences anew each epoch (seeded).")
+    keep_resume_state: Literal["latest", "all"] = Field(
+        "latest",
+        description="Which checkpoints keep optimizer/RNG state for resuming: only the latest (saves disk) or all.",
+    )
     push_to_hub: str | None = Field(None, description="Hub repo to push each milestone to, as a branch named like it.")
-    seed: int = Field(0)
+    hub_private: bool = Field(True, description="Create the push_to_hub repository as private.")
+    seed: int = Field(0, description="Seed for initialisation, data order and dropout.")
 
 
 # --------------------------------------------------------------------------- teacher
 class CriterionConfig(Section):
-    name: str
-    description: str
-    levels: dict[int, str] = Field(description="Score -> what that score means.")
-    weight: float = Field(1.0, ge=0)
+    """One rubric criterion: its scale is the range of its level keys (the paper's: 0..3)."""
+
+    name: str = Field(description="Short key used in ratings files, e.g. 'coherence'.")
+    title: str | None = Field(None, description="Name shown to the teacher, e.g. 'Narrative coherence'.")
+    description: str = Field(description="What the criterion judges, in one sentence.")
+    levels: dict[int, str] = Field(description="Score -> what that score means; consecutive integers.")
+    weight: float = Field(1.0, ge=0, description="Weight in the normalised score (paper: equal).")
 
 
 class TeacherConfig(Section):
     backend: Literal["heuristic", "openai", "transformers", "vllm"] = Field(
         "heuristic", description="heuristic: offline default; openai: any OpenAI-compatible server."
     )
-    model: str | None = Field(None, description="Model name (openai/vllm) or path/Hub id/GGUF file (transformers).")
+    model: str | None = Field(
+        None, description="Model name (openai/vllm; openai: default = the server's first model) or path/Hub id/GGUF file (transformers)."
+    )
     base_url: str | None = Field(None, description="Server URL for backend=openai, e.g. http://127.0.0.1:8000/v1.")
-    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key (openai); unset: a dummy key for local servers."
+    )
     temperature: float = Field(0.2, ge=0, description="Teacher sampling temperature (paper: 0.2).")
     max_tokens: int = Field(6, ge=1, description="Most new tokens in a teacher answer (paper: 6).")
     concurrency: int = Field(16, ge=1, description="Requests in flight at once (openai).")
     timeout: float = Field(60.0, gt=0, description="Seconds per request before it is retried.")
     max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts/refused connections.")
+    backoff: float = Field(0.5, ge=0, description="First retry waits up to this many seconds; doubles each retry (full jitter).")
+    max_backoff: float = Field(30.0, ge=0, description="Longest wait between two retries, in seconds.")
     invalid_policy: Literal["exclude", "retry", "zero"] = Field(
         "exclude", description="What an unparseable answer does: excluded from the update, retried, or scored 0."
     )
+    invalid_retries: int = Field(2, ge=0, description="Extra requests for an unparseable answer when invalid_policy=retry.")
+    min_words: int = Field(
+        3, ge=0, description="Continuations with fewer words get the lowest score on every criterion without asking the teacher (the rubric's 'shorter than a sentence' rule); empty ones always do."
+    )
+    expected_words: int = Field(80, ge=1, description="Story length the teacher is told to expect (paper: about 80 words).")
     expected_score: bool = Field(False, description="Score = probability-weighted mean digit (needs log-probs).")
+    top_logprobs: int = Field(10, ge=1, le=20, description="Alternatives per answer token requested in expected-score mode.")
     batch_size: int = Field(16, ge=1, description="Stories per forward pass (transformers/vllm).")
+    device: str = Field("auto", description="transformers backend: 'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="Weights dtype (transformers/vllm).")
+    gpu_memory_utilization: float = Field(
+        0.25, gt=0, le=1, description="vllm: share of GPU memory for the teacher (paper: 25 %, sharing with the student)."
+    )
     cache: str | None = Field(None, description="SQLite cache file for ratings; none by default.")
     criteria: list[CriterionConfig] | None = Field(None, description="Rubric criteria; default: the paper's three.")
     template: str | None = Field(None, description="Path to a Jinja2 prompt template; default: the built-in one.")
@@ -124,6 +156,11 @@ class InteractConfig(Section):
     algorithm: Literal["ppo", "rloo", "grpo"] = Field("ppo", description="RL objective.")
     prompt: str = Field(PAPER_PROMPT, description="The fixed story prompt (paper's).")
     prompts_file: str | None = Field(None, description="Text file, one prompt per line, instead of the fixed prompt.")
+    prompts_dataset: str | None = Field(
+        None, description="Hub dataset name or local dataset directory whose prompts_column holds the prompts."
+    )
+    prompts_column: str = Field("prompt", description="Dataset column with the prompts (prompts_dataset).")
+    prompts_split: str = Field("train", description="Dataset split (prompts_dataset).")
     max_new_tokens: int = Field(90, ge=1, description="Most tokens per story (paper: 90).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature (paper: 1, pure sampling).")
     top_k: int = Field(0, ge=0, description="0 = off (paper).")
@@ -143,7 +180,18 @@ class InteractConfig(Section):
     gamma: float = Field(1.0, ge=0, le=1, description="Discount (paper: 1).")
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda (paper: 0.95).")
     max_grad_norm: float | None = Field(None, description="Gradient clipping; None = off (paper).")
+    ratio_threshold: float = Field(10.0, gt=0, description="Skip a minibatch whose mean policy ratio exceeds this (TRL 0.9.4: 10).")
     group_size: int = Field(4, ge=2, description="Samples per prompt for rloo/grpo.")
+    group_kl_coef: float = Field(
+        0.0, ge=0, description="rloo/grpo: weight of the KL to the reference (rloo: in the reward; grpo: in the loss); 0 = off."
+    )
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Split forward/backward passes into chunks this big (same gradients, less memory)."
+    )
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast where the GPU has it.")
+    keep_resume_state: Literal["latest", "all"] = Field(
+        "latest", description="Keep optimizer/RNG state in the latest checkpoint only (saves disk) or in all."
+    )
     length_bonus: float = Field(0.4, ge=0, description="Length-bonus coefficient; 0 turns it off (paper: 0.4).")
     length_norm_words: int = Field(90, ge=1, description="Words that earn the full length bonus (paper: 90).")
     input_budget: WordCount = Field(1_000_000, description="Words shown to the student (paper: 1M).")
@@ -158,22 +206,53 @@ class InteractConfig(Section):
 
 # --------------------------------------------------------------------------- evaluate / report
 class EvaluateConfig(Section):
-    data_dir: str | None = Field(None, description="BabyLM evaluation_data directory (full_eval or fast_eval).")
-    tasks: list[str] | None = Field(None, description="Tasks to run; default: all present.")
-    batch_size: int = Field(64, ge=1, description="Sentences per forward pass.")
+    data_dir: str | None = Field(
+        None,
+        description="BabyLM evaluation data: an evaluation_data directory, or its full_eval or fast_eval folder. "
+        "None: the BabyLM tasks are reported absent (the storyworld probe and story quality still run).",
+    )
+    suite: Literal["fast", "full"] = Field(
+        "fast", description="Which folder to read when data_dir holds both fast_eval and full_eval."
+    )
+    tasks: list[str] | None = Field(
+        None,
+        description="Zero-shot tasks to run (blimp, blimp_supplement, ewok, entity_tracking, wug_adj_nominalization, "
+        "wug_past_tense, storyworld_entity_tracking); default: all.",
+    )
+    batch_size: int = Field(64, ge=1, description="Sequences per forward pass when scoring.")
+    share_prefix: bool = Field(
+        True, description="Run a context shared by several candidates once and reuse its key/value cache."
+    )
+    device: str = Field("auto", description="auto: cuda when available, else cpu; or any torch device string.")
     probe_items: int = Field(500, ge=0, description="storyworld entity-tracking items (0: off).")
     probe_seed: int = Field(10_000, description="Seed for the held-out storyworld probe.")
     stories: int = Field(64, ge=0, description="Stories sampled per prompt for story quality (0: off).")
-    story_prompt: str = Field(PAPER_PROMPT)
-    story_max_new_tokens: int = Field(90, ge=1)
-    seed: int = Field(0)
+    story_prompt: str = Field(PAPER_PROMPT, description="Prompt the stories continue (paper's).")
+    story_prompts_file: str | None = Field(
+        None, description="Text file, one prompt per line, instead of story_prompt (N stories per prompt)."
+    )
+    story_max_new_tokens: int = Field(90, ge=1, description="Most new tokens per story (paper: 90).")
+    story_batch_size: int = Field(64, ge=1, description="Stories generated per forward pass.")
+    seed: int = Field(0, description="Seed for story sampling.")
 
 
 class ReportConfig(Section):
-    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for intervals.")
-    confidence: float = Field(0.95, gt=0, lt=1)
+    score: str = Field(
+        "total",
+        description="Score the equivalence uses: 'total' (sum of the criteria, the paper's 0..9) or a criterion name.",
+    )
+    equivalence_source: Literal["auto", "evaluate", "anthology"] = Field(
+        "auto",
+        description="evaluate: story scores of the evaluated pretraining checkpoints vs each run's final checkpoint; "
+        "anthology: first vs last anthology_batches batches of each interaction run (the paper's table); "
+        "auto: evaluate where those results exist, else anthology.",
+    )
+    anthology_batches: int = Field(10, ge=1, description="Batches averaged at the start and end of a run (paper: 10).")
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for intervals (0: no intervals).")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the bootstrap intervals.")
     stories_shown: int = Field(2000, ge=0, description="Most anthology stories embedded in the story browser.")
-    seed: int = Field(0)
+    dpi: int = Field(110, ge=50, le=400, description="Resolution of the PNG figures.")
+    seed: int = Field(0, description="Seed for the bootstrap and the browser's story sample.")
 
 
 class ExperimentConfig(Section):

@@ -57,7 +57,9 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
+        from onceupon.student.tokenizer import save_tokenizer
+
+        save_tokenizer(tokenizer, tmp)
     if write_state is not None:
         state = tmp / STATE_DIR
         state.mkdir()

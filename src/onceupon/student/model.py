@@ -8,11 +8,13 @@ presets make CPU runs and tests quick; ``llama-*`` presets give a Llama-style al
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from typing import TYPE_CHECKING
 
 from onceupon.config import StudentConfig
 from onceupon.errors import UserError
+
+if TYPE_CHECKING:  # transformers is imported lazily: checking a preset should not cost seconds
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ def resolve_shape(cfg: StudentConfig) -> Shape:
 
 def build_student(cfg: StudentConfig, tokenizer) -> PreTrainedModel:
     """A freshly initialised student whose vocabulary and special tokens match ``tokenizer``."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
     shape = resolve_shape(cfg)
     ids = dict(
         vocab_size=len(tokenizer),

@@ -7,7 +7,9 @@ unknown and mask tokens set, and left padding so batched generation continues th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -67,3 +69,29 @@ def wrap(core: Tokenizer) -> PreTrainedTokenizerFast:
         clean_up_tokenization_spaces=False,
     )
     return tok
+
+
+#: The class name written into ``tokenizer_config.json``. transformers 5 writes its own
+#: backend class (``TokenizersBackend``), which transformers 4 (used by the official BabyLM
+#: evaluation pipeline and lm-eval-harness) cannot resolve; ``PreTrainedTokenizerFast`` is
+#: understood by both and loads the same ``tokenizer.json``.
+PORTABLE_CLASS = "PreTrainedTokenizerFast"
+
+
+def save_tokenizer(tokenizer, directory: str | Path) -> None:
+    """``save_pretrained`` plus a portable ``tokenizer_class`` so both transformers 4 and 5
+    load the tokenizer with ``AutoTokenizer``."""
+    directory = Path(directory)
+    tokenizer.save_pretrained(directory)
+    config_path = directory / "tokenizer_config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["tokenizer_class"] = PORTABLE_CLASS
+        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
+    """Load a tokenizer saved by :func:`save_tokenizer` (or any checkpoint's)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(directory))

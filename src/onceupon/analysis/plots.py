@@ -1,0 +1,262 @@
+"""The report's figures, drawn from the summary dictionary (summary.py) as PNG files.
+
+Figures are built as bare ``matplotlib.figure.Figure`` objects (Agg canvas, no pyplot), so
+drawing needs no display and leaves no global state behind. Each ``plot_*`` function returns
+the file it wrote, or None when the runs hold no data for it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from onceupon.analysis.efficiency import format_words
+
+_WORDS = FuncFormatter(lambda x, _pos: format_words(x) if x > 0 else "0")
+
+
+def _grid(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
+    return fig, axes
+
+
+def _save(fig: Figure, path: Path, dpi: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def _by_run(points: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for p in points:
+        out.setdefault(p["run"], []).append(p)
+    return out
+
+
+def _story_metric(point: dict, key: str) -> float | None:
+    s = point.get("stories") or {}
+    return s.get("mean_total") if key == "total" else (s.get("criteria") or {}).get(key)
+
+
+def _task_metric(point: dict, task: str) -> float | None:
+    r = (point.get("tasks") or {}).get(task)
+    if not isinstance(r, dict) or r.get("absent"):
+        return None
+    return r.get("accuracy", r.get("spearman"))
+
+
+def _task_label(summary: dict, task: str) -> str:
+    for p in summary["pretrain_points"] + [q for i in summary["interaction"] for q in i["points"]]:
+        r = (p.get("tasks") or {}).get(task)
+        if isinstance(r, dict) and "spearman" in r:
+            return f"{task} (Spearman)"
+    return f"{task} (accuracy %)"
+
+
+# --------------------------------------------------------------------------- pretraining curves
+def plot_pretrain_stories(summary: dict, path: Path, dpi: int) -> Path | None:
+    """Story score (total and each criterion) against pretraining words, log axis."""
+    keys = ["total", *summary["criteria"]]
+    runs = _by_run([p for p in summary["pretrain_points"] if p["stories"] and p["pretrain_words"] > 0])
+    if not runs:
+        return None
+    fig, axes = _grid(len(keys))
+    for ax, key in zip(axes, keys):
+        for name, pts in runs.items():
+            pts = [p for p in pts if _story_metric(p, key) is not None]
+            ax.plot([p["pretrain_words"] for p in pts], [_story_metric(p, key) for p in pts], "o-", label=name)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_WORDS)
+        ax.set_title("mean total" if key == "total" else key)
+        ax.set_xlabel("pretraining words")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Teacher score of sampled stories vs pretraining words")
+    return _save(fig, path, dpi)
+
+
+def plot_pretrain_tasks(summary: dict, path: Path, dpi: int) -> Path | None:
+    """Zero-shot task scores against pretraining words, log axis."""
+    tasks = summary["tasks"]
+    runs = _by_run([p for p in summary["pretrain_points"] if p["pretrain_words"] > 0])
+    if not tasks or not runs:
+        return None
+    fig, axes = _grid(len(tasks))
+    for ax, task in zip(axes, tasks):
+        for name, pts in runs.items():
+            pts = [p for p in pts if _task_metric(p, task) is not None]
+            ax.plot([p["pretrain_words"] for p in pts], [_task_metric(p, task) for p in pts], "o-", label=name)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_WORDS)
+        ax.set_title(_task_label(summary, task), fontsize=10)
+        ax.set_xlabel("pretraining words")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Zero-shot evaluation vs pretraining words")
+    return _save(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- interaction curves
+def _run_label(item: dict) -> str:
+    return f"{item['run']} (from {item['start']})" if item.get("start") else item["run"]
+
+
+def _smooth(values: list[float | None], window: int) -> np.ndarray:
+    v = np.array([np.nan if x is None else x for x in values], dtype=float)
+    if window <= 1 or len(v) < window:
+        return v
+    out = np.full_like(v, np.nan)
+    for i in range(len(v)):
+        chunk = v[max(0, i - window + 1) : i + 1]
+        out[i] = np.nanmean(chunk) if np.isfinite(chunk).any() else np.nan
+    return out
+
+
+def plot_interaction_stories(summary: dict, path: Path, dpi: int) -> Path | None:
+    """Teacher score against interaction words, one line per starting checkpoint.
+
+    Thin lines: the anthology's per-step mean (smoothed over up to 10 steps); markers: the
+    evaluated checkpoints (``onceupon evaluate``)."""
+    items = [i for i in summary["interaction"] if i["steps"] or any(p["stories"] for p in i["points"])]
+    if not items:
+        return None
+    keys = ["total", *summary["criteria"]]
+    fig, axes = _grid(len(keys))
+    colors = [f"C{i}" for i in range(10)]
+    for ax, key in zip(axes, keys):
+        for item, color in zip(items, colors * 10):
+            steps = item["steps"]
+            if steps:
+                values = [s["total"] if key == "total" else s["criteria"].get(key) for s in steps]
+                window = max(1, min(10, len(steps) // 5))
+                ax.plot([s["input_words"] for s in steps], _smooth(values, window), "-", color=color, lw=1,
+                        alpha=0.8, label=_run_label(item) + " anthology")
+            pts = [p for p in item["points"] if _story_metric(p, key) is not None]
+            if pts:
+                ax.plot([p["interact_words"] for p in pts], [_story_metric(p, key) for p in pts], "o--", color=color,
+                        label=_run_label(item) + " evaluated")
+        ax.xaxis.set_major_formatter(_WORDS)
+        ax.set_title("mean total" if key == "total" else key)
+        ax.set_xlabel("interaction words (input)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Teacher score vs interaction words, per starting checkpoint")
+    return _save(fig, path, dpi)
+
+
+def plot_interaction_tasks(summary: dict, path: Path, dpi: int) -> Path | None:
+    """Zero-shot task scores against interaction words, one line per starting checkpoint."""
+    tasks = summary["tasks"]
+    items = [i for i in summary["interaction"] if i["points"]]
+    if not tasks or not items:
+        return None
+    fig, axes = _grid(len(tasks))
+    for ax, task in zip(axes, tasks):
+        for item in items:
+            pts = [p for p in item["points"] if _task_metric(p, task) is not None]
+            ax.plot([p["interact_words"] for p in pts], [_task_metric(p, task) for p in pts], "o-",
+                    label=_run_label(item))
+        ax.xaxis.set_major_formatter(_WORDS)
+        ax.set_title(_task_label(summary, task), fontsize=10)
+        ax.set_xlabel("interaction words (input)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Zero-shot evaluation vs interaction words")
+    return _save(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- equivalence
+def plot_equivalence(summary: dict, path: Path, dpi: int) -> Path | None:
+    """The pretraining curve (points and monotone fit, log words) and, for each interaction
+    run, an arrow from its start checkpoint to the pretraining words its final score is worth,
+    with the bootstrap interval as an error bar. Scores outside the curve get an arrow that
+    stops at the curve's end, marked with '<' or '>'."""
+    eq = summary["equivalence"]
+    if not eq["results"]:
+        return None
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    drawn: set[str] = set()
+    for i, res in enumerate(eq["results"]):
+        curve = eq["curves"][res["run"]]
+        key = str(curve["words"]) + str(curve["scores"])
+        if key not in drawn:  # runs sharing a curve draw it once
+            drawn.add(key)
+            ax.plot(curve["words"], curve["scores"], "o", color="0.3", label="pretraining checkpoints" if i == 0 else None)
+            ax.plot(curve["words"], curve["fitted"], "-", color="0.5", lw=1, label="monotone fit" if i == 0 else None)
+        color = f"C{i % 10}"
+        y = res["final_score"]
+        start_y = res["start_score"] if res["start_score"] is not None else y
+        ax.plot([res["start_words"]], [start_y], "s", color=color, ms=7)
+        if res["position"] == "inside":
+            end, marker = res["needed_words"], "*"
+            label = f"{res['run']}: from {res['start_checkpoint']} ~ {format_words(res['needed_words'])}"
+        else:
+            end, marker = res["bound"], "<" if res["position"] == "below" else ">"
+            label = f"{res['run']}: from {res['start_checkpoint']} {marker} {format_words(res['bound'])}"
+        ax.annotate("", xy=(end, y), xytext=(res["start_words"], start_y),
+                    arrowprops={"arrowstyle": "->", "color": color, "lw": 1.5})
+        ax.plot([end], [y], marker, color=color, ms=11, label=label)
+        iv = res.get("interval")
+        if iv:
+            lo = 10 ** float(iv["log10_low"]) if iv["log10_low"] != "-inf" else curve["words"][0]
+            hi = 10 ** float(iv["log10_high"]) if iv["log10_high"] != "inf" else curve["words"][-1]
+            ax.plot([lo, hi], [y, y], "|-", color=color, lw=3, alpha=0.5)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(_WORDS)
+    ax.set_xlabel("pretraining words")
+    ax.set_ylabel(eq["results"][0]["score"])
+    ax.set_title("What the interaction was worth in pretraining words")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- training metrics
+def plot_metrics(summary: dict, path: Path, dpi: int, per_run: int = 4) -> Path | None:
+    """The first few logged metrics of each run's metrics.csv against step."""
+    metrics = summary["metrics"]
+    panels = []
+    for name, rows in metrics.items():
+        columns = [c for c in (rows[0] if rows else {}) if c != "step"]
+        for col in columns[:per_run]:
+            panels.append((name, col, rows))
+    if not panels:
+        return None
+    fig, axes = _grid(len(panels), width=3.6, height=2.6)
+    for ax, (name, col, rows) in zip(axes, panels):
+        pts = [(r["step"], r[col]) for r in rows if "step" in r and col in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", lw=1)
+        ax.set_title(f"{name}: {col}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Training metrics (metrics.csv)")
+    return _save(fig, path, dpi)
+
+
+#: (file name, function, caption) of every figure, in the order the report shows them
+FIGURES = [
+    ("equivalence.png", plot_equivalence, "Data-efficiency equivalence"),
+    ("pretrain_stories.png", plot_pretrain_stories, "Story score vs pretraining words"),
+    ("pretrain_tasks.png", plot_pretrain_tasks, "Zero-shot tasks vs pretraining words"),
+    ("interaction_stories.png", plot_interaction_stories, "Story score vs interaction words"),
+    ("interaction_tasks.png", plot_interaction_tasks, "Zero-shot tasks vs interaction words"),
+    ("metrics.png", plot_metrics, "Training metrics"),
+]
+
+
+def draw_all(summary: dict, out_dir: Path, dpi: int = 110) -> list[tuple[str, Path, str]]:
+    """Draw every figure the data allows; returns (name, path, caption) of those written."""
+    written = []
+    for name, fn, caption in FIGURES:
+        path = fn(summary, out_dir / name, dpi)
+        if path is not None:
+            written.append((name, path, caption))
+    return written

@@ -1,0 +1,376 @@
+"""Everything the report shows, computed once as plain JSON data (``report/report.json``).
+
+The figures (plots.py) and the HTML page (report.py) are drawn from this one dictionary, and
+the demo prints its headline from it, so a number appears in exactly one place.
+
+Which score the equivalence uses (``report.equivalence_source``):
+
+- ``evaluate``: the story score (``report.score``; default the mean total, the paper's 0..9
+  unit) that ``onceupon evaluate`` measured for each *pretraining checkpoint* forms the
+  curve; each interaction run's *final evaluated checkpoint* is the target. Per-story ratings
+  in ``evaluation/<checkpoint>/stories.jsonl`` feed the bootstrap.
+- ``anthology``: the paper's table. Each interaction run contributes one curve point, the mean
+  score of its first ``anthology_batches`` RL batches at its start checkpoint's words; its
+  target is the mean of its last ``anthology_batches`` batches.
+- ``auto`` (default): ``evaluate`` when at least two pretraining checkpoints and one final
+  interaction checkpoint have story scores, otherwise ``anthology``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from onceupon.analysis.efficiency import Curve, bootstrap_needed, equivalence
+from onceupon.analysis.runs import TOTAL, Run, row_score
+from onceupon.config import ReportConfig
+
+#: story-quality fields of a results row shown in the before/after table (key, label)
+STORY_FIELDS = [
+    ("mean_total", "mean total (0..max)"),
+    ("mean_score", "mean score (0..1)"),
+    ("invalid_rate", "invalid ratings"),
+    ("words", "words per story"),
+    ("distinct_1", "distinct-1"),
+    ("distinct_2", "distinct-2"),
+    ("repetition", "repetition"),
+    ("readability", "readability (formula)"),
+    ("entropy_per_word", "entropy per word"),
+]
+
+#: fields of an anthology record the story browser needs
+BROWSER_FIELDS = ["step", "index", "prompt", "continuation", "raw", "valid", "scores", "total", "reward",
+                  "n_words", "input_words", "error"]
+
+
+def task_value(result: dict | None) -> tuple[str, float | None]:
+    """(metric name, value) of one task's result: accuracy, or Spearman for WUG tasks."""
+    if not isinstance(result, dict) or result.get("absent"):
+        return ("", None)
+    for metric in ("accuracy", "spearman"):
+        if result.get(metric) is not None:
+            return (metric, float(result[metric]))
+    return ("", None)
+
+
+def _point(run: Run, row: dict) -> dict:
+    return {
+        "run": run.name,
+        "checkpoint": row.get("checkpoint"),
+        "pretrain_words": int(row.get("pretrain_words", 0)),
+        "interact_words": int(row.get("interact_words", 0)),
+        "stories": row.get("stories"),
+        "tasks": row.get("tasks") or {},
+    }
+
+
+# --------------------------------------------------------------------------- equivalence inputs
+def _owner(run: Run, pretraining: list[Run]) -> Run | None:
+    """The pretraining run whose directory holds the interaction run's start checkpoint."""
+    if not run.start_path:
+        return None
+    start = Path(run.start_path).resolve()
+    for p in pretraining:
+        if start.is_relative_to(p.path.resolve()):
+            return p
+    return None
+
+
+def _evaluate_points(run: Run, pretraining: list[Run], interaction: list[Run], score: str) -> list[tuple]:
+    """Curve points (words, per-story sample or mean, label) from evaluated checkpoints."""
+    owner = _owner(run, pretraining)
+    sources = [owner] if owner is not None else pretraining
+    points, seen = [], set()
+    for src in sources:
+        for row in src.rows:
+            value, words = row_score(row, score), int(row.get("pretrain_words", 0))
+            if value is None or words <= 0 or int(row.get("interact_words", 0)) != 0:
+                continue
+            sample = src.story_scores(str(row.get("checkpoint")), score)
+            points.append((words, sample if sample is not None else value, f"{src.name}/{row.get('checkpoint')}"))
+            seen.add(words)
+    # Start checkpoints evaluated inside interaction runs fill words no pretraining run covers.
+    for other in interaction:
+        row = other.start_row
+        value = row_score(row, score) if row else None
+        if value is None or other.start_words in seen or not other.start_words:
+            continue
+        sample = other.story_scores(str(row.get("checkpoint")), score)
+        points.append((other.start_words, sample if sample is not None else value, f"{other.name}/start"))
+        seen.add(other.start_words)
+    return sorted(points, key=lambda p: p[0])
+
+
+def _mean(sample) -> float:
+    return float(np.mean(sample)) if np.ndim(sample) else float(sample)
+
+
+def _anthology_window(run: Run, batches: int) -> tuple[list[int], list[int]] | None:
+    steps = run.anthology.step_numbers if run.anthology else []
+    if len(steps) < 2:
+        return None
+    n = min(batches, len(steps) // 2)
+    return steps[:n], steps[-n:]
+
+
+def _choose_source(cfg: ReportConfig, pretraining: list[Run], interaction: list[Run]) -> str:
+    if cfg.equivalence_source != "auto":
+        return cfg.equivalence_source
+    for run in interaction:
+        final = run.final_row
+        if final is not None and row_score(final, cfg.score) is not None:
+            if len(_evaluate_points(run, pretraining, interaction, cfg.score)) >= 2:
+                return "evaluate"
+    return "anthology"
+
+
+def equivalences(cfg: ReportConfig, runs: list[Run]) -> dict:
+    """The equivalence section: source, curve(s), one result per interaction run, skips."""
+    pretraining = [r for r in runs if r.kind == "pretrain"]
+    interaction = [r for r in runs if r.kind == "interact"]
+    source = _choose_source(cfg, pretraining, interaction)
+    score_name = "mean total" if cfg.score == TOTAL else f"mean {cfg.score}"
+    out: dict = {"source": source, "score": cfg.score, "results": [], "skipped": [], "curves": {}}
+
+    if source == "anthology":
+        windows = {r.name: _anthology_window(r, cfg.anthology_batches) for r in interaction}
+        shared = []
+        for run in interaction:
+            w = windows[run.name]
+            if w is not None and run.start_words:
+                first = run.anthology.scores(w[0], cfg.score)
+                if len(first):
+                    shared.append((run.start_words, first, f"{run.name} (first {len(w[0])} batches)"))
+        shared.sort(key=lambda p: p[0])
+        n_used = max((len(w[0]) for w in windows.values() if w), default=0)
+        out["description"] = (
+            f"{score_name} of the first vs last {n_used} RL batches of each interaction run's anthology "
+            "(the paper's table); the curve is the first-batch score of every run at its start checkpoint's words"
+        )
+    else:
+        out["description"] = (
+            f"{score_name} of story quality from `onceupon evaluate`: evaluated pretraining checkpoints form the "
+            "curve, each interaction run's final evaluated checkpoint is the target"
+        )
+
+    for run in interaction:
+        if source == "anthology":
+            w = windows[run.name]
+            if w is None or not run.start_words:
+                out["skipped"].append({"run": run.name, "reason": "needs an anthology of 2+ steps and a known start"})
+                continue
+            points = shared
+            target = run.anthology.scores(w[1], cfg.score)
+            start_sample = run.anthology.scores(w[0], cfg.score)
+            if not len(target):
+                out["skipped"].append({"run": run.name, "reason": "no valid ratings in its last batches"})
+                continue
+            start_score = _mean(start_sample) if len(start_sample) else None
+            interact_words = int(run.anthology.steps[-1]["input_words"])
+        else:
+            final = run.final_row
+            value = row_score(final, cfg.score) if final else None
+            if value is None:
+                out["skipped"].append({"run": run.name, "reason": "no evaluated interaction checkpoint with story scores"})
+                continue
+            if run.start_words is None:
+                out["skipped"].append({"run": run.name, "reason": "start checkpoint unknown"})
+                continue
+            points = _evaluate_points(run, pretraining, interaction, cfg.score)
+            sample = run.story_scores(str(final.get("checkpoint")), cfg.score)
+            target = sample if sample is not None else value
+            start = run.start_row
+            start_score = row_score(start, cfg.score) if start else None
+            if start_score is None:
+                at_start = [_mean(p[1]) for p in points if p[0] == run.start_words]
+                start_score = at_start[0] if at_start else None
+            interact_words = int(final["interact_words"])
+        curve = Curve.from_points([(w, _mean(s)) for w, s, _ in points])
+        if len(curve) < 2:
+            out["skipped"].append({"run": run.name, "reason": "fewer than two pretraining points with scores"})
+            continue
+        eq = equivalence(
+            curve,
+            run=run.name,
+            start_checkpoint=run.start_name or "?",
+            start_words=run.start_words,
+            interact_words=interact_words,
+            final_score=_mean(target) if source == "anthology" else value,
+            start_score=start_score,
+            score=f"{score_name} ({source})",
+        )
+        if cfg.bootstrap > 0:
+            eq.interval = bootstrap_needed(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                target,
+                resamples=cfg.bootstrap,
+                confidence=cfg.confidence,
+                seed=cfg.seed,
+                names=[p[2] for p in points],
+            )
+        out["results"].append(eq.to_json())
+        out["curves"][run.name] = {
+            "words": curve.words.tolist(),
+            "scores": curve.scores.tolist(),
+            "fitted": curve.fitted.tolist(),
+            "labels": [p[2] for p in points if p[0] > 0],
+        }
+    return out
+
+
+def headline(eq_section: dict) -> dict | None:
+    """The figure the report and the demo lead with: the interaction run worth the most extra
+    pretraining words among those inside the curve (else the first run, as a bound)."""
+    results = eq_section["results"]
+    if not results:
+        return None
+    inside = [r for r in results if r["position"] == "inside"]
+    best = max(inside, key=lambda r: r["extra_words"]) if inside else results[0]
+    return {
+        "run": best["run"],
+        "text": best["summary"],
+        "position": best["position"],
+        "interact_words": best["interact_words"],
+        "extra_words": best["extra_words"],
+        "extra_bound": best["extra_bound"],
+        "ratio": best["ratio"],
+        "extra_interval": best["extra_interval"],
+        "source": eq_section["source"],
+    }
+
+
+# --------------------------------------------------------------------------- tables
+def before_after(run: Run) -> dict | None:
+    """Zero-shot and story-quality scores of an interaction run's start vs final checkpoint."""
+    start, final = run.start_row, run.final_row
+    if start is None or final is None:
+        return None
+    tasks = []
+    for name in sorted(set(start.get("tasks") or {}) | set(final.get("tasks") or {})):
+        m1, before = task_value((start.get("tasks") or {}).get(name))
+        m2, after = task_value((final.get("tasks") or {}).get(name))
+        tasks.append(
+            {
+                "task": name,
+                "metric": m1 or m2 or "absent",
+                "before": before,
+                "after": after,
+                "diff": None if before is None or after is None else after - before,
+            }
+        )
+    stories = []
+    s1, s2 = start.get("stories") or {}, final.get("stories") or {}
+    if s1 or s2:
+        for key, label in STORY_FIELDS:
+            b, a = s1.get(key), s2.get(key)
+            stories.append({"metric": label, "before": b, "after": a, "diff": None if b is None or a is None else a - b})
+        for name in sorted(set(s1.get("criteria") or {}) | set(s2.get("criteria") or {})):
+            b, a = (s1.get("criteria") or {}).get(name), (s2.get("criteria") or {}).get(name)
+            stories.append({"metric": f"criterion: {name}", "before": b, "after": a,
+                            "diff": None if b is None or a is None else a - b})
+    return {
+        "run": run.name,
+        "start": run.start_name,
+        "start_checkpoint": start.get("checkpoint"),
+        "final_checkpoint": final.get("checkpoint"),
+        "interact_words": int(final.get("interact_words", 0)),
+        "tasks": tasks,
+        "stories": stories,
+    }
+
+
+def paper_table(runs: list[Run], batches: int) -> list[dict]:
+    """The paper's table: mean total of the first and last ``batches`` RL batches per run."""
+    table = []
+    for run in runs:
+        w = _anthology_window(run, batches) if run.kind == "interact" else None
+        if w is None:
+            continue
+        first, last = run.anthology.scores(w[0]), run.anthology.scores(w[1])
+        table.append(
+            {
+                "run": run.name,
+                "start": run.start_name,
+                "pretrain_words": run.start_words,
+                "batches": len(w[0]),
+                "start_mean": float(first.mean()) if len(first) else None,
+                "end_mean": float(last.mean()) if len(last) else None,
+                "n_start": int(len(first)),
+                "n_end": int(len(last)),
+                "steps": len(run.anthology.steps),
+            }
+        )
+    return sorted(table, key=lambda r: r["pretrain_words"] or 0)
+
+
+def browser(runs: list[Run]) -> dict:
+    """The story browser's data: sampled stories plus each run's per-step means (all stories)."""
+    stories, steps, records = [], {}, {}
+    for run in runs:
+        if run.anthology is None:
+            continue
+        records[run.name] = run.anthology.records
+        steps[run.name] = [
+            {"step": s["step"], "total": s["total"], "words": s["words"], "n": s["n"], "valid": s["valid"]}
+            for s in run.anthology.steps
+        ]
+        for rec in run.anthology.sample:
+            stories.append({"run": run.name, **{k: rec.get(k) for k in BROWSER_FIELDS}})
+    return {"stories": stories, "steps": steps, "records": records}
+
+
+# --------------------------------------------------------------------------- everything
+def summarize(cfg: ReportConfig, runs: list[Run], title: str = "onceupon") -> dict:
+    pretraining = [r for r in runs if r.kind == "pretrain"]
+    interaction = [r for r in runs if r.kind == "interact"]
+    criteria: set[str] = set()
+    tasks: set[str] = set()
+    for run in runs:
+        for row in run.rows:
+            criteria |= set(((row.get("stories") or {}).get("criteria") or {}))
+            tasks |= {t for t, v in (row.get("tasks") or {}).items() if task_value(v)[1] is not None}
+    eq = equivalences(cfg, runs)
+    warnings = [f"{r.name}: {n}" for r in runs for n in r.notes]
+    warnings += [f"{s['run']}: equivalence skipped, {s['reason']}" for s in eq["skipped"]]
+    if not interaction:
+        warnings.append("no interaction run given: the equivalence and the story browser need one")
+    return {
+        "title": title,
+        "criteria": sorted(criteria),
+        "tasks": sorted(tasks),
+        "runs": [
+            {
+                "name": r.name,
+                "path": str(r.path),
+                "kind": r.kind,
+                "checkpoints": len(r.checkpoints),
+                "evaluated": len(r.rows),
+                "stories": r.anthology.records if r.anthology else 0,
+                "start": r.start_name,
+                "start_words": r.start_words,
+                "interact_words": r.interact_words if r.kind == "interact" else None,
+                "notes": r.notes,
+            }
+            for r in runs
+        ],
+        "pretrain_points": [_point(r, row) for r in pretraining for row in r.rows],
+        "interaction": [
+            {
+                "run": r.name,
+                "start": r.start_name,
+                "start_words": r.start_words,
+                "points": [_point(r, row) for row in sorted(r.rows, key=lambda x: int(x.get("interact_words", 0)))],
+                "steps": r.anthology.steps if r.anthology else [],
+            }
+            for r in interaction
+        ],
+        "metrics": {r.name: r.metrics for r in runs if r.metrics},
+        "equivalence": eq,
+        "headline": headline(eq),
+        "before_after": [t for t in (before_after(r) for r in interaction) if t is not None],
+        "paper_table": paper_table(interaction, cfg.anthology_batches),
+        "browser": browser(interaction),
+        "warnings": warnings,
+    }

@@ -1,0 +1,434 @@
+"""``onceupon evaluate``: zero-shot tasks and story quality for one checkpoint or a whole run.
+
+A run directory gets one row per checkpoint (and, for an interaction run, a row named
+``start`` for the checkpoint it started from, at ``interact_words = 0``) in
+``RUN/results.json`` (schema in notes/interfaces.md), with details per checkpoint under
+``RUN/evaluation/<checkpoint>/``:
+
+    tasks/<task>.json          the task's result, per-group breakdown and cache key
+    tasks/<task>.scores.jsonl  every candidate's log-probability, by file and line (no text:
+                               EWoK and entity-tracking data must not be redistributed)
+    stories.jsonl              the sampled stories with their ratings
+    stories.json               the story-quality summary and its cache key
+
+Every part (each task, the stories) is cached under a key made of everything that can
+change its result: the checkpoint's files, the task data's bytes (or the probe's items), the
+story and teacher settings, and :data:`EVAL_VERSION`. Evaluating again skips parts whose key
+is unchanged, so a growing run only evaluates its new checkpoints, and a changed teacher only
+re-rates stories. Batch size and device are not in the keys: they do not change results.
+
+A single checkpoint inside a run (``RUN/checkpoints/chck_*``) is evaluated into that run
+(its row in ``RUN/results.json`` is added or replaced). Any other checkpoint directory (for
+instance a model saved with ``save_pretrained``) is evaluated into ``CHECKPOINT/evaluation/``,
+whose ``results.json`` holds its one row; ``--out`` chooses another directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from onceupon.config import EvaluateConfig, ExperimentConfig
+from onceupon.errors import UserError
+from onceupon.files import atomic_write_json, atomic_write_text
+from onceupon.student.checkpoints import META_FILE, list_checkpoints, read_meta
+from onceupon.tracking import progress_bar
+from onceupon.words import parse_word_count
+
+from . import zero_shot
+from .zero_shot import BABYLM_TASKS, PROBE_TASK, TASKS, TaskResult
+
+#: Bump when a change to scoring or story statistics should invalidate every cached result.
+EVAL_VERSION = 1
+RESULTS_FILE = "results.json"
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class Target:
+    """One checkpoint to evaluate and where its row and details go."""
+
+    name: str
+    path: Path
+    stage: str
+    pretrain_words: int
+    interact_words: int
+    out_dir: Path
+
+
+# --------------------------------------------------------------------------- keys
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:20]
+
+
+def checkpoint_fingerprint(path: Path) -> list:
+    """Names, sizes and modification times of the checkpoint's files (cheap; any rewrite of
+    the weights changes it)."""
+    return sorted(
+        [p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in Path(path).iterdir() if p.is_file()
+    )
+
+
+# --------------------------------------------------------------------------- model
+class LazyModel:
+    """Loads the checkpoint's model and tokenizer the first time a part needs them."""
+
+    def __init__(self, path: Path, device: str):
+        self.path = path
+        self.device = device
+        self._loaded = None
+
+    def get(self):
+        if self._loaded is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            device = self.device
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(self.path)
+                # float32 as the official pipeline loads it: bf16 would create ties.
+                model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+            except (OSError, ValueError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UserError(f"Cannot load a model and tokenizer from {self.path}: {first}") from None
+            self._loaded = (model.to(device).eval(), tokenizer)
+        return self._loaded
+
+    def close(self) -> None:
+        self._loaded = None
+
+
+# --------------------------------------------------------------------------- one checkpoint
+def _task_unit(task: str) -> str:
+    return "pairs" if task in ("blimp", "blimp_supplement", "ewok") else "items"
+
+
+def _selected_tasks(ecfg: EvaluateConfig) -> list[str]:
+    if ecfg.tasks is None:
+        return list(TASKS)
+    unknown = [t for t in ecfg.tasks if t not in TASKS]
+    if unknown:
+        raise UserError(f"Unknown evaluation task '{unknown[0]}'; choose from {', '.join(TASKS)}.")
+    return list(dict.fromkeys(ecfg.tasks))
+
+
+def _load_items(task: str, ecfg: EvaluateConfig, data_root: Path | None) -> tuple[list | None, dict | str]:
+    """(items, what the data is) or (None, why absent)."""
+    if task == PROBE_TASK:
+        if ecfg.probe_items == 0:
+            return None, "probe_items is 0"
+        items = zero_shot.probe_items(ecfg.probe_items, ecfg.probe_seed)
+        return items, {"probe_items": ecfg.probe_items, "probe_seed": ecfg.probe_seed, "items": _digest([(i.contexts[0], i.completions, i.uid) for i in items])}
+    if data_root is None:
+        return None, "no evaluation data directory given (--data or evaluate.data_dir)"
+    files = zero_shot.task_files(data_root, task)
+    if files is None:
+        return None, f"no {task} files under {data_root}"
+    items = zero_shot.read_items(task, files)
+    return items, {"files": [[f.name, _file_digest(f)] for f in files]}
+
+
+def _cached(path: Path, key: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if data.get("key") == key else None
+
+
+def evaluate_checkpoint(cfg: ExperimentConfig, target: Target, data_root: Path | None) -> dict:
+    """The results.json row of one checkpoint, computing only the parts not cached."""
+    ecfg = cfg.evaluate
+    fingerprint = checkpoint_fingerprint(target.path)
+    lazy = LazyModel(target.path, ecfg.device)
+    tasks: dict[str, dict] = {}
+    task_dir = target.out_dir / "tasks"
+    try:
+        for task in _selected_tasks(ecfg):
+            items, data = _load_items(task, ecfg, data_root)
+            if items is None:
+                tasks[task] = {"absent": True, "reason": data}
+                continue
+            key = _digest({"v": EVAL_VERSION, "checkpoint": fingerprint, "task": task, "data": data})
+            hit = _cached(task_dir / f"{task}.json", key)
+            if hit is not None:
+                tasks[task] = hit["summary"]
+                continue
+            result = _score_task(task, items, lazy, ecfg)
+            _write_task(task_dir, task, key, result)
+            tasks[task] = result.summary
+        stories = _stories(cfg, target, fingerprint, lazy) if ecfg.stories > 0 else None
+    finally:
+        lazy.close()
+    return {
+        "checkpoint": target.name,
+        "path": str(target.path),
+        "stage": target.stage,
+        "pretrain_words": target.pretrain_words,
+        "interact_words": target.interact_words,
+        "tasks": tasks,
+        "stories": stories,
+    }
+
+
+def _score_task(task: str, items: list, lazy: LazyModel, ecfg: EvaluateConfig) -> TaskResult:
+    from .scoring import Scorer
+
+    model, tokenizer = lazy.get()
+    scorer = Scorer(model, tokenizer, batch_size=ecfg.batch_size, share_prefix=ecfg.share_prefix)
+    with progress_bar(_task_unit(task)) as bar:
+        handle = bar.add_task(task, total=len(items))
+        result = zero_shot.evaluate_items(
+            task, items, lambda reqs, report: scorer.score(reqs, report), lambda n: bar.advance(handle, n)
+        )
+    if scorer.truncated:
+        result.summary["truncated"] = scorer.truncated
+    return result
+
+
+def _write_task(task_dir: Path, task: str, key: str, result: TaskResult) -> None:
+    # Scores first, summary last: the summary (with its key) marks the part as complete.
+    lines = [json.dumps(d) for d in result.item_scores]
+    atomic_write_text(task_dir / f"{task}.scores.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+    atomic_write_json(task_dir / f"{task}.json", {"key": key, "summary": result.summary, "breakdown": result.breakdown})
+
+
+def _stories(cfg: ExperimentConfig, target: Target, fingerprint: list, lazy: LazyModel) -> dict:
+    from .stories import evaluate_stories, read_prompts
+
+    ecfg = cfg.evaluate
+    teacher_cfg = cfg.teacher.model_dump(mode="json")
+    if cfg.teacher.template and Path(cfg.teacher.template).is_file():
+        teacher_cfg["template_digest"] = _file_digest(Path(cfg.teacher.template))
+    key = _digest(
+        {
+            "v": EVAL_VERSION,
+            "checkpoint": fingerprint,
+            "stories": ecfg.stories,
+            "prompts": read_prompts(ecfg.story_prompt, ecfg.story_prompts_file),
+            "max_new_tokens": ecfg.story_max_new_tokens,
+            "seed": ecfg.seed,
+            "teacher": teacher_cfg,
+        }
+    )
+    summary_path = target.out_dir / "stories.json"
+    hit = _cached(summary_path, key)
+    if hit is not None:
+        return hit["summary"]
+    from onceupon.teacher.factory import build_teacher
+
+    model, tokenizer = lazy.get()
+    teacher = build_teacher(cfg.teacher)
+    try:
+        n_prompts = len(read_prompts(ecfg.story_prompt, ecfg.story_prompts_file))
+        with progress_bar("stories") as bar:
+            handle = bar.add_task("stories", total=ecfg.stories * n_prompts)
+            summary, records = evaluate_stories(model, tokenizer, ecfg, teacher, lambda n: bar.advance(handle, n))
+    finally:
+        teacher.close()
+    summary["teacher"] = getattr(teacher, "identity", cfg.teacher.backend)
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    atomic_write_text(target.out_dir / "stories.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+    atomic_write_json(summary_path, {"key": key, "summary": summary})
+    return summary
+
+
+# --------------------------------------------------------------------------- targets
+def _target_for(path: Path, name: str, out_dir: Path, interact_words: int | None = None) -> Target:
+    if (path / META_FILE).is_file():
+        meta = read_meta(path)
+        return Target(
+            name, path, meta.stage, meta.pretrain_words,
+            meta.interact_words if interact_words is None else interact_words, out_dir,
+        )
+    # A plain saved model: words from a BabyLM-style name (chck_20M) when it has one.
+    m = re.fullmatch(r"chck_(\d+[KMBW]?)", path.name)
+    words = parse_word_count(m.group(1).rstrip("W")) if m else 0
+    return Target(name, path, "pretrain", words, interact_words or 0, out_dir)
+
+
+def run_targets(run_dir: Path) -> list[Target]:
+    """The rows of a run: its start checkpoint (interaction runs) then its checkpoints."""
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise UserError(f"{run_dir} has no complete checkpoints to evaluate.")
+    targets: list[Target] = []
+    starts = [read_meta(c).start_checkpoint for c in checkpoints if read_meta(c).stage == "interact"]
+    start = next((s for s in starts if s), None)
+    if start:
+        start_path = Path(start)
+        if not start_path.is_absolute() and not start_path.exists():
+            start_path = run_dir / start_path
+        if start_path.is_dir():
+            targets.append(_target_for(start_path, "start", run_dir / "evaluation" / "start", interact_words=0))
+        else:
+            err_console.print(f"warning: the start checkpoint {start} no longer exists; no 'start' row.")
+    for c in checkpoints:
+        targets.append(_target_for(c, c.name, run_dir / "evaluation" / c.name))
+    return targets
+
+
+def _data_root(ecfg: EvaluateConfig) -> Path | None:
+    if not ecfg.data_dir:
+        return None
+    root = zero_shot.resolve_data_dir(ecfg.data_dir, ecfg.suite)
+    if not any(zero_shot.task_files(root, t) for t in BABYLM_TASKS):
+        raise UserError(
+            f"{ecfg.data_dir} holds none of the BabyLM task folders (blimp_filtered, ewok_fast, ...); "
+            "give the evaluation_data directory or its full_eval or fast_eval folder."
+        )
+    return root
+
+
+def _with_data(cfg: ExperimentConfig, data_dir: str | Path | None) -> ExperimentConfig:
+    if data_dir is None:
+        return cfg
+    cfg = cfg.model_copy(deep=True)
+    cfg.evaluate.data_dir = str(data_dir)
+    return cfg
+
+
+def evaluate_targets(cfg: ExperimentConfig, targets: list[Target]) -> list[dict]:
+    data_root = _data_root(cfg.evaluate)
+    rows = []
+    for t in targets:
+        err_console.print(f"[bold]evaluate[/bold] {t.name} ({t.path})")
+        rows.append(evaluate_checkpoint(cfg, t, data_root))
+    return rows
+
+
+def evaluate_run(cfg: ExperimentConfig | None, run_dir: str | Path, data_dir: str | Path | None = None) -> dict:
+    """Evaluate every checkpoint of a run; write and return ``RUN/results.json``'s content."""
+    run_dir = Path(run_dir)
+    cfg = _with_data(cfg or ExperimentConfig(), data_dir)
+    rows = evaluate_targets(cfg, run_targets(run_dir))
+    results = {"rows": rows}
+    atomic_write_json(run_dir / RESULTS_FILE, results)
+    return results
+
+
+def evaluate_checkpoint_dir(
+    cfg: ExperimentConfig | None, checkpoint: str | Path, data_dir: str | Path | None = None, out: str | Path | None = None
+) -> tuple[dict, Path]:
+    """Evaluate one checkpoint; returns (results, results.json path). See the module doc."""
+    checkpoint = Path(checkpoint)
+    cfg = _with_data(cfg or ExperimentConfig(), data_dir)
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+    if out is None and run_dir is not None and (checkpoint / META_FILE).is_file():
+        target = next((t for t in run_targets(run_dir) if t.path.resolve() == checkpoint.resolve()), None)
+        if target is None:  # incomplete or hidden checkpoint: evaluate it standalone
+            run_dir = None
+    else:
+        run_dir = None
+    if run_dir is None:
+        out_dir = Path(out) if out is not None else checkpoint / "evaluation"
+        target = _target_for(checkpoint, checkpoint.name, out_dir)
+        results = {"rows": evaluate_targets(cfg, [target])}
+        path = out_dir / RESULTS_FILE
+        atomic_write_json(path, results)
+        return results, path
+    row = evaluate_targets(cfg, [target])[0]
+    path = run_dir / RESULTS_FILE
+    rows = []
+    if path.is_file():
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8")).get("rows", [])
+        except (OSError, json.JSONDecodeError, AttributeError):
+            rows = []
+    rows = [r for r in rows if r.get("checkpoint") != row["checkpoint"]] + [row]
+    order = {t.name: i for i, t in enumerate(run_targets(run_dir))}
+    rows.sort(key=lambda r: order.get(r.get("checkpoint"), len(order)))
+    results = {"rows": rows}
+    atomic_write_json(path, results)
+    return results, path
+
+
+# --------------------------------------------------------------------------- CLI
+def _fmt(value, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+#: Short column headers for the terminal table.
+SHORT = {
+    "blimp": "BLiMP",
+    "blimp_supplement": "suppl.",
+    "ewok": "EWoK",
+    "entity_tracking": "ET",
+    "wug_adj_nominalization": "wug adj",
+    "wug_past_tense": "wug past",
+    "storyworld_entity_tracking": "sw ET",
+}
+
+
+def results_table(results: dict) -> Table:
+    """The terminal view: one line per checkpoint; official accuracies with the ties-wrong
+    accuracy in brackets when ties occurred; WUG Spearman correlations; story quality."""
+    rows = results["rows"]
+    tasks = [t for t in TASKS if any(not r["tasks"].get(t, {"absent": True}).get("absent") for r in rows)]
+    table = Table(title="onceupon evaluation", caption="accuracy % (ties counted wrong); wug: Spearman rho")
+    table.add_column("checkpoint", no_wrap=True)
+    table.add_column("pretrain", justify="right")
+    table.add_column("interact", justify="right")
+    for t in tasks:
+        table.add_column(SHORT[t], justify="right")
+    for col in ("story 0..9", "invalid", "words"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        cells = [r["checkpoint"], f"{r['pretrain_words']:,}", f"{r['interact_words']:,}"]
+        for t in tasks:
+            res = r["tasks"].get(t, {"absent": True})
+            if res.get("absent"):
+                cells.append("absent")
+            elif "spearman" in res:
+                cells.append(_fmt(res["spearman"], 3))
+            elif res.get("tie_rate"):
+                cells.append(f"{res['accuracy']:.1f} ({res['accuracy_ties_wrong']:.1f})")
+            else:
+                cells.append(f"{res['accuracy']:.1f}")
+        s = r.get("stories")
+        if s:
+            cells += [_fmt(s["mean_total"], 2), f"{100 * s['invalid_rate']:.0f}%", _fmt(s["words"])]
+        else:
+            cells += ["—", "—", "—"]
+        table.add_row(*cells)
+    return table
+
+
+def run(cfg: ExperimentConfig | None, target: str | Path, data_dir: str | Path | None = None, out: str | Path | None = None) -> dict:
+    """CLI entry: ``target`` is a run directory or one checkpoint directory."""
+    target = Path(target)
+    if not target.is_dir():
+        raise UserError(f"{target} is not a directory (give a run directory or a checkpoint).")
+    is_checkpoint = (target / META_FILE).is_file() or (target / "config.json").is_file()
+    if is_checkpoint:
+        results, path = evaluate_checkpoint_dir(cfg, target, data_dir, out)
+    elif (target / "checkpoints").is_dir():
+        if out is not None:
+            raise UserError("--out applies to a single checkpoint; a run's results go to RUN/results.json.")
+        results = evaluate_run(cfg, target, data_dir)
+        path = target / RESULTS_FILE
+    else:
+        raise UserError(f"{target} is neither a run directory (no checkpoints/) nor a checkpoint (no config.json).")
+    console.print(results_table(results))
+    console.print(f"results: {path}")
+    return results

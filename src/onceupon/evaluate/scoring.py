@@ -1,0 +1,244 @@
+"""Batched log-probability scoring of completions with a causal language model.
+
+Every zero-shot task asks one question many times: how likely does the model find this
+*completion* after this *context*? The answer, exactly as in the official BabyLM 2025
+pipeline, is the sum of the log-probabilities of the completion's tokens, where
+
+- context and completion are tokenized together as one text, and a token belongs to the
+  completion when its character span ends inside the completion (so " the" after a prefix
+  that ends in a space counts to the completion, as officially);
+- the first token of the text is scored given the begin-of-sequence token the tokenizer
+  adds; a tokenizer without one leaves the first token unscored (as officially).
+
+Speed comes from four things, none of which changes a score:
+
+- requests that tokenize identically are scored once (this also makes identical sentences
+  tie *exactly*, whatever the batch they land in);
+- requests are sorted by length, so a batch holds sequences of similar length;
+- padding goes on the right and is masked, so a causal model's real tokens never see it;
+- when several candidates share their context (entity tracking's five options, EWoK's two
+  targets), the context runs once and every candidate reuses its key/value cache.
+
+Text longer than the model's context keeps its last tokens (the completion) and is counted
+in :attr:`Scorer.truncated`; the official pipeline would fail on it instead.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from onceupon.errors import UserError
+
+#: (context, completion): the completion's tokens are scored, conditioned on the context.
+Request = tuple[str, str]
+
+#: Rows of a batch shrink for long sequences so that one batch never holds more than
+#: ``batch_size * TOKENS_PER_ROW`` tokens (bounds the logits tensor: tokens x vocabulary).
+TOKENS_PER_ROW = 128
+
+
+@dataclass
+class Encoded:
+    """One tokenized request: token ids and which tokens are scored (never token 0)."""
+
+    ids: list[int]
+    scored: list[bool]
+
+    @property
+    def first_scored(self) -> int | None:
+        for i, s in enumerate(self.scored):
+            if s:
+                return i
+        return None
+
+
+class Scorer:
+    """Scores ``(context, completion)`` requests in batches on the model's device.
+
+    ``score(requests)`` returns one float per request: the sum of the completion tokens'
+    natural-log probabilities. ``progress(n)`` is called as requests finish.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        batch_size: int = 64,
+        share_prefix: bool = True,
+        max_length: int | None = None,
+    ):
+        if not getattr(tokenizer, "is_fast", False):
+            raise UserError("Scoring needs a fast tokenizer (character offsets locate the completion's tokens).")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.share_prefix = share_prefix
+        config = model.config
+        self.max_length = max_length or getattr(config, "n_positions", None) or config.max_position_embeddings
+        self.device = next(model.parameters()).device
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
+        #: how many requests were longer than the context and lost their first tokens.
+        self.truncated = 0
+
+    # ------------------------------------------------------------------ tokenization
+    def encode(self, requests: Sequence[Request]) -> list[Encoded]:
+        texts = [context + completion for context, completion in requests]
+        out = self.tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True)
+        encoded = []
+        for (context, completion), ids, offsets in zip(requests, out["input_ids"], out["offset_mapping"]):
+            start = len(context)
+            # A token is scored when its span ends inside the completion; token 0 never is
+            # (nothing precedes it). Special tokens have empty spans (0, 0) and never count.
+            scored = [i > 0 and end > start for i, (_, end) in enumerate(offsets)]
+            if len(ids) > self.max_length:
+                self.truncated += 1
+                ids, scored = ids[-self.max_length :], scored[-self.max_length :]
+                scored[0] = False
+            encoded.append(Encoded(list(ids), scored))
+        return encoded
+
+    # ------------------------------------------------------------------ scoring
+    @torch.inference_mode()
+    def score(self, requests: Sequence[Request], progress: Callable[[int], None] | None = None) -> list[float]:
+        encoded = self.encode(requests)
+        # Identical token sequences are scored once.
+        unique: dict[tuple, int] = {}
+        owner: list[int] = []
+        rows: list[Encoded] = []
+        for enc in encoded:
+            key = (tuple(enc.ids), tuple(enc.scored))
+            if key not in unique:
+                unique[key] = len(rows)
+                rows.append(enc)
+            owner.append(unique[key])
+        copies = [0] * len(rows)
+        for u in owner:
+            copies[u] += 1
+
+        def done(indices: list[int]) -> None:
+            if progress is not None:
+                progress(sum(copies[i] for i in indices))
+
+        scores = [0.0] * len(rows)
+        # Which rows can share their context: group by the tokens before the last context
+        # token. That last token runs with the candidate, because its logits score the
+        # candidate's first token; the rest is computed once and cached.
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        plain: list[int] = []
+        for i, enc in enumerate(rows):
+            first = enc.first_scored
+            if first is None:  # empty completion: log P = 0
+                done([i])
+                continue
+            if self.share_prefix and first - 1 >= 1:
+                groups[tuple(enc.ids[: first - 1])].append(i)
+            else:
+                plain.append(i)
+        shared = []
+        for prefix, members in groups.items():
+            if len(members) > 1:
+                shared.append((prefix, members))
+            else:
+                plain.extend(members)
+
+        for batch in self._batches(plain, lambda i: len(rows[i].ids)):
+            values = self._forward([rows[i].ids for i in batch], [rows[i].scored for i in batch])
+            for i, v in zip(batch, values):
+                scores[i] = v
+            done(batch)
+
+        shared.sort(key=lambda g: len(g[0]))
+        for start in range(0, len(shared), self.batch_size):
+            chunk = shared[start : start + self.batch_size]
+            cache = self._prefix_cache([prefix for prefix, _ in chunk])
+            members = [(g, i) for g, (_, m) in enumerate(chunk) for i in m]
+            cut = {i: len(chunk[g][0]) for g, i in members}
+            group_of = {i: g for g, i in members}
+            for batch in self._batches([i for _, i in members], lambda i: len(rows[i].ids) - cut[i]):
+                values = self._forward(
+                    [rows[i].ids[cut[i] :] for i in batch],
+                    [rows[i].scored[cut[i] :] for i in batch],
+                    cache=cache,
+                    cache_rows=[group_of[i] for i in batch],
+                )
+                for i, v in zip(batch, values):
+                    scores[i] = v
+                done(batch)
+        return [scores[u] for u in owner]
+
+    def _batches(self, indices: list[int], length: Callable[[int], int]) -> list[list[int]]:
+        """Length-sorted batches (longest first, so memory trouble shows at once)."""
+        order = sorted(indices, key=length, reverse=True)
+        batches, i = [], 0
+        while i < len(order):
+            rows = max(1, min(self.batch_size, self.batch_size * TOKENS_PER_ROW // max(1, length(order[i]))))
+            batches.append(order[i : i + rows])
+            i += rows
+        return batches
+
+    def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[r, : len(s)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _prefix_cache(self, prefixes: list[tuple[int, ...]]) -> dict:
+        """Run shared contexts once (right-padded) and keep their keys and values."""
+        ids, mask = self._pad([list(p) for p in prefixes])
+        positions = torch.arange(ids.shape[1], device=self.device).expand_as(ids)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+        )
+        layers = [(layer.keys, layer.values) for layer in out.cache.layers]
+        return {"layers": layers, "mask": mask, "lengths": mask.sum(1)}
+
+    def _forward(
+        self,
+        seqs: list[list[int]],
+        scored: list[list[bool]],
+        cache: dict | None = None,
+        cache_rows: list[int] | None = None,
+    ) -> list[float]:
+        """Sum of scored-token log-probs for each sequence (optionally after a cached prefix)."""
+        ids, mask = self._pad(seqs)
+        target = torch.zeros_like(mask, dtype=torch.bool)
+        for r, s in enumerate(scored):
+            target[r, : len(s)] = torch.tensor(s, dtype=torch.bool)
+        steps = torch.arange(ids.shape[1], device=self.device)
+        if cache is None:
+            past, attention, positions = None, mask, steps.expand_as(ids)
+        else:
+            # Each candidate continues its own context: the cache rows are picked per
+            # candidate, the context's padding stays masked, positions continue after it.
+            pick = torch.tensor(cache_rows, device=self.device)
+            past = DynamicCache(ddp_cache_data=[(k[pick], v[pick]) for k, v in cache["layers"]])
+            attention = torch.cat([cache["mask"][pick], mask], dim=1)
+            # Padding slots of a row with a long context could run past the last position;
+            # they are masked, so any valid position will do.
+            positions = (cache["lengths"][pick].unsqueeze(1) + steps).clamp(max=self.max_length - 1)
+        logits = self.model(
+            input_ids=ids,
+            attention_mask=attention,
+            position_ids=positions,
+            cache=past,
+            use_cache=past is not None,
+        ).logits
+        # Position t predicts token t+1; keep only the scored targets before the softmax.
+        wanted = target[:, 1:]
+        picked = logits[:, :-1][wanted].float()
+        tokens = ids[:, 1:][wanted]
+        logprobs = picked.gather(1, tokens.unsqueeze(1)).squeeze(1) - torch.logsumexp(picked, dim=1)
+        row_of = wanted.nonzero()[:, 0]
+        sums = torch.zeros(len(seqs), dtype=torch.float64, device=self.device)
+        sums.index_add_(0, row_of, logprobs.double())
+        return sums.tolist()

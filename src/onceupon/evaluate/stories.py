@@ -1,0 +1,227 @@
+"""Story quality: let a checkpoint tell N stories, have a teacher rate them, describe them.
+
+Sampling is the paper's: the fixed prompt, pure sampling (temperature 1, no top-k, no top-p),
+at most 90 new tokens, stopping at the end-of-sequence token. The teacher is whatever
+``cfg.teacher`` builds (the offline heuristic by default; an LLM through the openai backend
+for real experiments). Besides the teacher's verdict we report text statistics that need no
+teacher, so a teacher that drifts (or is gamed) shows up against them:
+
+================  ==========================================================================
+words             mean continuation length in words (whitespace split, ``count_words``)
+distinct_1/2      distinct word uni-/bigrams over all uni-/bigrams, pooled over the stories
+                  (lower-cased whitespace words; Li et al. 2016's diversity measure)
+repetition        mean share of a story's word trigrams that repeat an earlier trigram of the
+                  same story (0: no loops; near 1: the story repeats itself)
+readability       mean automated readability index (textstat; a school grade, lower is
+                  easier; it needs no syllable dictionary, so it runs offline)
+entropy_per_word  the model's predictive entropy summed over the generated tokens, divided
+                  by the generated words, in bits, pooled over stories (how unsure the
+                  student was per word it wrote)
+================  ==========================================================================
+
+The stories and their ratings are written to ``stories.jsonl`` beside the results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from onceupon.errors import UserError
+from onceupon.teacher.base import Rating, Story
+from onceupon.words import count_words
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class Sample:
+    prompt: str
+    continuation: str
+    n_tokens: int
+    entropy_bits: float  # predictive entropy summed over the generated tokens
+
+
+@torch.inference_mode()
+def sample_stories(
+    model,
+    tokenizer,
+    prompt: str,
+    n: int,
+    *,
+    max_new_tokens: int = 90,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> list[Sample]:
+    """``n`` continuations of ``prompt`` by pure sampling, with their predictive entropy."""
+    device = next(model.parameters()).device
+    prompt_ids = tokenizer(prompt, add_special_tokens=True, return_tensors="pt")["input_ids"].to(device)
+    limit = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    new_tokens = min(max_new_tokens, limit - prompt_ids.shape[1])
+    if new_tokens < 1:
+        raise UserError(f"The story prompt has {prompt_ids.shape[1]} tokens, leaving no room in the model's {limit}-token context.")
+    eos = tokenizer.eos_token_id
+    generator = torch.Generator(device=device).manual_seed(seed)
+    samples: list[Sample] = []
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        ids = prompt_ids.expand(b, -1)
+        # No padding anywhere (one prompt per batch), so the mask is all ones; passing it
+        # keeps transformers from guessing.
+        mask = torch.ones_like(ids)
+        out = model(input_ids=ids, attention_mask=mask, use_cache=True)
+        cache, logits = out.cache, out.logits[:, -1]
+        finished = torch.zeros(b, dtype=torch.bool, device=device)
+        entropy = torch.zeros(b, dtype=torch.float64, device=device)
+        steps: list[torch.Tensor] = []
+        for _ in range(new_tokens):
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            probs = logp.exp()
+            step_entropy = -(probs * logp).sum(-1).nan_to_num(0.0)  # 0 * -inf terms are 0
+            entropy += torch.where(finished, 0.0, step_entropy.double())
+            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            if eos is not None:
+                token = torch.where(finished, torch.full_like(token, eos), token)
+            steps.append(token)
+            if eos is not None:
+                finished |= token == eos
+                if bool(finished.all()):
+                    break
+            mask = torch.cat([mask, mask[:, :1]], dim=1)
+            out = model(input_ids=token.unsqueeze(1), attention_mask=mask, cache=cache, use_cache=True)
+            cache, logits = out.cache, out.logits[:, -1]
+        generated = torch.stack(steps, dim=1).tolist()
+        for row, bits in zip(generated, (entropy / LN2).tolist()):
+            if eos is not None and eos in row:
+                row = row[: row.index(eos)]
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            samples.append(Sample(prompt, text, len(row), bits))
+        if progress is not None:
+            progress(b)
+    return samples
+
+
+# --------------------------------------------------------------------------- text statistics
+def _words(text: str) -> list[str]:
+    return text.lower().split()
+
+
+def distinct_n(texts: list[str], n: int) -> float | None:
+    """Distinct word n-grams over all word n-grams, pooled over ``texts``."""
+    grams: list[tuple[str, ...]] = []
+    for text in texts:
+        w = _words(text)
+        grams.extend(tuple(w[i : i + n]) for i in range(len(w) - n + 1))
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def repetition(text: str, n: int = 3) -> float | None:
+    """Share of the text's word n-grams that already occurred earlier in it."""
+    w = _words(text)
+    grams = [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+    if not grams:
+        return None
+    return sum(c - 1 for c in Counter(grams).values()) / len(grams)
+
+
+def readability(text: str) -> float | None:
+    import textstat
+
+    return float(textstat.automated_readability_index(text)) if text.strip() else None
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def summarize(samples: list[Sample], ratings: list[Rating], criteria: list[str]) -> dict:
+    """The results.json ``stories`` entry for rated samples."""
+    valid = [r for r in ratings if r.valid and r.scores is not None]
+    texts = [s.continuation for s in samples]
+    words = [count_words(t) for t in texts]
+    total_bits = sum(s.entropy_bits for s in samples)
+    distributions = {
+        name: {str(k): v for k, v in sorted(Counter(r.scores[name] for r in valid if name in r.scores).items())}
+        for name in criteria
+    }
+    return {
+        "n": len(samples),
+        "invalid_rate": (len(ratings) - len(valid)) / len(ratings) if ratings else 0.0,
+        "mean_total": _mean(r.total for r in valid),
+        "mean_score": _mean(r.score for r in valid),
+        "criteria": {name: _mean(r.scores.get(name) for r in valid) for name in criteria},
+        "distributions": distributions,
+        "words": _mean(words),
+        "distinct_1": distinct_n(texts, 1),
+        "distinct_2": distinct_n(texts, 2),
+        "repetition": _mean(repetition(t) for t in texts),
+        "readability": _mean(readability(t) for t in texts),
+        "entropy_per_word": total_bits / sum(words) if sum(words) else None,
+    }
+
+
+def story_records(samples: list[Sample], ratings: list[Rating]) -> list[dict]:
+    """One stories.jsonl line per story: the text, its rating and its statistics."""
+    return [
+        {
+            "index": i,
+            "prompt": s.prompt,
+            "continuation": s.continuation,
+            "n_words": count_words(s.continuation),
+            "n_tokens": s.n_tokens,
+            "entropy_bits": s.entropy_bits,
+            "valid": r.valid,
+            "scores": r.scores,
+            "score": r.score,
+            "total": r.total,
+            "raw": r.raw,
+            "error": r.error,
+        }
+        for i, (s, r) in enumerate(zip(samples, ratings))
+    ]
+
+
+def read_prompts(prompt: str, prompts_file: str | None) -> list[str]:
+    if not prompts_file:
+        return [prompt]
+    path = Path(prompts_file)
+    if not path.is_file():
+        raise UserError(f"The story prompts file {path} does not exist.")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise UserError(f"The story prompts file {path} has no prompts.")
+    return prompts
+
+
+def evaluate_stories(
+    model, tokenizer, evaluate_cfg, teacher, progress: Callable[[int], None] | None = None
+) -> tuple[dict, list[dict]]:
+    """Sample ``evaluate_cfg.stories`` stories per prompt, rate them with ``teacher``.
+
+    Returns the summary (results.json ``stories``) and the stories.jsonl records.
+    """
+    prompts = read_prompts(evaluate_cfg.story_prompt, evaluate_cfg.story_prompts_file)
+    samples: list[Sample] = []
+    for k, prompt in enumerate(prompts):
+        samples += sample_stories(
+            model,
+            tokenizer,
+            prompt,
+            evaluate_cfg.stories,
+            max_new_tokens=evaluate_cfg.story_max_new_tokens,
+            batch_size=evaluate_cfg.story_batch_size,
+            seed=evaluate_cfg.seed + k,
+            progress=progress,
+        )
+    ratings = teacher.rate([Story(s.prompt, s.continuation, str(i)) for i, s in enumerate(samples)])
+    criteria = list(getattr(getattr(teacher, "rubric", None), "names", None) or [])
+    if not criteria:
+        criteria = sorted({name for r in ratings if r.scores for name in r.scores})
+    return summarize(samples, ratings, criteria), story_records(samples, ratings)

@@ -1,0 +1,119 @@
+"""Critic-free objectives: every prompt is told ``group_size`` times and the other stories of
+the group serve as the baseline, so no value head is needed.
+
+* ``rloo`` (REINFORCE leave-one-out, Ahmadian et al. 2024): advantage of story i = its reward
+  minus the mean reward of the *other* stories of its group. With ``group_kl_coef`` > 0 the
+  reward first loses ``group_kl_coef`` times the story's KL to the reference (summed over its
+  tokens).
+* ``grpo`` (group-relative, Shao et al. 2024): advantage = (reward - group mean) / (group
+  std + 1e-4); with ``group_kl_coef`` > 0 the loss gains ``group_kl_coef`` times the per-token
+  KL estimate ``exp(d) - d - 1`` with ``d = logp_ref - logp``.
+
+Both optimise the same clipped surrogate as PPO (``cliprange``, ``epochs``, minibatches),
+averaged over tokens. Only the valid stories of a group count: a group with fewer than two
+valid stories has no baseline and is left out of the update.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from onceupon.config import InteractConfig
+from onceupon.interact.update import Experience, group_slices, masked_sum, optimise
+
+
+def group_advantages(
+    rewards: torch.Tensor, include: torch.Tensor, group_size: int, kind: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-story advantages [B] and the stories that keep a baseline (groups of >= 2 valid)."""
+    adv = torch.zeros_like(rewards)
+    keep = torch.zeros_like(include)
+    for sl in group_slices(len(rewards), group_size):
+        valid = include[sl]
+        k = int(valid.sum())
+        if k < 2:
+            continue
+        r = rewards[sl][valid]
+        if kind == "rloo":
+            a = r - (r.sum() - r) / (k - 1)
+        else:
+            a = (r - r.mean()) / (r.std() + 1e-4)
+        out = torch.zeros_like(rewards[sl])
+        out[valid] = a
+        adv[sl] = out
+        keep[sl] = valid
+    return adv, keep
+
+
+class GroupObjective:
+    needs_value_head = False
+
+    def __init__(self, cfg: InteractConfig, kind: str):
+        if kind not in ("rloo", "grpo"):
+            raise ValueError(kind)
+        self.cfg = cfg
+        self.name = kind
+
+    def loss(self, part: Experience, logprobs, vpreds, n_tok):
+        c = self.cfg
+        ratio = torch.exp(logprobs - part.old_logprobs)
+        pg1 = -part.advantages * ratio
+        pg2 = -part.advantages * torch.clamp(ratio, 1.0 - c.cliprange, 1.0 + c.cliprange)
+        pg_loss = masked_sum(torch.max(pg1, pg2), part.mask) / n_tok
+        loss = pg_loss
+        stats = {"policy_loss": (pg_loss * n_tok).item()}
+        if self.name == "grpo" and c.group_kl_coef > 0:
+            d = part.ref_logprobs - logprobs
+            kl_term = masked_sum(torch.exp(d) - d - 1.0, part.mask) / n_tok
+            loss = loss + c.group_kl_coef * kl_term
+            stats["kl_loss"] = (kl_term * n_tok).item()
+        return loss, stats
+
+    def update(self, policy, optimizer, batch: dict, scores: torch.Tensor, include: torch.Tensor, accelerator=None):
+        c = self.cfg
+        response_mask = batch["response_mask"]
+        kl_tok = (batch["old_logprobs"] - batch["ref_logprobs"]) * response_mask
+        seq_kl = kl_tok.sum(1)
+        rewards = torch.nan_to_num(scores)
+        if self.name == "rloo" and c.group_kl_coef > 0:
+            rewards = rewards - c.group_kl_coef * seq_kl
+        adv, keep = group_advantages(rewards, include.bool(), c.group_size, self.name)
+        mask = response_mask * keep[:, None].float()
+        exp = Experience(
+            sequences=batch["sequences"],
+            attention_mask=batch["attention_mask"],
+            prompt_width=batch["prompt_width"],
+            mask=mask,
+            old_logprobs=batch["old_logprobs"],
+            ref_logprobs=batch["ref_logprobs"],
+            advantages=adv[:, None].expand_as(mask).contiguous() * mask,
+        )
+        stats = optimise(
+            policy,
+            optimizer,
+            exp,
+            self.loss,
+            epochs=c.epochs,
+            mini_batch_size=c.mini_batch_size,
+            micro_batch_size=c.micro_batch_size,
+            temperature=c.temperature,
+            cliprange=c.cliprange,
+            ratio_threshold=c.ratio_threshold,
+            max_grad_norm=c.max_grad_norm,
+            accelerator=accelerator,
+        )
+        n_kept = keep.sum().clamp(min=1)
+        stats["kl"] = ((seq_kl * keep).sum() / n_kept).item()
+        stats["kl_coef"] = c.group_kl_coef
+        stats["stories_without_baseline"] = float((include.bool() & ~keep.bool()).sum())
+        return stats
+
+    def after_batch(self, mean_kl: float, n_stories: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+

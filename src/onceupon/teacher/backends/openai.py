@@ -1,0 +1,256 @@
+"""Any OpenAI-compatible chat server as the teacher: vLLM (``vllm serve``), llama.cpp
+(``llama-server``), Ollama, ``transformers serve``, or a hosted API.
+
+- Requests run concurrently on a private asyncio event loop in a background thread, at most
+  ``concurrency`` in flight, so :meth:`OpenAIBackend.rate` is a plain blocking call that works
+  from any thread (the interaction loop may rate in a worker thread).
+- The retry policy is ours, not the client's (its built-in retries are off), so every request
+  is counted: a 429, a 5xx, a timeout or a refused/dropped connection is retried up to
+  ``max_retries`` times, waiting a random time up to ``backoff * 2**k`` seconds (full jitter,
+  capped at ``max_backoff``; a server's ``Retry-After`` is honoured within the cap). Other
+  HTTP errors (400, 404, ...) are not retried. A story whose requests all fail gets an
+  invalid rating with ``extra["request_failed"]``; if *every* story of a call fails that way
+  the server is gone and :class:`TeacherUnavailable` is raised instead.
+- At start the server is probed (``GET /models``): unreachable, wrong key, or unknown model are
+  one clear :class:`UserError`. Without ``teacher.model`` the server's first model is used.
+- The API key is read from the environment variable named by ``api_key_env`` and is kept
+  only inside the client: never logged, never in the identity, errors or saved config. Local
+  servers that need no key get a placeholder.
+- Expected-score mode asks for ``top_logprobs`` and averages each criterion's allowed digits
+  by probability (parsing.expected_scores); the server must return log-probabilities, which
+  is checked at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import openai
+
+from onceupon.config import TeacherConfig
+from onceupon.errors import UserError
+from onceupon.teacher.base import Rating, Story, TeacherUnavailable
+from onceupon.teacher.parsing import expected_scores, parse_answer
+from onceupon.teacher.rubric import Rubric
+
+T = TypeVar("T")
+PLACEHOLDER_KEY = "no-key-needed"  # local servers ignore the key, the client insists on one
+RETRYABLE = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+
+
+class LoopThread:
+    """An asyncio event loop running in its own daemon thread; ``run`` blocks the caller."""
+
+    def __init__(self, name: str = "onceupon-teacher"):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("LoopThread.run called from its own loop; await the coroutine instead")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. Ctrl-C in the caller: stop the requests too
+            raise
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+class OpenAIBackend:
+    def __init__(self, cfg: TeacherConfig, rubric: Rubric):
+        if not cfg.base_url:
+            raise UserError("teacher.backend=openai needs teacher.base_url, e.g. http://127.0.0.1:8000/v1.")
+        key = PLACEHOLDER_KEY
+        if cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env, "")
+            if not key:
+                raise UserError(f"The environment variable {cfg.api_key_env} (teacher.api_key_env) is not set or empty.")
+        self.cfg = cfg
+        self.rubric = rubric
+        self.base_url = cfg.base_url.rstrip("/")
+        self._key_env = cfg.api_key_env
+        self._rng = random.Random()
+        #: request counters for reports and benchmarks: requests sent, retries, stories failed
+        self.stats = {"requests": 0, "retries": 0, "failed": 0}
+        self._loop = LoopThread()
+        try:
+            self._client = self._loop.run(self._make_client(key))
+            self.model = self._loop.run(self._probe())
+            if cfg.expected_score:
+                self._loop.run(self._probe_logprobs())
+        except BaseException:
+            self.close()
+            raise
+        mode = "|expected" if cfg.expected_score else ""
+        self.identity = f"openai:{self.model}|t={cfg.temperature}|max_tokens={cfg.max_tokens}{mode}"
+
+    async def _make_client(self, key: str) -> openai.AsyncOpenAI:
+        # Created on the loop's thread: the client's HTTP pool belongs to this event loop.
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=self.cfg.timeout)
+
+    # ------------------------------------------------------------------ start-up checks
+    async def _probe(self) -> str:
+        """Reach the server, check the key and the model; returns the model name to use."""
+        last: Exception | None = None
+        for attempt in range(3):  # a server that is still starting gets a few seconds
+            try:
+                listed = [m.id async for m in self._client.models.list(timeout=min(self.cfg.timeout, 10))]
+                break
+            except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as e:
+                last = e
+                await asyncio.sleep(0.5 * (attempt + 1))
+            except openai.AuthenticationError:
+                where = f"the environment variable {self._key_env}" if self._key_env else "no key (set teacher.api_key_env)"
+                raise UserError(f"The teacher server at {self.base_url} rejected the API key from {where}.") from None
+            except openai.NotFoundError:
+                listed = []  # some servers have no /models; the first request will tell
+                break
+        else:
+            raise UserError(
+                f"Cannot reach the teacher server at {self.base_url} ({_reason(last)}); start it first or fix teacher.base_url."
+            )
+        if self.cfg.model:
+            if listed and self.cfg.model not in listed:
+                shown = ", ".join(listed[:5]) + (", ..." if len(listed) > 5 else "")
+                raise UserError(f"The teacher server at {self.base_url} does not serve '{self.cfg.model}'; it serves {shown}.")
+            return self.cfg.model
+        if not listed:
+            raise UserError(f"The teacher server at {self.base_url} lists no models; set teacher.model.")
+        return listed[0]
+
+    async def _probe_logprobs(self) -> None:
+        try:
+            resp = await self._client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": "Say 1."}],
+                max_tokens=1,
+                logprobs=True,
+                top_logprobs=self.cfg.top_logprobs,
+            )
+            ok = bool(resp.choices and resp.choices[0].logprobs and resp.choices[0].logprobs.content)
+        except openai.APIStatusError:
+            ok = False
+        if not ok:
+            raise UserError(
+                f"The teacher server at {self.base_url} does not return log-probabilities; set teacher.expected_score=false."
+            )
+
+    # ------------------------------------------------------------------ rating
+    def rate(self, stories: list[Story]) -> list[Rating]:
+        ratings = self._loop.run(self._rate_all(stories))
+        failed = [r for r in ratings if r.extra.get("transport_failed")]
+        if stories and len(failed) == len(stories):
+            raise TeacherUnavailable(
+                f"The teacher server at {self.base_url} stopped answering ({failed[0].error}); "
+                "no story of this batch could be rated."
+            )
+        return ratings
+
+    async def _rate_all(self, stories: list[Story]) -> list[Rating]:
+        slots = asyncio.Semaphore(self.cfg.concurrency)
+        return list(await asyncio.gather(*(self._rate_one(s, slots) for s in stories)))
+
+    async def _rate_one(self, story: Story, slots: asyncio.Semaphore) -> Rating:
+        cfg = self.cfg
+        extra_args: dict[str, Any] = {}
+        if cfg.expected_score:
+            extra_args = {"logprobs": True, "top_logprobs": cfg.top_logprobs}
+        attempts = 0
+        async with slots:
+            while True:
+                attempts += 1
+                self.stats["requests"] += 1
+                try:
+                    resp = await self._client.chat.completions.create(
+                        model=self.model,
+                        messages=self.rubric.messages(story),
+                        temperature=cfg.temperature,
+                        max_tokens=cfg.max_tokens,
+                        **extra_args,
+                    )
+                    break
+                except RETRYABLE as e:
+                    if attempts > cfg.max_retries:
+                        self.stats["failed"] += 1
+                        error = f"no answer after {attempts} attempts: {_reason(e)}"
+                        return self.rubric.invalid(
+                            "", error, attempts=attempts, extra={"request_failed": True, "transport_failed": True}
+                        )
+                    self.stats["retries"] += 1
+                    await asyncio.sleep(self._wait(attempts, e))
+                except openai.APIStatusError as e:  # 4xx other than 429: asking again will not help
+                    self.stats["failed"] += 1
+                    return self.rubric.invalid("", f"request rejected: {_reason(e)}", attempts=attempts, extra={"request_failed": True})
+        return self._rating(resp, attempts)
+
+    def _wait(self, attempt: int, error: Exception) -> float:
+        cap = min(self.cfg.max_backoff, self.cfg.backoff * 2 ** (attempt - 1))
+        retry_after = None
+        response = getattr(error, "response", None)
+        if response is not None:
+            try:
+                retry_after = float(response.headers.get("retry-after"))
+            except (TypeError, ValueError):
+                retry_after = None
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.cfg.max_backoff)
+        return self._rng.uniform(0, cap)
+
+    def _rating(self, resp: Any, attempts: int) -> Rating:
+        choice = resp.choices[0] if resp.choices else None
+        raw = (choice.message.content or "") if choice else ""
+        parsed = parse_answer(raw, self.rubric)
+        if not parsed.valid:
+            return self.rubric.invalid(raw, parsed.error or "invalid answer", attempts=attempts)
+        extra: dict[str, Any] = {}
+        scores: dict[str, float] = dict(parsed.scores or {})
+        if self.cfg.expected_score:
+            content = getattr(getattr(choice, "logprobs", None), "content", None) or []
+            tokens = [(t.token, t.logprob, {a.token: a.logprob for a in (t.top_logprobs or [])}) for t in content]
+            expected = expected_scores(tokens, parsed, self.rubric)
+            extra["expected"] = expected is not None
+            if expected is not None:
+                extra["sampled"] = scores
+                scores = expected
+        return self.rubric.rating(raw, scores, attempts=attempts, extra=extra)
+
+    def close(self) -> None:
+        client = getattr(self, "_client", None)
+        if client is not None and not self._loop.loop.is_closed():
+            try:
+                self._loop.run(client.close())
+            except Exception:
+                pass
+        self._loop.close()
+
+
+def _reason(error: BaseException | None) -> str:
+    """A short, key-free description of a request failure."""
+    if error is None:
+        return "no answer"
+    if isinstance(error, openai.APITimeoutError):
+        return "timed out"
+    if isinstance(error, openai.APIConnectionError):
+        cause = error.__cause__ or error.__context__
+        return f"connection failed: {type(cause).__name__}" if cause else "connection failed"
+    if isinstance(error, openai.APIStatusError):
+        message = ""
+        body = error.body
+        if isinstance(body, dict):
+            inner = body.get("error", body)
+            message = inner.get("message", "") if isinstance(inner, dict) else str(inner)
+        return f"HTTP {error.status_code}" + (f": {str(message)[:200]}" if message else "")
+    return type(error).__name__

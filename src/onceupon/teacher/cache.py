@@ -1,0 +1,111 @@
+"""A SQLite cache of ratings, so rating the same story twice with the same teacher is free.
+
+Key: SHA-256 of (teacher identity, rubric hash, cleaned prompt, cleaned continuation). The
+identity names the backend, model and sampling settings, and the rubric hash covers criteria
+and template, so changing any of them misses the cache instead of returning a stale rating.
+Only valid ratings are stored: an invalid answer or a failed request is worth asking again.
+
+The database runs in WAL mode, so many processes can read while one writes (evaluation
+workers sharing one cache file, for example); writers wait up to ``busy_timeout`` for each
+other instead of failing. Within a process one connection is shared under a lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from onceupon.errors import UserError
+from onceupon.teacher.base import Rating, Story
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ratings (
+    key TEXT PRIMARY KEY,
+    teacher TEXT NOT NULL,
+    rubric TEXT NOT NULL,
+    rating TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+class RatingCache:
+    def __init__(self, path: str | Path, identity: str, rubric_hash: str):
+        self.path = Path(path)
+        self.identity = identity
+        self.rubric_hash = rubric_hash
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"Cannot use {self.path} as a rating cache: {e}.") from None
+
+    def key(self, story: Story) -> str:
+        payload = json.dumps([self.identity, self.rubric_hash, story.prompt, story.continuation], ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def get_many(self, stories: list[Story]) -> list[Rating | None]:
+        """Cached ratings (attempts 0, ``extra["cached"]``) or None per story, in order."""
+        keys = [self.key(s) for s in stories]
+        found: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):  # SQLite limits bound parameters per query
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(self._db.execute(f"SELECT key, rating FROM ratings WHERE key IN ({marks})", chunk).fetchall())
+        result: list[Rating | None] = []
+        for k in keys:
+            if k not in found:
+                result.append(None)
+                continue
+            rating = Rating.from_dict(json.loads(found[k]))
+            rating.attempts = 0
+            rating.extra["cached"] = True
+            result.append(rating)
+        return result
+
+    def put_many(self, stories: list[Story], ratings: list[Rating]) -> None:
+        rows = [
+            (self.key(s), self.identity, self.rubric_hash, json.dumps(r.to_dict() | {"extra": _plain(r.extra)}), time.time())
+            for s, r in zip(stories, ratings)
+            if r.valid and not r.extra.get("cached")
+        ]
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO ratings VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM ratings").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _plain(extra: dict) -> dict:
+    """The JSON-serialisable part of ``extra``."""
+    out = {}
+    for k, v in extra.items():
+        try:
+            json.dumps(v)
+        except TypeError:
+            continue
+        out[k] = v
+    return out

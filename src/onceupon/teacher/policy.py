@@ -1,0 +1,57 @@
+"""What happens to an invalid rating: the one place the ``invalid_policy`` is applied.
+
+- ``exclude`` (default): the rating stays invalid, ``score`` stays None, and the update
+  leaves the story out. It is still recorded (raw answer, error) and counted.
+- ``retry``: ask again, up to ``invalid_retries`` more times, for answers that could not be
+  parsed; what is still invalid afterwards is excluded. Attempts add up.
+- ``zero``: an unparseable answer counts as the lowest score on every criterion
+  (``score`` 0.0, ``valid`` still False, ``extra["policy"] = "zero"``), the reference
+  code's behaviour made explicit and visible.
+
+A request that failed outright (server error after every transport retry;
+``extra["request_failed"]``) is never retried here and never zeroed: it says nothing about
+the story, so it is always excluded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from onceupon.teacher.base import Rating, Story
+from onceupon.teacher.rubric import Rubric
+
+
+def _unparseable(rating: Rating) -> bool:
+    return not rating.valid and not rating.extra.get("request_failed")
+
+
+def settle(
+    stories: list[Story],
+    ratings: list[Rating],
+    ask: Callable[[list[Story]], list[Rating]],
+    policy: str,
+    retries: int,
+    rubric: Rubric,
+) -> list[Rating]:
+    """Apply the policy to ``ratings`` (one per story, from ``ask``); returns the final list."""
+    ratings = list(ratings)
+    if policy == "retry":
+        for _ in range(retries):
+            again = [i for i, r in enumerate(ratings) if _unparseable(r)]
+            if not again:
+                break
+            fresh = ask([stories[i] for i in again])
+            for i, new in zip(again, fresh, strict=True):
+                old = ratings[i]
+                new.attempts += old.attempts
+                new.extra["invalid_answers"] = old.extra.get("invalid_answers", []) + [old.raw]
+                ratings[i] = new
+    elif policy == "zero":
+        for r in ratings:
+            if _unparseable(r):
+                r.scores = rubric.lowest()
+                r.score = rubric.normalise(r.scores)
+                r.extra["policy"] = "zero"
+    elif policy != "exclude":
+        raise ValueError(f"unknown invalid_policy {policy!r}")
+    return ratings

@@ -1,0 +1,277 @@
+"""Real HTTP servers for the teacher's tests and benchmark, all on loopback.
+
+- :func:`make_tiny_chat_model` saves a tiny Llama chat model with its own tokenizer and chat
+  template, fine-tuned for a few seconds to answer every rubric prompt with a fixed answer
+  (``"2 3 1"``), so tests can assert valid ratings through a real server.
+- :class:`Served` starts ``transformers serve`` on that model as a subprocess on a free port.
+- ``python tests/http_servers.py proxy --upstream URL --port P`` runs a fault-injecting
+  reverse proxy (a real process) in front of any server. A story asks for faults by carrying
+  a marker in its text, so each test decides exactly which story suffers what:
+
+  ``[[fault:503x2]]``  the first 2 requests carrying this marker get HTTP 503, then pass
+  ``[[fault:429x1]]``  one 429 (with ``Retry-After: 0``), then pass
+  ``[[fault:delay3x1]]`` the first request waits 3 s before being forwarded (client timeout)
+  ``[[fault:dropx1]]`` the first request's connection is closed without an answer
+  ``[[fault:503x2:any-tag]]`` a tag makes a marker unique to one story
+
+  ``GET /_stats`` returns, per marker (and ``"*"`` for all POST requests, ``"GET"`` for the
+  rest), how many requests came in and how many were forwarded, so tests can check nothing
+  was lost or sent twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ANSWER = "2 3 1"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- tiny model
+def make_tiny_chat_model(directory: Path, answer: str = ANSWER, steps: int = 60, seed: int = 0) -> Path:
+    """A tiny Llama chat model that answers rubric prompts with ``answer``; returns its dir."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from onceupon.student.tokenizer import train_tokenizer
+    from onceupon.teacher.base import Story
+    from onceupon.teacher.rubric import Rubric
+
+    torch.manual_seed(seed)
+    rubric = Rubric()
+    stories = [
+        "there lived a fox named Pip. Pip had a red box.",
+        "the owl sang to the moon every night, and the moon sang back.",
+        "a girl found a key under a tree. She opened the old door.",
+        "green table quickly moon the the the",
+        "the bear slept. The bear slept. The bear slept.",
+        "a boat sailed to an island full of singing birds [[fault:503x2]].",
+    ]
+    messages = [rubric.messages(Story("Once upon a time,", s)) for s in stories]
+    texts = [rubric.render(Story("Once upon a time,", s)) for s in stories] + [answer] * 20
+    tokenizer = train_tokenizer(texts * 3, vocab_size=700, min_frequency=2)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    rows = []
+    for m in messages:
+        prompt_ids = tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        ids = list(prompt_ids) + answer_ids
+        labels = [-100] * len(prompt_ids) + answer_ids
+        rows.append((ids, labels))
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        ids, labels = rows[step % len(rows)]
+        out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]))
+        out.loss.backward()
+        optim.step()
+        optim.zero_grad()
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+# --------------------------------------------------------------------------- processes
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server process exited with {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+class Process:
+    """A subprocess we started, stopped (by its own pid) on exit."""
+
+    def __init__(self, args: list[str], ready_url: str, timeout: float = 180, log: Path | None = None):
+        self.log = open(log, "wb") if log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_http(ready_url, timeout, self.proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.log is not subprocess.DEVNULL:
+            self.log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def serve_model(model_dir: Path, log: Path | None = None) -> tuple[Process, str]:
+    """``transformers serve MODEL_DIR`` on a free loopback port; returns (process, base_url)."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "transformers"
+    args = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    base = f"http://127.0.0.1:{port}"
+    return Process(args, f"{base}/v1/models", log=log), f"{base}/v1"
+
+
+def start_proxy(upstream: str, log: Path | None = None) -> tuple[Process, str]:
+    """The fault-injecting proxy in front of ``upstream`` (a base URL like http://h:p/v1)."""
+    port = free_port()
+    args = [sys.executable, str(Path(__file__).resolve()), "proxy", "--upstream", upstream, "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    return Process(args, f"{base}/_stats", timeout=60, log=log), f"{base}/v1"
+
+
+def proxy_stats(base_url: str) -> dict:
+    root = base_url.rsplit("/v1", 1)[0]
+    with urllib.request.urlopen(f"{root}/_stats", timeout=5) as r:
+        return json.loads(r.read())
+
+
+# --------------------------------------------------------------------------- the proxy
+_MARKER = re.compile(r"\[\[fault:(503|500|429|delay(\d+(?:\.\d+)?)|drop)x(\d+)(?::[\w-]+)?\]\]")
+
+
+def run_proxy(upstream: str, port: int) -> None:
+    up = urllib.request.urlparse(upstream)
+    prefix = up.path.rstrip("/")  # e.g. /v1
+    stats: dict[str, dict[str, int]] = {}
+    lock = threading.Lock()
+
+    def count(key: str, field: str) -> int:
+        with lock:
+            entry = stats.setdefault(key, {"received": 0, "forwarded": 0})
+            entry[field] += 1
+            return entry[field]
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # quiet
+            pass
+
+        def _reply(self, status: int, body: bytes, headers: dict | None = None) -> None:
+            self.send_response(status)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _forward(self, method: str, body: bytes | None, marker: str | None, key: str = "*") -> None:
+            path = self.path
+            if path.startswith("/v1"):
+                path = prefix + path[len("/v1") :]
+            conn = http.client.HTTPConnection(up.hostname, up.port, timeout=600)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+            if body is not None:
+                headers["Content-Length"] = str(len(body))
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            count(key, "forwarded")
+            if marker:
+                count(marker, "forwarded")
+            self._reply(resp.status, data, {"X-Proxied": "1"})
+            conn.close()
+
+        def do_GET(self):
+            if self.path == "/_stats":
+                with lock:
+                    self._reply(200, json.dumps(stats).encode())
+                return
+            count("GET", "received")
+            self._forward("GET", None, None, key="GET")
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            m = _MARKER.search(body.decode("utf-8", "replace"))
+            marker = m.group(0) if m else None
+            count("*", "received")
+            n = count(marker, "received") if marker else 0
+            if m and n <= int(m.group(3)):
+                kind = m.group(1)
+                if kind in ("503", "500"):
+                    return self._reply(int(kind), b'{"error": {"message": "injected server error"}}')
+                if kind == "429":
+                    return self._reply(429, b'{"error": {"message": "injected rate limit"}}', {"Retry-After": "0"})
+                if kind == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                time.sleep(float(m.group(2)))  # delay, then forward: the client has given up
+            self._forward("POST", body, marker)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("proxy")
+    p.add_argument("--upstream", required=True)
+    p.add_argument("--port", type=int, required=True)
+    m = sub.add_parser("model")
+    m.add_argument("dir", type=Path)
+    args = parser.parse_args()
+    if args.cmd == "proxy":
+        run_proxy(args.upstream, args.port)
+    else:
+        make_tiny_chat_model(args.dir)
+
+
+if __name__ == "__main__":
+    main()

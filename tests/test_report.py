@@ -1,0 +1,231 @@
+"""`onceupon report` on fabricated runs with known answers, and the page in headless Chromium."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fake_runs import make_interaction_run, make_pretraining_run
+
+M = 1_000_000
+#: REFERENCE.md: mean teacher score of the first / last 10 RL batches per start checkpoint.
+PAPER = {20 * M: (0.03, 0.20), 50 * M: (0.26, 1.36), 90 * M: (0.70, 2.28), 200 * M: (1.45, 2.70),
+         500 * M: (2.25, 3.13), 900 * M: (2.64, 3.37)}
+
+#: pretraining curve of the fabricated experiment: mean total per checkpoint words
+CURVE = {1_000: 0.5, 2_000: 1.0, 4_000: 2.0, 8_000: 2.5, 16_000: 3.5}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """A pretraining run and two interaction runs: one lands inside the curve, one above it."""
+    root = tmp_path_factory.mktemp("experiment")
+    pre = make_pretraining_run(root, CURVE)
+    inside = make_interaction_run(root, pre / "checkpoints" / "chck_2K", 2_000, 1.0, 2.5, "rl_2K")
+    above = make_interaction_run(root, pre / "checkpoints" / "chck_8K", 8_000, 2.5, 4.5, "rl_8K")
+    return root, [pre, inside, above]
+
+
+@pytest.fixture(scope="module")
+def report(experiment):
+    root, runs = experiment
+    from conftest import run_cli
+
+    out = root / "report"
+    proc = run_cli("report", *map(str, runs), "--out", str(out), "--set", "report.bootstrap=300")
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout, json.loads((out / "report.json").read_text())
+
+
+def test_equivalence_numbers_are_the_known_answers(report):
+    _out, stdout, data = report
+    eq = {r["run"]: r for r in data["equivalence"]["results"]}
+    assert data["equivalence"]["source"] == "evaluate"
+    # rl_2K ends at 2.5 = the 8K checkpoint's score: 8K needed, 6K extra, 600 words spent.
+    r = eq["rl_2K"]
+    assert r["position"] == "inside" and r["start_checkpoint"] == "chck_2K"
+    assert r["needed_words"] == pytest.approx(8_000)
+    assert r["extra_words"] == pytest.approx(6_000)
+    assert r["interact_words"] == 600 and r["ratio"] == pytest.approx(10)
+    lo, hi = r["extra_interval"]
+    assert lo < 6_000 < hi and r["interval"]["fixed"] == []
+    # rl_8K ends at 4.5, above the last checkpoint (16K, 3.5): a bound, not a number.
+    r = eq["rl_8K"]
+    assert r["position"] == "above" and r["needed_words"] is None and r["ratio"] is None
+    assert r["bound"] == 16_000 and r["extra_bound"] == 8_000
+    # The headline is the best run inside the curve, printed as the report computed it.
+    assert data["headline"]["run"] == "rl_2K"
+    assert f"headline: {data['headline']['text']}" in stdout
+    assert "6K extra words of pretraining (10x)" in data["headline"]["text"]
+
+
+def test_tables_and_figures(report):
+    out, stdout, data = report
+    assert f"report: {out / 'index.html'}" in stdout
+    before_after = {t["run"]: t for t in data["before_after"]}
+    tasks = {t["task"]: t for t in before_after["rl_2K"]["tasks"]}
+    assert tasks["storyworld_entity_tracking"]["diff"] == pytest.approx(4.0)
+    assert tasks["blimp"]["before"] == 70 and tasks["blimp"]["after"] == 70.5
+    assert tasks["ewok"]["metric"] == "absent" and tasks["ewok"]["diff"] is None
+    assert tasks["wug_past_tense"]["metric"] == "spearman"
+    stories = {s["metric"]: s for s in before_after["rl_2K"]["stories"]}
+    assert stories["mean total (0..max)"]["diff"] == pytest.approx(1.5)
+    for name in ("equivalence", "pretrain_stories", "pretrain_tasks", "interaction_stories", "interaction_tasks"):
+        png = out / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    html = (out / "index.html").read_text()
+    # Self-contained: figures embedded, nothing fetched from the network.
+    assert html.count("data:image/png;base64,") >= 5
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    assert "6K extra words of pretraining" in html and "&gt; 16K (above the curve)" in html
+
+
+def test_paper_table_from_the_anthology_matches_hand_computed_means(report, experiment):
+    _out, _stdout, data = report
+    _root, runs = experiment
+    rows = {r["run"]: r for r in data["paper_table"]}
+    anthology = [json.loads(l) for l in (runs[1] / "anthology.jsonl").read_text().splitlines()]
+    steps = sorted({a["step"] for a in anthology})
+    n = min(10, len(steps) // 2)  # 6 steps: first 3 vs last 3
+    first = [a["total"] for a in anthology if a["step"] in steps[:n] and a["valid"]]
+    last = [a["total"] for a in anthology if a["step"] in steps[-n:] and a["valid"]]
+    assert rows["rl_2K"]["batches"] == n == 3
+    assert rows["rl_2K"]["start_mean"] == pytest.approx(np.mean(first))
+    assert rows["rl_2K"]["end_mean"] == pytest.approx(np.mean(last))
+    assert rows["rl_2K"]["pretrain_words"] == 2_000
+
+
+def test_the_papers_table_read_through_the_report(tmp_path):
+    """Six interaction runs whose first/last 10 batches average the paper's numbers, no
+    evaluation results: the anthology fallback must recover the paper's 410M reading."""
+    runs = []
+    for words, (start, end) in PAPER.items():
+        runs.append(make_interaction_run(
+            tmp_path, Path(f"/nowhere/chck_{words // M}M"), words, start, end, f"rl_{words // M}M",
+            steps=20, batch=100, words_per_step=50_000, evaluated=False, invalid_every=0, profile="step"))
+    from onceupon.analysis.report import build
+    from onceupon.config import ReportConfig
+
+    _index, data = build(ReportConfig(bootstrap=100), runs, tmp_path / "report")
+    assert data["equivalence"]["source"] == "anthology"
+    table = {r["pretrain_words"]: (r["start_mean"], r["end_mean"]) for r in data["paper_table"]}
+    assert table == {w: pytest.approx(v) for w, v in PAPER.items()}
+    eq = {r["run"]: r for r in data["equivalence"]["results"]}
+    assert eq["rl_90M"]["reached_extra"] == 410 * M
+    assert 410 * M < eq["rl_90M"]["extra_words"] < 450 * M
+    assert eq["rl_90M"]["interact_words"] == 1 * M
+    assert eq["rl_900M"]["position"] == "above"
+
+
+def test_user_errors_exit_2_and_destroy_nothing(tmp_path, experiment, cli):
+    _root, runs = experiment
+    proc = cli("report", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = cli("report", str(tmp_path / "empty"), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "not an onceupon run directory" in proc.stderr
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    proc = cli("report", str(runs[0]), "--out", str(precious))
+    assert proc.returncode == 2 and "not an onceupon report" in proc.stderr
+    assert (precious / "notes.txt").read_text() == "keep me"
+    assert not (tmp_path / "r").exists()
+
+
+def test_rewriting_a_report_leaves_no_stale_figures(tmp_path, experiment):
+    _root, runs = experiment
+    from onceupon.analysis.report import build
+    from onceupon.config import ReportConfig
+
+    out = tmp_path / "report"
+    build(ReportConfig(bootstrap=0), runs, out)
+    assert (out / "figures" / "interaction_stories.png").exists()
+    _index, data = build(ReportConfig(bootstrap=0), runs[:1], out)  # pretraining run only
+    assert not (out / "figures" / "interaction_stories.png").exists()
+    assert data["headline"] is None and data["equivalence"]["results"] == []
+    assert any("no interaction run" in w for w in data["warnings"])
+
+
+# --------------------------------------------------------------------------- in a real browser
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("headless Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does it)")
+
+
+def headless(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chrome-profile'}"]
+    proc = subprocess.run([chromium(), *flags, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def story_rows(dom: str) -> list[dict]:
+    return [
+        {"run": m.group(3), "step": int(m.group(1)), "total": float(m.group(2)) if m.group(2) else None}
+        for m in re.finditer(r'<tr class="story[^"]*" data-step="(\d+)" data-total="([\d.]*)" data-run="([^"]+)"', dom)
+    ]
+
+
+def test_story_browser_filters_in_headless_chromium(report, tmp_path):
+    out, _stdout, data = report
+    url = (out / "index.html").resolve().as_uri()
+    stories = data["browser"]["stories"]
+
+    # No filter: every sampled story is listed (fewer than one page of 200).
+    dom = headless(tmp_path, "--dump-dom", url).stdout
+    assert len(story_rows(dom)) == len(stories) > 0
+    assert data["headline"]["text"] in dom
+
+    # Filters from the address: steps 5..6 of rl_8K with a total of at least 4.
+    dom = headless(tmp_path, "--dump-dom", url + "?run=rl_8K&step_min=5&step_max=6&score_min=4").stdout
+    rows = story_rows(dom)
+    expected = [s for s in stories if s["run"] == "rl_8K" and 5 <= s["step"] <= 6 and s["total"] is not None
+                and s["total"] >= 4]
+    assert len(rows) == len(expected) > 0
+    assert all(r["run"] == "rl_8K" and 5 <= r["step"] <= 6 and r["total"] >= 4 for r in rows)
+    assert f"{len(expected)} of {len(stories)} sampled stories match" in dom
+
+    # Invalid ratings only: their raw teacher answers are on the page.
+    dom = headless(tmp_path, "--dump-dom", url + "?valid=invalid").stdout
+    rows = story_rows(dom)
+    assert len(rows) == sum(not s["valid"] for s in stories) > 0
+    assert all(r["total"] is None for r in rows)
+    assert "I cannot rate this" in dom
+
+    # A screenshot of the filtered page: a real PNG of the requested size.
+    shot = tmp_path / "report.png"
+    headless(tmp_path, "--window-size=1280,2000", f"--screenshot={shot}", url + "?score_min=3")
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1280, 2000)
+
+
+def test_story_text_cannot_inject_markup(tmp_path):
+    """Stories are model output: they are shown as text, never parsed as HTML or script."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    run = make_interaction_run(root, Path("/nowhere/chck_1K"), 1_000, 1.0, 2.0, "rl", steps=2, batch=3,
+                               invalid_every=0)
+    lines = [json.loads(l) for l in (run / "anthology.jsonl").read_text().splitlines()]
+    lines[0]["continuation"] = "</script><script>document.title='pwned'</script><b id=evil>bold</b> & more"
+    (run / "anthology.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+    from onceupon.analysis.report import build
+    from onceupon.config import ReportConfig
+
+    index, _data = build(ReportConfig(bootstrap=0), [run], tmp_path / "report")
+    dom = headless(tmp_path, "--dump-dom", index.resolve().as_uri()).stdout
+    assert 'id="evil"' not in dom
+    assert "<title>onceupon: onceupon report</title>" in dom  # the injected script did not run
+    assert "&lt;/script&gt;&lt;script&gt;document.title='pwned'&lt;/script&gt;&lt;b id=evil&gt;bold&lt;/b&gt; &amp; more" in dom
+    assert len(story_rows(dom)) == 6

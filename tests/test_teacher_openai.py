@@ -1,0 +1,174 @@
+"""The openai backend against real OpenAI-compatible HTTP servers on loopback.
+
+``transformers serve`` runs a tiny chat model trained to answer "2 3 1" (session fixture
+``teacher_server``); a real fault-injecting proxy process (tests/http_servers.py) sits in
+front of it where a test needs 5xx, 429, slow answers or dropped connections. Stories ask for
+their faults by carrying a marker, so each assertion knows exactly what each story went through.
+"""
+
+import asyncio
+import socket
+import threading
+
+import pytest
+
+from http_servers import free_port, proxy_stats, start_proxy
+from onceupon.config import TeacherConfig
+from onceupon.errors import UserError
+from onceupon.teacher.base import Story, TeacherUnavailable
+from onceupon.teacher.factory import build_teacher
+
+PROMPT = "Let me tell you a long, magical tale. Once upon a time, in a faraway land,"
+EXPECTED = {"readability": 2, "coherence": 3, "creativity": 1}
+
+
+def story(text: str, i: int = 0) -> Story:
+    return Story(PROMPT, f"there lived a fox number {i}. {text} The fox went home.", id=str(i))
+
+
+def config(url: str, **kw) -> TeacherConfig:
+    kw = {"backoff": 0.05, "max_backoff": 0.5, "timeout": 30, "concurrency": 4, **kw}
+    return TeacherConfig(backend="openai", base_url=url, **kw)
+
+
+@pytest.fixture(scope="module")
+def proxy(teacher_server, tmp_path_factory):
+    proc, url = start_proxy(teacher_server, log=tmp_path_factory.mktemp("proxy") / "proxy.log")
+    with proc:
+        yield url
+
+
+def test_rates_through_a_real_server(teacher_server, tiny_teacher_model):
+    with build_teacher(config(teacher_server)) as teacher:
+        assert teacher.identity.startswith(f"openai:{tiny_teacher_model}")  # the server's only model
+        ratings = teacher.rate([story("It found a key.", i) for i in range(6)])
+    assert len(ratings) == 6
+    for r in ratings:
+        assert r.valid, r.error
+        assert r.raw.strip() == "2 3 1"
+        assert r.scores == EXPECTED and r.score == pytest.approx(6 / 9) and r.attempts == 1
+
+
+def test_faults_are_retried_and_counted_and_nothing_is_lost_or_doubled(proxy):
+    # story i suffers (i % 4) injected 503s before the server answers
+    stories = [story(f"[[fault:503x{i % 4}:s{i}]]", i) for i in range(12)]
+    stories[1] = story("[[fault:429x2]] tag-429", 1)
+    stories[2] = story("[[fault:dropx1]] tag-drop", 2)
+    before = proxy_stats(proxy).get("*", {}).get("forwarded", 0)
+    with build_teacher(config(proxy, max_retries=4)) as teacher:
+        ratings = teacher.rate(stories)
+        stats = teacher.backend.stats
+    assert len(ratings) == len(stories)
+    expected_attempts = [1 + i % 4 for i in range(12)]
+    expected_attempts[1], expected_attempts[2] = 3, 2
+    assert [r.attempts for r in ratings] == expected_attempts  # in story order
+    assert all(r.valid and r.scores == EXPECTED for r in ratings)
+    after = proxy_stats(proxy)
+    assert after["*"]["forwarded"] - before == 12  # each story reached the model exactly once
+    assert stats["requests"] == sum(expected_attempts) and stats["retries"] == sum(expected_attempts) - 12
+    assert after["[[fault:429x2]]"] == {"received": 3, "forwarded": 1}
+    assert after["[[fault:503x3:s7]]"] == {"received": 4, "forwarded": 1}
+
+
+def test_a_slow_answer_times_out_and_is_retried(proxy):
+    with build_teacher(config(proxy, timeout=1.0, max_retries=2)) as teacher:
+        (r,) = teacher.rate([story("[[fault:delay3x1]] slow one", 0)])
+    assert r.valid and r.scores == EXPECTED
+    assert r.attempts == 2
+    assert proxy_stats(proxy)["[[fault:delay3x1]]"]["received"] == 2
+
+
+def test_a_story_that_keeps_failing_is_invalid_while_the_rest_are_rated(proxy):
+    stories = [story("[[fault:500x9]] doomed", 0), story("fine one", 1)]
+    with build_teacher(config(proxy, max_retries=2)) as teacher:
+        doomed, fine = teacher.rate(stories)
+    assert not doomed.valid and doomed.score is None and doomed.attempts == 3
+    assert doomed.extra["request_failed"] and "HTTP 500" in doomed.error
+    assert fine.valid and fine.attempts == 1
+
+
+def test_unparseable_answers_are_invalid_and_follow_the_policy(teacher_server):
+    # max_tokens=1 cuts the model's "2 3 1" to "2": a real answer with too few numbers
+    stories = [story("short answer", i) for i in range(3)]
+    with build_teacher(config(teacher_server, max_tokens=1)) as teacher:
+        ratings = teacher.rate(stories)
+    assert all(not r.valid and r.raw.strip() == "2" and "too few" in r.error and r.score is None for r in ratings)
+    with build_teacher(config(teacher_server, max_tokens=1, invalid_policy="zero")) as teacher:
+        assert [r.score for r in teacher.rate(stories)] == [0.0, 0.0, 0.0]
+    with build_teacher(config(teacher_server, max_tokens=1, invalid_policy="retry", invalid_retries=2)) as teacher:
+        ratings = teacher.rate(stories)
+        assert teacher.backend.stats["requests"] == 9
+    assert all(not r.valid and r.attempts == 3 for r in ratings)
+
+
+def test_unreachable_server_is_a_clear_error_at_start():
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    with pytest.raises(UserError, match="Cannot reach the teacher server"):
+        build_teacher(config(url))
+
+
+def test_server_going_away_mid_run_stops_with_teacher_unavailable(teacher_server, tmp_path):
+    proc, url = start_proxy(teacher_server, log=tmp_path / "p.log")
+    with proc:
+        teacher = build_teacher(config(url, max_retries=1))
+        assert teacher.rate([story("one", 0)])[0].valid
+    # the proxy process is gone now: connections are refused
+    with pytest.raises(TeacherUnavailable, match="stopped answering"):
+        teacher.rate([story("two", 1), story("three", 2)])
+    teacher.close()
+
+
+def test_wrong_model_and_missing_key_are_user_errors(teacher_server, monkeypatch):
+    with pytest.raises(UserError, match="does not serve 'no-such-model'"):
+        build_teacher(config(teacher_server, model="no-such-model"))
+    monkeypatch.delenv("ONCEUPON_TEST_KEY", raising=False)
+    with pytest.raises(UserError, match="ONCEUPON_TEST_KEY"):
+        build_teacher(config(teacher_server, api_key_env="ONCEUPON_TEST_KEY"))
+
+
+def test_api_key_is_used_but_never_shown(teacher_server, monkeypatch):
+    secret = "sk-test-" + "x7" * 12
+    monkeypatch.setenv("ONCEUPON_TEST_KEY", secret)
+    cfg = config(teacher_server, api_key_env="ONCEUPON_TEST_KEY")
+    with build_teacher(cfg) as teacher:
+        (r,) = teacher.rate([story("key", 0)])
+        shown = [teacher.identity, repr(r), str(r.to_dict()), cfg.model_dump_json(), str(teacher.backend.__dict__.get("stats"))]
+    assert r.valid
+    assert not any(secret in s for s in shown)
+
+
+def test_rate_works_from_worker_threads_and_inside_an_event_loop(teacher_server):
+    with build_teacher(config(teacher_server)) as teacher:
+        results: dict[str, list] = {}
+
+        def worker(name):
+            results[name] = teacher.rate([story(name, 0)])
+
+        threads = [threading.Thread(target=worker, args=(f"t{i}",)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        async def inside_a_loop():
+            return teacher.rate([story("async caller", 0)])
+
+        results["loop"] = asyncio.run(inside_a_loop())
+    assert sorted(results) == ["loop", "t0", "t1"]
+    assert all(rs[0].valid for rs in results.values())
+
+
+def test_expected_score_mode_needs_a_server_with_logprobs(teacher_server):
+    # transformers serve does not return log-probabilities: say so at start, never fake them
+    with pytest.raises(UserError, match="log-probabilities"):
+        build_teacher(config(teacher_server, expected_score=True))
+
+
+def test_a_port_that_accepts_but_never_answers_times_out(tmp_path):
+    # a raw socket that accepts connections and says nothing: the probe must give up
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+        with pytest.raises(UserError, match="Cannot reach"):
+            build_teacher(config(url, timeout=0.5))

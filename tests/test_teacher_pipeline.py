@@ -1,0 +1,165 @@
+"""The teacher pipeline: invalid-answer policies, the cache, one rating per story in order.
+
+The policy logic is exercised here with ``ScriptedBackend``, a tiny real backend whose
+answers are fixed strings run through the real parser; the same logic against a real HTTP
+model server is covered in test_teacher_openai.py.
+"""
+
+import sqlite3
+import threading
+
+import pytest
+
+from onceupon.config import TeacherConfig
+from onceupon.teacher.base import Rating, Story
+from onceupon.teacher.cache import RatingCache
+from onceupon.teacher.factory import build_teacher
+from onceupon.teacher.parsing import parse_answer
+from onceupon.teacher.pipeline import RubricTeacher
+from onceupon.teacher.rubric import Rubric
+
+PROMPT = "Once upon a time,"
+
+
+class ScriptedBackend:
+    """Answers each story with the next string of its script (by continuation)."""
+
+    def __init__(self, rubric, scripts: dict[str, list[str]], fail: set[str] = frozenset()):
+        self.rubric, self.scripts, self.fail = rubric, {k: list(v) for k, v in scripts.items()}, fail
+        self.identity = "scripted:v1"
+        self.asked: list[str] = []
+
+    def rate(self, stories):
+        out = []
+        for s in stories:
+            self.asked.append(s.continuation)
+            if s.continuation in self.fail:
+                out.append(self.rubric.invalid("", "server error 503", extra={"request_failed": True}, attempts=6))
+                continue
+            raw = self.scripts[s.continuation].pop(0)
+            p = parse_answer(raw, self.rubric)
+            out.append(self.rubric.rating(raw, p.scores) if p.valid else self.rubric.invalid(raw, p.error))
+        return out
+
+    def close(self):
+        pass
+
+
+STORIES = ["the fox ran home.", "the owl sang a song.", "the bear slept all day."]
+
+
+def make(policy, scripts, fail=frozenset(), cache=None, retries=2):
+    rubric = Rubric()
+    backend = ScriptedBackend(rubric, scripts, fail)
+    return RubricTeacher(backend, rubric, invalid_policy=policy, invalid_retries=retries, cache=cache), backend
+
+
+def test_exclude_keeps_the_invalid_rating_with_its_raw_answer():
+    teacher, backend = make("exclude", {STORIES[0]: ["2 3 1"], STORIES[1]: ["lovely story!"], STORIES[2]: ["1 1"]})
+    a, b, c = teacher.rate([Story(PROMPT, s) for s in STORIES])
+    assert a.valid and a.scores == {"readability": 2, "coherence": 3, "creativity": 1}
+    assert not b.valid and b.raw == "lovely story!" and b.score is None and b.scores is None and b.total is None
+    assert "no numbers" in b.error
+    assert not c.valid and "too few" in c.error
+    assert backend.asked == STORIES  # asked once each
+
+
+def test_retry_asks_again_until_valid_and_counts_attempts():
+    teacher, backend = make("retry", {STORIES[0]: ["2 3 1"], STORIES[1]: ["?", "3 3", "1 2 0"], STORIES[2]: ["x", "y", "z"]})
+    a, b, c = teacher.rate([Story(PROMPT, s) for s in STORIES])
+    assert a.valid and a.attempts == 1
+    assert b.valid and b.scores["creativity"] == 0 and b.attempts == 3
+    assert b.extra["invalid_answers"] == ["?", "3 3"]
+    assert not c.valid and c.attempts == 3 and c.score is None  # still invalid: excluded
+    assert backend.asked.count(STORIES[0]) == 1 and backend.asked.count(STORIES[1]) == 3
+
+
+def test_zero_scores_unparseable_answers_but_never_failed_requests():
+    teacher, _ = make("zero", {STORIES[0]: ["2 3 1"], STORIES[1]: ["no idea"]}, fail={STORIES[2]})
+    a, b, c = teacher.rate([Story(PROMPT, s) for s in STORIES])
+    assert a.score == pytest.approx(6 / 9)
+    assert not b.valid and b.score == 0.0 and b.total == 0 and b.extra["policy"] == "zero" and b.raw == "no idea"
+    assert not c.valid and c.score is None and c.extra["request_failed"]
+
+
+def test_retry_policy_does_not_repeat_failed_requests():
+    teacher, backend = make("retry", {}, fail={STORIES[0]})
+    (r,) = teacher.rate([Story(PROMPT, STORIES[0])])
+    assert not r.valid and backend.asked == [STORIES[0]]
+
+
+def test_cache_answers_repeats_and_only_stores_valid_ratings(tmp_path):
+    path = tmp_path / "ratings.sqlite"
+    rubric = Rubric()
+    cache = RatingCache(path, "scripted:v1", rubric.hash)
+    teacher, backend = make("exclude", {STORIES[0]: ["2 3 1", "0 0 0"], STORIES[1]: ["bad", "1 1 1"]}, cache=cache)
+    first = teacher.rate([Story(PROMPT, s) for s in STORIES[:2]])
+    second = teacher.rate([Story(PROMPT, s) for s in STORIES[:2]])
+    assert first[0].scores == second[0].scores and second[0].attempts == 0 and second[0].extra["cached"]
+    assert not first[1].valid and second[1].valid  # the invalid one was asked again
+    assert backend.asked == [STORIES[0], STORIES[1], STORIES[1]]
+    assert len(cache) == 2
+    # WAL mode, readable by another connection while this one is open
+    other = sqlite3.connect(path)
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert other.execute("SELECT COUNT(*) FROM ratings").fetchone()[0] == 2
+    other.close()
+    teacher.close()
+
+
+def test_cache_key_depends_on_teacher_rubric_and_text(tmp_path):
+    rubric = Rubric()
+    a = RatingCache(tmp_path / "c.sqlite", "t1", rubric.hash)
+    story = Story(PROMPT, "the fox ran.")
+    a.put_many([story], [rubric.rating("1 1 1", {"readability": 1, "coherence": 1, "creativity": 1})])
+    assert a.get_many([story])[0].total == 3
+    assert a.get_many([Story(PROMPT, "the fox ran!")]) == [None]
+    assert a.get_many([Story("Long ago,", "the fox ran.")]) == [None]
+    b = RatingCache(tmp_path / "c.sqlite", "t2", rubric.hash)
+    c = RatingCache(tmp_path / "c.sqlite", "t1", "otherhash")
+    assert b.get_many([story]) == [None] and c.get_many([story]) == [None]
+    for x in (a, b, c):
+        x.close()
+
+
+def test_cache_is_safe_with_many_connections_at_once(tmp_path):
+    # four teachers, each with its own SQLite connection, reading and writing concurrently
+    path = tmp_path / "c.sqlite"
+    cfg = TeacherConfig(cache=str(path))
+    stories = [Story(PROMPT, f"the fox number {i} ran home to its den.") for i in range(200)]
+    errors: list[BaseException] = []
+
+    def work(part):
+        try:
+            with build_teacher(cfg) as t:
+                for _ in range(3):
+                    assert len(t.rate(part)) == len(part)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(stories[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    with build_teacher(cfg) as t:
+        ratings = t.rate(stories)
+    assert all(r.extra.get("cached") for r in ratings)
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM ratings").fetchone()[0] == 200
+
+
+def test_corrupt_cache_file_is_a_user_error(tmp_path):
+    from onceupon.errors import UserError
+
+    bad = tmp_path / "c.sqlite"
+    bad.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(UserError, match="rating cache"):
+        build_teacher(TeacherConfig(cache=str(bad)))
+
+
+def test_rating_round_trips_through_dict():
+    r = Rating(valid=True, raw="2 3 1", scores={"a": 2, "b": 3}, score=0.5, attempts=2)
+    d = r.to_dict()
+    assert d["total"] == 5
+    assert Rating.from_dict(d).to_dict() == d
