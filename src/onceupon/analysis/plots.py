@@ -22,7 +22,13 @@ _WORDS = FuncFormatter(lambda x, _pos: format_words(x) if x > 0 else "0")
 def _grid(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    fig = Figure(figsize=(width * cols, height * rows))
+    # Fixed margins in inches: a layout engine would redraw every figure to measure it.
+    fig.subplots_adjust(
+        left=0.6 / (width * cols), right=1 - 0.15 / (width * cols),
+        bottom=0.55 / (height * rows), top=1 - 0.75 / (height * rows),
+        wspace=0.28, hspace=0.75 / height * 1.2,
+    )
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
     return fig, axes
 
@@ -181,7 +187,8 @@ def plot_equivalence(summary: dict, path: Path, dpi: int) -> Path | None:
     eq = summary["equivalence"]
     if not eq["results"]:
         return None
-    fig = Figure(figsize=(8, 5), layout="constrained")
+    fig = Figure(figsize=(8, 5))
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.93)
     ax = fig.add_subplot(1, 1, 1)
     drawn: set[str] = set()
     for i, res in enumerate(eq["results"]):

@@ -148,6 +148,10 @@ def ensure_corpus(cfg: ExperimentConfig, run_dir: str | Path) -> Path:
             saved = json.loads(config_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise UserError(f"{corpus_dir} exists but has no readable {CONFIG}; delete it to rebuild the corpus.") from None
+        try:  # fill in fields added since the corpus was built, with their defaults
+            saved = CorpusConfig.model_validate(saved).model_dump(mode="json")
+        except ValueError:
+            pass  # a field since removed or changed: the raw comparison below names it
         difference = _first_difference(saved, cfg.corpus.model_dump(mode="json"))
         if difference:
             raise UserError(

@@ -37,7 +37,7 @@ BOYS = ["Tom", "Ben", "Max", "Leo", "Sam", "Jack", "Tim", "Finn", "Omar", "Noah"
         "Dan", "Eli", "Hugo", "Kai", "Oscar", "Peter", "Theo", "Felix"]
 PET_NAMES = ["Pip", "Bruno", "Coco", "Daisy", "Fluffy", "Hazel", "Jasper", "Nutmeg", "Rusty", "Sunny",
              "Toby", "Willow", "Bella", "Milo", "Ollie", "Poppy", "Rosie", "Teddy", "Ziggy", "Biscuit"]
-#: (role noun, pronoun or None for either, is an animal)
+#: (role noun, pronoun; None: either)
 HUMAN_ROLES = [("girl", "she"), ("boy", "he"), ("princess", "she"), ("prince", "he"), ("queen", "she"),
                ("king", "he"), ("farmer", None), ("baker", None), ("knight", None), ("witch", "she"),
                ("wizard", "he"), ("fairy", "she")]
