@@ -4,6 +4,9 @@
   template, fine-tuned for a few seconds to answer every rubric prompt with a fixed answer
   (``"2 3 1"``), so tests can assert valid ratings through a real server.
 - :class:`Served` starts ``transformers serve`` on that model as a subprocess on a free port.
+- :func:`start_logprob_server` runs a minimal OpenAI-compatible server of our own over the
+  same model that returns ``top_logprobs`` (``transformers serve`` does not), for the
+  expected-score mode.
 - ``python tests/http_servers.py proxy --upstream URL --port P`` runs a fault-injecting
   reverse proxy (a real process) in front of any server. A story asks for faults by carrying
   a marker in its text, so each test decides exactly which story suffers what:
@@ -60,6 +63,23 @@ def make_tiny_chat_model(directory: Path, answer: str = ANSWER, steps: int = 60,
     from onceupon.teacher.rubric import Rubric
 
     torch.manual_seed(seed)
+    # One thread: on a shared, busy CPU, several spinning threads make this tiny job 3x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_chat_model(directory, answer, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_chat_model(directory: Path, answer: str, steps: int) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from onceupon.student.tokenizer import train_tokenizer
+    from onceupon.teacher.base import Story
+    from onceupon.teacher.rubric import Rubric
+
     rubric = Rubric()
     stories = [
         "there lived a fox named Pip. Pip had a red box.",
@@ -127,9 +147,12 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
 class Process:
     """A subprocess we started, stopped (by its own pid) on exit."""
 
-    def __init__(self, args: list[str], ready_url: str, timeout: float = 180, log: Path | None = None):
+    def __init__(
+        self, args: list[str], ready_url: str, timeout: float = 180, log: Path | None = None, env: dict | None = None
+    ):
         self.log = open(log, "wb") if log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
             wait_http(ready_url, timeout, self.proc)
         except BaseException:
@@ -154,13 +177,19 @@ class Process:
         self.stop()
 
 
-def serve_model(model_dir: Path, log: Path | None = None) -> tuple[Process, str]:
-    """``transformers serve MODEL_DIR`` on a free loopback port; returns (process, base_url)."""
+def serve_model(
+    model_dir: Path, log: Path | None = None, threads: int | None = 1, extra_args: tuple[str, ...] = ()
+) -> tuple[Process, str]:
+    """``transformers serve MODEL_DIR`` on a free loopback port; returns (process, base_url).
+
+    ``threads`` caps torch's CPU threads in the server (1 keeps a shared test machine calm;
+    None leaves torch's default)."""
     port = free_port()
     exe = Path(sys.executable).parent / "transformers"
-    args = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    args = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *extra_args]
     base = f"http://127.0.0.1:{port}"
-    return Process(args, f"{base}/v1/models", log=log), f"{base}/v1"
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
+    return Process(args, f"{base}/v1/models", log=log, env=env), f"{base}/v1"
 
 
 def start_proxy(upstream: str, log: Path | None = None) -> tuple[Process, str]:
@@ -258,6 +287,89 @@ def run_proxy(upstream: str, port: int) -> None:
     server.serve_forever()
 
 
+# --------------------------------------------------------------------------- logprob server
+def run_logprob_server(model_dir: Path, port: int) -> None:
+    """A minimal OpenAI-compatible chat server over a transformers model that returns
+    ``logprobs``/``top_logprobs`` (which ``transformers serve`` does not), greedy decoding.
+    Only what the teacher's expected-score mode needs: GET /v1/models, POST /v1/chat/completions."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    name = str(model_dir)
+    lock = threading.Lock()
+
+    def complete(body: dict) -> dict:
+        ids = tok.apply_chat_template(body["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        k = int(body.get("top_logprobs") or 0)
+        with lock, torch.inference_mode():
+            out = model.generate(
+                **ids, max_new_tokens=int(body.get("max_tokens") or 16), do_sample=False,
+                return_dict_in_generate=True, output_logits=True, pad_token_id=tok.pad_token_id,
+            )
+        new = out.sequences[0, ids["input_ids"].shape[1] :]
+        content = []
+        for step, token_id in enumerate(new.tolist()):
+            if token_id == tok.eos_token_id:
+                break
+            lp = torch.log_softmax(out.logits[step][0].float(), -1)
+            top = torch.topk(lp, k) if k else None
+            content.append({
+                "token": tok.decode([token_id]), "logprob": float(lp[token_id]), "bytes": None,
+                "top_logprobs": [
+                    {"token": tok.decode([int(i)]), "logprob": float(v), "bytes": None}
+                    for v, i in zip(top.values, top.indices)
+                ] if top is not None else [],
+            })
+        text = tok.decode(new, skip_special_tokens=True)
+        return {
+            "id": "cmpl-1", "object": "chat.completion", "created": int(time.time()), "model": name,
+            "choices": [{
+                "index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": text},
+                "logprobs": {"content": content} if body.get("logprobs") else None,
+            }],
+        }
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _json(self, status: int, data: dict) -> None:
+            raw = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_GET(self):
+            if self.path.rstrip("/") == "/v1/models":
+                return self._json(200, {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "local"}]})
+            self._json(404, {"error": {"message": "not found"}})
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            if self.path.rstrip("/") != "/v1/chat/completions":
+                return self._json(404, {"error": {"message": "not found"}})
+            self._json(200, complete(body))
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def start_logprob_server(model_dir: Path, log: Path | None = None) -> tuple[Process, str]:
+    port = free_port()
+    args = [sys.executable, str(Path(__file__).resolve()), "logprob-server", str(model_dir), "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    return Process(args, f"{base}/v1/models", log=log), f"{base}/v1"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -266,9 +378,14 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     m = sub.add_parser("model")
     m.add_argument("dir", type=Path)
+    lp = sub.add_parser("logprob-server")
+    lp.add_argument("dir", type=Path)
+    lp.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     if args.cmd == "proxy":
         run_proxy(args.upstream, args.port)
+    elif args.cmd == "logprob-server":
+        run_logprob_server(args.dir, args.port)
     else:
         make_tiny_chat_model(args.dir)
 

@@ -44,3 +44,34 @@ class KeywordTeacher:
 
     def close(self) -> None:
         pass
+
+
+def make_pretrained_micro(directory, steps: int = 150, seed: int = 0):
+    """A gpt2-micro student trained for a few seconds on the conftest sentences, so it tells
+    word-like stories (an untrained one babbles bytes, which gives a learning test no signal)."""
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conftest import TINY_TEXTS, make_tiny_checkpoint
+    from onceupon.student.checkpoints import CheckpointMeta, save_checkpoint
+
+    directory = Path(directory)
+    base = make_tiny_checkpoint(directory.parent / (directory.name + "_untrained"), seed=seed)
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    torch.manual_seed(seed)
+    story = " ".join(TINY_TEXTS)
+    texts = [story[i:] for i in range(0, 200, 7)]
+    enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=64)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    meta = CheckpointMeta(name=directory.name, stage="pretrain", pretrain_words=steps * sum(len(t.split()) for t in texts))
+    return save_checkpoint(directory, model, tok, meta)

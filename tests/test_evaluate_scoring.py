@@ -42,8 +42,7 @@ REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("share_prefix", [True, False])
-@pytest.mark.parametrize("batch_size", [1, 3, 64])
+@pytest.mark.parametrize("share_prefix, batch_size", [(True, 1), (True, 3), (False, 3), (True, 64), (False, 64)])
 def test_scores_equal_hand_computation(model_and_tokenizer, share_prefix, batch_size):
     model, tok = model_and_tokenizer
     expected = [hand_logprob(model, tok, c, x) for c, x in REQUESTS]

@@ -200,6 +200,29 @@ def test_wug_spearman_of_softmax(evaluated, model_and_tokenizer):
         assert result["spearman"] == pytest.approx(rho, abs=1e-9)
 
 
+def item_scores(out, task):
+    return [json.loads(line)["scores"] for line in (out / "tasks" / f"{task}.scores.jsonl").read_text().splitlines()]
+
+
+def test_every_candidate_score_equals_hand_computation(evaluated, model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    _, out = evaluated
+    expected = {
+        "blimp": [["", g, "", b] for _, g, b in BLIMP],
+        "blimp_supplement": [["", g, "", b] for pairs in SUPPLEMENT.values() for g, b in pairs],
+        "ewok": [[c1, " " + t1, c1, " " + t2] for _, c1, _, t1, t2 in EWOK],
+        "entity_tracking": [[x for o in options for x in (p, o)] for stem in sorted(ENTITY) for _, p, options in ENTITY[stem]],
+        "wug_adj_nominalization": [[x for c in s.split("\t") for x in ("", c)] for s, _ in WUG["wug_adj_nominalization"]],
+        "wug_past_tense": [[x for c in s.split("\t") for x in ("", c)] for s, _ in WUG["wug_past_tense"]],
+    }
+    for task, rows in expected.items():
+        want = [[hand(model, tok, r[i], r[i + 1]) for i in range(0, len(r), 2)] for r in rows]
+        got = item_scores(out, task)
+        assert len(got) == len(want), task
+        for g, w in zip(got, want):
+            assert g == pytest.approx(w, abs=1e-4), task
+
+
 def test_details_written_without_text(evaluated):
     row, out = evaluated
     details = json.loads((out / "tasks" / "ewok.json").read_text())

@@ -171,4 +171,18 @@ def test_a_port_that_accepts_but_never_answers_times_out(tmp_path):
         s.listen(8)
         url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
         with pytest.raises(UserError, match="Cannot reach"):
-            build_teacher(config(url, timeout=0.5))
+            build_teacher(config(url, timeout=0.3))
+
+
+@pytest.mark.slow  # starts one more server process (~25 s on a busy 2-core machine)
+def test_expected_score_mode_over_http_with_logprobs(tiny_teacher_model, tmp_path):
+    from http_servers import start_logprob_server
+
+    proc, url = start_logprob_server(tiny_teacher_model, log=tmp_path / "lp.log")
+    with proc, build_teacher(config(url, expected_score=True, top_logprobs=5)) as teacher:
+        assert teacher.identity.endswith("|expected")
+        ratings = teacher.rate([story("expected", i) for i in range(2)])
+    for r in ratings:
+        assert r.valid and r.extra["expected"] is True and r.extra["sampled"] == EXPECTED
+        assert all(isinstance(v, float) and abs(v - EXPECTED[k]) < 0.5 for k, v in r.scores.items())
+        assert r.score == pytest.approx(sum(r.scores.values()) / 9)

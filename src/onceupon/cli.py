@@ -80,11 +80,19 @@ def interact(
 
 @app.command()
 def rate(
-    stories: Annotated[Path, typer.Argument(help="JSONL file of stories (fields: prompt, continuation, id).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Ratings JSONL to write.")] = None,
-    compare: Annotated[
-        Optional[Path], typer.Option("--compare", help="Another ratings file (or human ratings) to compare with.")
+    stories: Annotated[
+        Path, typer.Argument(help="JSONL of stories: continuation (or text), optional prompt and id.")
+    ],
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Ratings JSONL to write (default: STORIES.ratings.jsonl).")
     ] = None,
+    compare: Annotated[
+        Optional[Path],
+        typer.Option("--compare", help="Other ratings (another teacher, or people) to report agreement with."),
+    ] = None,
+    as_rated: Annotated[
+        bool, typer.Option("--as-rated", help="STORIES already holds ratings: only compare it with --compare.")
+    ] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -92,7 +100,7 @@ def rate(
     cfg = load_config(config, set_)
     from onceupon.teacher.rate import run
 
-    run(cfg, stories, out, compare)
+    run(cfg, stories, out, compare, as_rated=as_rated)
 
 
 @app.command()
@@ -133,29 +141,14 @@ def report(
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo's runs and report go.")] = Path("demo"),
     seed: Annotated[int, typer.Option(help="Seed for everything.")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an earlier demo in OUT (never reused; other directories are refused).")
+    ] = False,
 ) -> None:
-    """The whole pipeline, tiny and offline, on a CPU in minutes."""
+    """The whole pipeline, tiny and offline, on a CPU in minutes; prints the report and its headline."""
     from onceupon.demo import run
 
-    run(out, seed)
-
-
-@app.command("config")
-def show_config(
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    reference: Annotated[bool, typer.Option("--reference", help="Print every key with its default and meaning.")] = False,
-) -> None:
-    """Print the resolved configuration (YAML), or the reference of every key."""
-    import yaml
-
-    from onceupon.config import reference_markdown
-
-    if reference:
-        print(reference_markdown())
-        return
-    cfg = load_config(config, set_)
-    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True), end="")
+    run(out, seed, force=force)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ def _grid(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list
     fig.subplots_adjust(
         left=0.6 / (width * cols), right=1 - 0.15 / (width * cols),
         bottom=0.55 / (height * rows), top=1 - 0.75 / (height * rows),
-        wspace=0.28, hspace=0.75 / height * 1.2,
+        wspace=0.28, hspace=0.5,
     )
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
     return fig, axes
@@ -227,13 +227,27 @@ def plot_equivalence(summary: dict, path: Path, dpi: int) -> Path | None:
 
 
 # --------------------------------------------------------------------------- training metrics
-def plot_metrics(summary: dict, path: Path, dpi: int, per_run: int = 4) -> Path | None:
-    """The first few logged metrics of each run's metrics.csv against step."""
-    metrics = summary["metrics"]
+#: metrics.csv columns worth a panel, in order of preference (names written by pretrain and interact)
+PREFERRED_METRICS = ("loss", "reward/mean", "score/total", "kl", "entropy/per_word", "words/continuation", "grad_norm")
+#: counters and timings: straight lines that say nothing about learning
+_SKIPPED = ("time/", "budget/", "perf/", "words_seen", "learning_rate", "epoch", "tokens_per_s", "input_words")
+
+
+def pick_metrics(columns: list[str], most: int) -> list[str]:
+    """The preferred learning signals among a metrics.csv's columns, else its first columns."""
+    columns = [c for c in columns if c != "step"]
+    chosen = [c for want in PREFERRED_METRICS for c in columns if c == want]
+    if not chosen:
+        chosen = [c for c in columns if not any(c.startswith(k) or k in c for k in _SKIPPED)]
+    return chosen[:most]
+
+
+def plot_metrics(summary: dict, path: Path, dpi: int, per_run: int = 3) -> Path | None:
+    """A few learning signals of each run's metrics.csv (loss; reward, score, KL) against step."""
     panels = []
-    for name, rows in metrics.items():
-        columns = [c for c in (rows[0] if rows else {}) if c != "step"]
-        for col in columns[:per_run]:
+    for name, rows in summary["metrics"].items():
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        for col in pick_metrics(columns, per_run):
             panels.append((name, col, rows))
     if not panels:
         return None

@@ -309,6 +309,7 @@ def _with_data(cfg: ExperimentConfig, data_dir: str | Path | None) -> Experiment
 
 
 def evaluate_targets(cfg: ExperimentConfig, targets: list[Target]) -> list[dict]:
+    _selected_tasks(cfg.evaluate)  # an unknown task name fails before any work
     data_root = _data_root(cfg.evaluate)
     rows = []
     for t in targets:

@@ -251,7 +251,7 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
         lr=p.learning_rate,
         betas=(0.9, 0.999),
         eps=1e-8,
-        fused=accelerator.device.type == "cuda",
+        fused=accelerator.device.type in ("cuda", "cpu"),  # one kernel for all parameters
     )
     warmup = math.ceil(p.warmup_fraction * plan.n_steps)
     kind = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[p.schedule]
@@ -401,7 +401,6 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            train_seconds += time.perf_counter() - t0
             words = int(plan.words_after[step - 1])
             bar.update(task, completed=min(words, plan.target_words))
 
@@ -422,6 +421,7 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
                 running_loss.zero_()
                 running_targets = 0
                 last_log_step, last_log_time = step, time.perf_counter()
+            train_seconds += time.perf_counter() - t0  # everything but checkpoint writing
 
             reached = crossed(milestones, plan.words_before(step - 1), words)
             if reached and main:

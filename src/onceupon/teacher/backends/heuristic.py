@@ -14,10 +14,12 @@ readability
                    prose (about 40 %); word salad has almost none
     ``smells``     1 minus 10x the rate of obvious slips: "the the", "the and", a sentence
                    ending on "the", "She" capitalised mid-sentence
-    ``ease``       automated readability index (textstat; a US school grade from letters
-                   per word and words per sentence) mapped so grade <= 4 is 1 and grade
-                   >= 16 is 0. (Flesch needs syllables, for which textstat downloads the
-                   CMU dictionary from the internet; the teacher must work offline.)
+    ``ease``       the automated readability index (Senter & Smith 1967: a US school grade
+                   from letters per word and words per sentence) mapped so grade <= 4 is 1
+                   and grade >= 16 is 0. Computed here rather than with textstat: textstat's
+                   English syllable counter downloads the CMU dictionary from the internet
+                   (the teacher must work offline) and importing it pulls in nltk and
+                   scipy, seconds per process.
 coherence
     ``remention``  share of sentences after the first that mention an earlier character or
                    thing again (a repeated content word or a pronoun)
@@ -41,8 +43,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-
-import textstat
 
 from onceupon.teacher.base import Rating, Story
 from onceupon.teacher.rubric import Rubric
@@ -83,6 +83,12 @@ def _prompt_words(prompt: str) -> frozenset[str]:
     return frozenset(_stem(w) for w in _WORD.findall(prompt))
 
 
+def automated_readability_index(words: list[str], n_sentences: int) -> float:
+    """ARI = 4.71 * letters/word + 0.5 * words/sentence - 21.43."""
+    letters = sum(len(w) for w in words)
+    return 4.71 * letters / len(words) + 0.5 * len(words) / max(1, n_sentences) - 21.43
+
+
 def signals(prompt: str, text: str) -> dict[str, float]:
     """All signals of one continuation, each in [0, 1] (see the module docstring)."""
     words = _WORD.findall(text)
@@ -110,7 +116,7 @@ def signals(prompt: str, text: str) -> dict[str, float]:
                 smells += 1  # "went to the forest She" — a function word capitalised mid-sentence
         if sw and sw[-1].lower() in DETERMINERS and _TERMINAL.search(s):
             smells += 1  # "... and the."
-    grade = textstat.automated_readability_index(text) if len(words) >= 3 else 99.0
+    grade = automated_readability_index(words, len(sentences)) if len(words) >= 3 else 99.0
 
     # coherence
     seen: set[str] = set()

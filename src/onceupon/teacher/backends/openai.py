@@ -105,13 +105,13 @@ class OpenAIBackend:
     async def _probe(self) -> str:
         """Reach the server, check the key and the model; returns the model name to use."""
         last: Exception | None = None
-        for attempt in range(3):  # a server that is still starting gets a few seconds
+        for attempt in range(3):  # a server that is just starting gets a moment
             try:
                 listed = [m.id async for m in self._client.models.list(timeout=min(self.cfg.timeout, 10))]
                 break
             except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as e:
                 last = e
-                await asyncio.sleep(0.5 * (attempt + 1))
+                await asyncio.sleep(0.25 * (attempt + 1))
             except openai.AuthenticationError:
                 where = f"the environment variable {self._key_env}" if self._key_env else "no key (set teacher.api_key_env)"
                 raise UserError(f"The teacher server at {self.base_url} rejected the API key from {where}.") from None

@@ -1,0 +1,127 @@
+"""A chat model loaded in-process with transformers: a local directory, a Hub id, or a GGUF file.
+
+Stories are rated in batches of ``batch_size`` (left padding, one ``generate`` call per
+batch) on the GPU when there is one, else the CPU. The model must have a chat template.
+GGUF files (``teacher.model: path/to/model.gguf`` or ``owner/repo:file.gguf`` on the Hub) are
+de-quantised by transformers on load, which needs the optional ``gguf`` package.
+
+Expected-score mode reads the raw next-token logits of each answer token (before
+temperature), so the probabilities are the model's own, as a server's ``top_logprobs`` are.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from onceupon.config import TeacherConfig
+from onceupon.errors import UserError
+from onceupon.teacher.base import Rating, Story
+from onceupon.teacher.parsing import expected_scores, parse_answer
+from onceupon.teacher.rubric import Rubric
+
+
+def split_model_spec(spec: str) -> tuple[str, str | None]:
+    """(directory or Hub id, GGUF file name or None) from ``teacher.model``."""
+    if not spec.lower().endswith(".gguf"):
+        return spec, None
+    path = Path(spec)
+    if path.is_file():
+        return str(path.parent), path.name
+    if ":" in spec:  # owner/repo:file.gguf, as transformers serve and llama.cpp write it
+        repo, name = spec.rsplit(":", 1)
+        return repo, name
+    raise UserError(f"GGUF file {spec} does not exist (use a local path or owner/repo:file.gguf).")
+
+
+class TransformersBackend:
+    def __init__(self, cfg: TeacherConfig, rubric: Rubric):
+        if not cfg.model:
+            raise UserError("teacher.backend=transformers needs teacher.model (a directory, Hub id or GGUF file).")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source, gguf_file = split_model_spec(cfg.model)
+        if gguf_file and importlib.util.find_spec("gguf") is None:
+            raise UserError("Loading a GGUF teacher needs the gguf package: pip install gguf.")
+        if (source.startswith((".", "/", "~")) or Path(source).exists()) and not Path(source).expanduser().is_dir():
+            raise UserError(f"Teacher model directory {source} does not exist.")
+        self.cfg, self.rubric = cfg, rubric
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        )
+        dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs).to(self.device).eval()
+        except (OSError, ValueError) as e:
+            raise UserError(f"Cannot load the teacher model {cfg.model}: {str(e).splitlines()[0]}") from None
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise UserError(f"The teacher model {cfg.model} has no chat template; use an instruction-tuned chat model.")
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        mode = "|expected" if cfg.expected_score else ""
+        self.identity = f"transformers:{cfg.model}|t={cfg.temperature}|max_tokens={cfg.max_tokens}{mode}"
+
+    def rate(self, stories: list[Story]) -> list[Rating]:
+        out: list[Rating] = []
+        for start in range(0, len(stories), self.cfg.batch_size):
+            out.extend(self._rate_batch(stories[start : start + self.cfg.batch_size]))
+        return out
+
+    def _rate_batch(self, stories: list[Story]) -> list[Rating]:
+        import torch
+
+        cfg, tok = self.cfg, self.tokenizer
+        texts = [tok.apply_chat_template(self.rubric.messages(s), add_generation_prompt=True, tokenize=False) for s in stories]
+        # The chat template already writes any begin-of-text token it wants.
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sampling = {"do_sample": True, "temperature": cfg.temperature, "top_k": 0, "top_p": 1.0} if cfg.temperature > 0 else {"do_sample": False}
+        with torch.inference_mode():
+            gen = self.model.generate(
+                **enc,
+                max_new_tokens=cfg.max_tokens,
+                pad_token_id=tok.pad_token_id,
+                return_dict_in_generate=True,
+                output_logits=cfg.expected_score,
+                **sampling,
+            )
+        new = gen.sequences[:, enc["input_ids"].shape[1] :]
+        ratings = []
+        for row in range(len(stories)):
+            raw = tok.decode(new[row], skip_special_tokens=True)
+            parsed = parse_answer(raw, self.rubric)
+            if not parsed.valid:
+                ratings.append(self.rubric.invalid(raw, parsed.error or "invalid answer"))
+                continue
+            scores: dict[str, float] = dict(parsed.scores or {})
+            extra: dict = {}
+            if cfg.expected_score:
+                expected = expected_scores(self._token_logprobs(gen.logits, new, row), parsed, self.rubric)
+                extra["expected"] = expected is not None
+                if expected is not None:
+                    extra["sampled"], scores = scores, expected
+            ratings.append(self.rubric.rating(raw, scores, extra=extra))
+        return ratings
+
+    def _token_logprobs(self, logits, new, row: int) -> list[tuple[str, float, dict[str, float]]]:
+        """The answer as (token, log-prob, {alternative: log-prob}) for the top alternatives."""
+        import torch
+
+        tok = self.tokenizer
+        special = set(tok.all_special_ids)
+        tokens = []
+        for step, step_logits in enumerate(logits):
+            token_id = int(new[row, step])
+            if token_id in special:
+                break
+            logprobs = torch.log_softmax(step_logits[row].float(), dim=-1)
+            top = torch.topk(logprobs, self.cfg.top_logprobs)
+            alternatives = {tok.decode([int(i)]): float(lp) for lp, i in zip(top.values, top.indices)}
+            tokens.append((tok.decode([token_id]), float(logprobs[token_id]), alternatives))
+        return tokens
+
+    def close(self) -> None:
+        self.model = None  # let the memory go with the teacher

@@ -1,0 +1,81 @@
+"""In-process vLLM as the teacher (``pip install onceupon[vllm]``, GPU only), the paper's setup.
+
+All stories of a call go to ``LLM.chat`` at once and vLLM schedules them itself, so
+``batch_size`` does not apply. Prefix caching is on: every request starts with the same
+rubric text, whose KV cache is then computed once. ``gpu_memory_utilization`` (default 0.25,
+the paper's share) leaves the rest of the GPU to the student when both share one device.
+
+vllm is imported only when this backend is selected; without it the teacher fails at start
+with one sentence saying how to install it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from onceupon.config import TeacherConfig
+from onceupon.errors import UserError
+from onceupon.teacher.base import Rating, Story
+from onceupon.teacher.parsing import expected_scores, parse_answer
+from onceupon.teacher.rubric import Rubric
+
+
+class VLLMBackend:
+    def __init__(self, cfg: TeacherConfig, rubric: Rubric):
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError("teacher.backend=vllm needs vLLM on a GPU machine: pip install 'onceupon[vllm]'.")
+        if not cfg.model:
+            raise UserError("teacher.backend=vllm needs teacher.model (a Hub id or a local directory).")
+        from vllm import LLM, SamplingParams
+
+        self.cfg, self.rubric = cfg, rubric
+        try:
+            self.llm = LLM(
+                model=cfg.model,
+                dtype=cfg.dtype,
+                gpu_memory_utilization=cfg.gpu_memory_utilization,
+                enable_prefix_caching=True,
+            )
+        except (OSError, ValueError, RuntimeError) as e:
+            raise UserError(f"vLLM could not load the teacher model {cfg.model}: {str(e).splitlines()[0]}") from None
+        self.params = SamplingParams(
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            logprobs=cfg.top_logprobs if cfg.expected_score else None,
+        )
+        mode = "|expected" if cfg.expected_score else ""
+        self.identity = f"vllm:{cfg.model}|t={cfg.temperature}|max_tokens={cfg.max_tokens}{mode}"
+
+    def rate(self, stories: list[Story]) -> list[Rating]:
+        if not stories:
+            return []
+        conversations = [self.rubric.messages(s) for s in stories]
+        outputs = self.llm.chat(conversations, self.params, use_tqdm=False)
+        return [self._rating(out.outputs[0]) for out in outputs]
+
+    def _rating(self, completion) -> Rating:
+        raw = completion.text
+        parsed = parse_answer(raw, self.rubric)
+        if not parsed.valid:
+            return self.rubric.invalid(raw, parsed.error or "invalid answer")
+        scores: dict[str, float] = dict(parsed.scores or {})
+        extra: dict = {}
+        if self.cfg.expected_score:
+            tokens = []
+            # completion.logprobs: one {token id: Logprob(logprob, rank, decoded_token)} per
+            # generated token; it holds the sampled token and the top alternatives.
+            for token_id, alternatives in zip(completion.token_ids, completion.logprobs or []):
+                chosen = alternatives.get(token_id)
+                if chosen is None:
+                    break
+                tokens.append(
+                    (chosen.decoded_token or "", chosen.logprob, {(lp.decoded_token or ""): lp.logprob for lp in alternatives.values()})
+                )
+            expected = expected_scores(tokens, parsed, self.rubric)
+            extra["expected"] = expected is not None
+            if expected is not None:
+                extra["sampled"], scores = scores, expected
+        return self.rubric.rating(raw, scores, extra=extra)
+
+    def close(self) -> None:
+        self.llm = None

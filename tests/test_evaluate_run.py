@@ -1,0 +1,139 @@
+"""`onceupon evaluate` on whole runs and single checkpoints: results.json, caching, errors."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import make_tiny_checkpoint
+from onceupon.config import ExperimentConfig
+from onceupon.errors import UserError
+from onceupon.evaluate.run import evaluate_checkpoint_dir, evaluate_run
+from onceupon.files import atomic_write_json
+
+FAST = ["--set", "evaluate.stories=3", "--set", "evaluate.story_max_new_tokens=8", "--set", "evaluate.probe_items=6"]
+
+
+def small_cfg(**evaluate) -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    cfg.evaluate.stories = 3
+    cfg.evaluate.story_max_new_tokens = 8
+    cfg.evaluate.probe_items = 6
+    for k, v in evaluate.items():
+        setattr(cfg.evaluate, k, v)
+    return cfg
+
+
+def set_meta(checkpoint, **fields):
+    meta = json.loads((checkpoint / "onceupon.json").read_text())
+    meta.update(fields)
+    atomic_write_json(checkpoint / "onceupon.json", meta)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "evaluation_data" / "full_eval" / "blimp_filtered"
+    root.mkdir(parents=True)
+    rows = [
+        {"sentence_good": "The fox has a box.", "sentence_bad": "The fox have a box.", "UID": "agr"},
+        {"sentence_good": "Who did Mia meet?", "sentence_bad": "Who did Mia meet Tom?", "UID": "island"},
+    ]
+    (root / "agr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root.parent.parent
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(tmp_path_factory, tiny_checkpoint):
+    run = tmp_path_factory.mktemp("pretrain_run")
+    for name, words in (("chck_1K", 1000), ("chck_2K", 2000)):
+        shutil.copytree(tiny_checkpoint, run / "checkpoints" / name)
+        set_meta(run / "checkpoints" / name, name=name, pretrain_words=words)
+    return run
+
+
+def test_cli_evaluates_every_checkpoint(pretrain_run, data_dir, cli):
+    proc = cli("evaluate", str(pretrain_run), "--data", str(data_dir), *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert "BLiMP" in proc.stdout and "chck_2K" in proc.stdout
+    results = json.loads((pretrain_run / "results.json").read_text())
+    assert [r["checkpoint"] for r in results["rows"]] == ["chck_1K", "chck_2K"]
+    row = results["rows"][1]
+    assert row["stage"] == "pretrain" and row["pretrain_words"] == 2000 and row["interact_words"] == 0
+    assert set(row["tasks"]) == {
+        "blimp", "blimp_supplement", "ewok", "entity_tracking",
+        "wug_adj_nominalization", "wug_past_tense", "storyworld_entity_tracking",
+    }
+    assert set(row["tasks"]["blimp"]) >= {"accuracy", "accuracy_ties_wrong", "tie_rate", "n"}
+    assert row["tasks"]["ewok"]["absent"] is True
+    assert row["tasks"]["storyworld_entity_tracking"]["n"] == 6
+    stories = row["stories"]
+    assert stories["n"] == 3 and {"mean_total", "mean_score", "criteria", "distinct_1", "entropy_per_word"} <= set(stories)
+    assert len((pretrain_run / "evaluation" / "chck_2K" / "stories.jsonl").read_text().splitlines()) == 3
+
+
+def test_evaluated_parts_are_cached_until_config_changes(pretrain_run, data_dir):
+    cfg = small_cfg(data_dir=str(data_dir))
+    first = evaluate_run(cfg, pretrain_run)
+    details = pretrain_run / "evaluation" / "chck_1K"
+    stamps = {p.name: p.stat().st_mtime_ns for p in [details / "tasks" / "blimp.json", details / "stories.json"]}
+    again = evaluate_run(cfg, pretrain_run)
+    assert again == first
+    assert {p: (details / ("tasks" if p != "stories.json" else "") / p).stat().st_mtime_ns for p in stamps} == stamps
+    # A different teacher setting re-rates the stories but keeps the zero-shot results.
+    changed = small_cfg(data_dir=str(data_dir), seed=7)
+    evaluate_run(changed, pretrain_run)
+    assert (details / "tasks" / "blimp.json").stat().st_mtime_ns == stamps["blimp.json"]
+    assert (details / "stories.json").stat().st_mtime_ns != stamps["stories.json"]
+
+
+def test_interaction_run_gets_a_start_row(tmp_path, pretrain_run):
+    run = tmp_path / "interact_run"
+    start = pretrain_run / "checkpoints" / "chck_2K"
+    checkpoint = make_tiny_checkpoint(run / "checkpoints" / "chck_100K")
+    set_meta(checkpoint, stage="interact", pretrain_words=2000, interact_words=100_000, start_checkpoint=str(start))
+    results = evaluate_run(small_cfg(stories=0), run)
+    rows = results["rows"]
+    assert [r["checkpoint"] for r in rows] == ["start", "chck_100K"]
+    assert rows[0]["interact_words"] == 0 and rows[0]["pretrain_words"] == 2000 and rows[0]["path"] == str(start)
+    assert rows[1]["stage"] == "interact" and rows[1]["interact_words"] == 100_000
+    assert json.loads((run / "results.json").read_text()) == results
+    assert (run / "evaluation" / "start" / "tasks" / "storyworld_entity_tracking.json").is_file()
+
+
+def test_single_checkpoint_in_a_run_updates_its_row(tmp_path, tiny_checkpoint):
+    run = tmp_path / "run"
+    for name, words in (("chck_1K", 1000), ("chck_2K", 2000)):
+        shutil.copytree(tiny_checkpoint, run / "checkpoints" / name)
+        set_meta(run / "checkpoints" / name, name=name, pretrain_words=words)
+    cfg = small_cfg(stories=0)
+    _, path = evaluate_checkpoint_dir(cfg, run / "checkpoints" / "chck_2K")
+    assert path == run / "results.json"
+    evaluate_checkpoint_dir(cfg, run / "checkpoints" / "chck_1K")
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["checkpoint"] for r in rows] == ["chck_1K", "chck_2K"]  # run order, one row each
+
+
+def test_standalone_checkpoint_results_beside_it(tmp_path, tiny_checkpoint, cli):
+    model = tmp_path / "some_model"
+    shutil.copytree(tiny_checkpoint, model)
+    (model / "onceupon.json").unlink()  # a plain save_pretrained directory
+    proc = cli("evaluate", str(model), "--set", "evaluate.stories=0", "--set", "evaluate.probe_items=6")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((model / "evaluation" / "results.json").read_text())["rows"]
+    assert rows[0]["checkpoint"] == "some_model" and rows[0]["tasks"]["storyworld_entity_tracking"]["n"] == 6
+
+
+def test_user_errors_are_one_sentence(tmp_path, pretrain_run, cli):
+    before = (pretrain_run / "results.json").read_text() if (pretrain_run / "results.json").exists() else None
+    (tmp_path / "empty").mkdir()
+    proc = cli("evaluate", str(pretrain_run), "--data", str(tmp_path / "empty"))
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:")
+    assert "none of the BabyLM task folders" in proc.stderr
+    proc = cli("evaluate", str(tmp_path / "empty"))
+    assert proc.returncode == 2 and "neither a run directory" in proc.stderr
+    after = (pretrain_run / "results.json").read_text() if (pretrain_run / "results.json").exists() else None
+    assert after == before  # nothing saved is lost or half-written
+    with pytest.raises(UserError, match="does not exist"):
+        evaluate_run(small_cfg(data_dir=str(tmp_path / "missing")), pretrain_run)
+    with pytest.raises(UserError, match="Unknown evaluation task 'blimpp'"):
+        evaluate_run(small_cfg(tasks=["blimpp"]), pretrain_run)

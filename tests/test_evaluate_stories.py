@@ -1,0 +1,82 @@
+"""Story quality: sampling, the teacher's ratings and the text statistics."""
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from onceupon.config import EvaluateConfig, TeacherConfig
+from onceupon.evaluate.stories import distinct_n, evaluate_stories, repetition, sample_stories, summarize, Sample
+from onceupon.teacher.base import Rating
+from onceupon.teacher.factory import build_teacher
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_checkpoint):
+    return AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval(), AutoTokenizer.from_pretrained(tiny_checkpoint)
+
+
+def test_text_statistics():
+    assert distinct_n(["the cat the dog", "a cat"], 1) == pytest.approx(4 / 6)  # the, cat, dog, a
+    assert distinct_n(["the cat the cat"], 2) == pytest.approx(2 / 3)  # (the cat) twice, (cat the)
+    assert distinct_n([""], 1) is None
+    assert repetition("a b c a b c a b c") == pytest.approx(4 / 7)  # 7 trigrams, 3 distinct
+    assert repetition("one two three four") == 0.0
+    assert repetition("too short") is None
+
+
+def test_summary_counts_invalid_ratings_apart():
+    samples = [Sample("p", "the fox ran home", 5, 8.0), Sample("p", "the fox", 3, 4.0), Sample("p", "", 1, 2.0)]
+    ratings = [
+        Rating(True, "3 2 1", {"readability": 3, "coherence": 2, "creativity": 1}, 6 / 9),
+        Rating(True, "1 1 1", {"readability": 1, "coherence": 1, "creativity": 1}, 3 / 9),
+        Rating(False, "great story!", None, None, error="no numbers"),
+    ]
+    s = summarize(samples, ratings, ["readability", "coherence", "creativity"])
+    assert s["n"] == 3
+    assert s["invalid_rate"] == pytest.approx(1 / 3)
+    assert s["mean_total"] == pytest.approx(4.5)  # invalid ones never become numbers
+    assert s["mean_score"] == pytest.approx(0.5)
+    assert s["criteria"] == {"readability": 2, "coherence": 1.5, "creativity": 1}
+    assert s["distributions"]["readability"] == {"1": 1, "3": 1}
+    assert s["words"] == pytest.approx(2.0)
+    assert s["entropy_per_word"] == pytest.approx(14.0 / 6)
+
+
+def test_sampling_is_seeded_and_bounded(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    a = sample_stories(model, tok, "Once upon a time,", 5, max_new_tokens=12, batch_size=2, seed=3)
+    b = sample_stories(model, tok, "Once upon a time,", 5, max_new_tokens=12, batch_size=2, seed=3)
+    c = sample_stories(model, tok, "Once upon a time,", 5, max_new_tokens=12, batch_size=2, seed=4)
+    assert [s.continuation for s in a] == [s.continuation for s in b]
+    assert [s.continuation for s in a] != [s.continuation for s in c]
+    assert len(a) == 5 and all(1 <= s.n_tokens <= 12 for s in a)
+    assert all(s.prompt == "Once upon a time," and "<s>" not in s.continuation for s in a)
+
+
+def test_entropy_is_the_models_predictive_entropy(model_and_tokenizer):
+    """With one new token, every story's entropy is H(next token | prompt), in bits."""
+    model, tok = model_and_tokenizer
+    ids = tok("Once upon a time,", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, -1], dim=-1)
+    expected_bits = -(logp.exp() * logp).sum().item() / math.log(2)
+    samples = sample_stories(model, tok, "Once upon a time,", 3, max_new_tokens=1)
+    assert [s.entropy_bits for s in samples] == pytest.approx([expected_bits] * 3, rel=1e-5)
+
+
+def test_stories_rated_by_teacher(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    cfg = EvaluateConfig(stories=6, story_max_new_tokens=16, story_batch_size=4)
+    teacher = build_teacher(TeacherConfig())
+    summary, records = evaluate_stories(model, tok, cfg, teacher)
+    teacher.close()
+    assert summary["n"] == 6 and len(records) == 6
+    assert set(summary["criteria"]) == {"readability", "coherence", "creativity"}
+    valid = [r for r in records if r["valid"]]
+    assert summary["invalid_rate"] == pytest.approx(1 - len(valid) / 6)
+    if valid:
+        assert summary["mean_total"] == pytest.approx(sum(r["total"] for r in valid) / len(valid))
+        assert 0 <= summary["mean_score"] <= 1
+    assert all(r["prompt"] == cfg.story_prompt for r in records)

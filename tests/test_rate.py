@@ -1,0 +1,161 @@
+"""``onceupon rate``: rating files end to end, and agreement numbers computed by hand."""
+
+import json
+import math
+
+import pytest
+
+from onceupon.errors import UserError
+from onceupon.teacher.agreement import Rated, agreement, load_ratings, quadratic_kappa
+from onceupon.teacher.rubric import Rubric
+
+PROMPT = "Let me tell you a long, magical tale. Once upon a time, in a faraway land,"
+GOOD = (
+    "there lived a little fox named Pip. Pip had a shiny red box that sang when the moon rose. "
+    "One night the box fell silent, so Pip set out to find its lost song. He asked the old owl, "
+    "who told him to listen to the river. Pip caught the tune in his box and carried it home."
+)
+SALAD = "green quickly table moon sings purple jumping happily under cloud river bottle seven running"
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ------------------------------------------------------------------ agreement by hand
+def rated(values_r, values_c, values_k):
+    return [Rated(str(i), {"readability": r, "coherence": c, "creativity": k}) for i, (r, c, k) in enumerate(zip(values_r, values_c, values_k))]
+
+
+def test_agreement_matches_hand_computed_values():
+    rubric = Rubric()
+    # readability: identical; coherence: reversed; creativity: one miss by one
+    a = rated([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]) + [Rated("4", None)]
+    b = rated([0, 1, 2, 3], [3, 2, 1, 0], [1, 1, 2, 3]) + [Rated("4", {"readability": 1, "coherence": 1, "creativity": 1})]
+    b = [b[i] for i in (4, 2, 0, 3, 1)]  # order differs: matched by id
+    result = agreement(a, b, rubric)
+    assert result["matched"] == 5 and result["matched_by"] == "id" and result["both_valid"] == 4
+    assert result["invalid_rate_a"] == pytest.approx(1 / 5) and result["invalid_rate_b"] == 0
+    r, c, k = (result["criteria"][n] for n in ("readability", "coherence", "creativity"))
+    assert (r["spearman"], r["kappa"], r["exact"], r["mean_abs_diff"]) == (pytest.approx(1), pytest.approx(1), 1.0, 0.0)
+    # reversed: rank correlation -1; quadratic kappa: observed weighted disagreement 20/9,
+    # chance 10/9 (uniform margins, sum of (i-j)^2 over the 4x4 grid is 40, / 9 / 4) -> -1
+    assert c["spearman"] == pytest.approx(-1) and c["kappa"] == pytest.approx(-1) and c["exact"] == 0.0
+    assert c["mean_abs_diff"] == pytest.approx((3 + 1 + 1 + 3) / 4)
+    # one miss by one: ranks (1,2,3,4) vs (1.5,1.5,3,4) -> r = 4.5 / sqrt(5 * 4.5) = 3 / sqrt(10);
+    # kappa = 1 - (1/9) / (32/36) = 0.875 (hand-computed in the comment of agreement tests)
+    assert k["spearman"] == pytest.approx(3 / math.sqrt(10))
+    assert k["kappa"] == pytest.approx(0.875)
+    assert k["exact"] == pytest.approx(0.75)
+    assert result["total"]["n"] == 4
+
+
+def test_kappa_edge_cases():
+    assert quadratic_kappa([2, 2], [2, 2], 0, 3) is None  # undefined, not a made-up number
+    assert quadratic_kappa([], [], 0, 3) is None
+    assert quadratic_kappa([0, 3], [0, 3], 0, 3) == pytest.approx(1.0)
+
+
+def test_agreement_by_line_order_and_size_mismatch():
+    rubric = Rubric()
+    a = [Rated(None, {"readability": 1, "coherence": 2, "creativity": 3})] * 3
+    assert agreement(a, a, rubric)["matched_by"] == "line order"
+    with pytest.raises(UserError, match="same number of lines"):
+        agreement(a, a[:2], rubric)
+
+
+def test_human_ratings_as_top_level_fields(tmp_path):
+    path = write_jsonl(
+        tmp_path / "human.jsonl",
+        [
+            {"id": "x", "readability": 2, "coherence": 1, "creativity": 0},
+            {"id": "y", "readability": 2, "coherence": None, "creativity": 0},  # incomplete: invalid
+            {"id": "z", "valid": False, "scores": None},
+        ],
+    )
+    rows = load_ratings(path, Rubric())
+    assert rows[0].scores == {"readability": 2.0, "coherence": 1.0, "creativity": 0.0}
+    assert rows[1].scores is None and rows[2].scores is None
+
+
+# ------------------------------------------------------------------ the command
+def test_rate_command_with_the_heuristic_teacher(tmp_path, cli):
+    stories = write_jsonl(
+        tmp_path / "stories.jsonl",
+        [
+            {"id": "good", "prompt": PROMPT, "continuation": GOOD + "</s><pad>"},
+            {"id": "salad", "prompt": PROMPT, "continuation": SALAD},
+            {"prompt": PROMPT, "text": PROMPT + " " + GOOD},
+            {"continuation": ""},
+        ],
+    )
+    result = cli("rate", str(stories), "--out", str(tmp_path / "ratings.jsonl"))
+    assert result.returncode == 0, result.stderr
+    rows = read_jsonl(tmp_path / "ratings.jsonl")
+    assert [r["id"] for r in rows] == ["good", "salad", "3", "4"]
+    assert all(r["valid"] for r in rows)
+    assert rows[0]["continuation"] == GOOD  # cleaned
+    assert rows[0]["total"] > rows[1]["total"]
+    assert rows[2]["scores"] == rows[0]["scores"]  # the prompt was cut off the whole text
+    assert rows[3]["total"] == 0 and rows[3]["raw"] == "0 0 0"
+    assert set(rows[0]) >= {"scores", "score", "total", "raw", "error", "attempts", "teacher", "rubric"}
+    assert rows[0]["teacher"].startswith("heuristic")
+
+
+def test_rate_compare_writes_agreement_json(tmp_path, cli):
+    stories = write_jsonl(
+        tmp_path / "stories.jsonl",
+        [{"id": str(i), "prompt": PROMPT, "continuation": t} for i, t in enumerate([GOOD, SALAD, GOOD[:60] + ".", "the fox ran. " * 9])],
+    )
+    human = write_jsonl(
+        tmp_path / "human.jsonl",
+        [{"id": "3", "readability": 0, "coherence": 0, "creativity": 0}, {"id": "0", "readability": 3, "coherence": 3, "creativity": 2}],
+    )
+    result = cli("rate", str(stories), "--out", str(tmp_path / "r.jsonl"), "--compare", str(human))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.agreement.json").read_text())
+    assert report["matched"] == 2 and report["unmatched_a"] == 2
+    assert set(report["criteria"]) == {"readability", "coherence", "creativity"}
+    assert "spearman" in result.stdout and "kappa" in result.stdout
+    # comparing the file with itself, without rating again: perfect agreement
+    again = cli("rate", str(tmp_path / "r.jsonl"), "--as-rated", "--compare", str(tmp_path / "r.jsonl"))
+    assert again.returncode == 0, again.stderr
+    self_report = json.loads((tmp_path / "r.agreement.json").read_text())
+    assert self_report["criteria"]["readability"]["exact"] == 1.0
+
+
+def test_rate_command_user_errors(tmp_path, cli):
+    missing = cli("rate", str(tmp_path / "none.jsonl"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "x"}])
+    res = cli("rate", str(bad))
+    assert res.returncode == 2 and "needs a 'continuation'" in res.stderr
+    assert not (tmp_path / "bad.ratings.jsonl").exists()
+
+
+def test_rate_command_through_a_real_server(tmp_path, cli, teacher_server, monkeypatch):
+    secret = "sk-cli-" + "q9" * 10
+    stories = write_jsonl(tmp_path / "s.jsonl", [{"id": str(i), "prompt": PROMPT, "continuation": GOOD} for i in range(4)])
+    args = ["--set", "teacher.backend=openai", "--set", f"teacher.base_url={teacher_server}", "--set", "teacher.api_key_env=ONCEUPON_KEY"]
+    res = cli("rate", str(stories), "--out", str(tmp_path / "r.jsonl"), *args, env={"ONCEUPON_KEY": secret})
+    assert res.returncode == 0, res.stderr
+    rows = read_jsonl(tmp_path / "r.jsonl")
+    assert [r["scores"] for r in rows] == [{"readability": 2, "coherence": 3, "creativity": 1}] * 4
+    assert rows[0]["teacher"].startswith("openai:")
+    everything = res.stdout + res.stderr + (tmp_path / "r.jsonl").read_text()
+    assert secret not in everything
+
+
+def test_rate_command_with_an_unreachable_server_leaves_no_output(tmp_path, cli):
+    from http_servers import free_port
+
+    stories = write_jsonl(tmp_path / "s.jsonl", [{"continuation": GOOD}])
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    res = cli("rate", str(stories), "--set", "teacher.backend=openai", "--set", f"teacher.base_url={url}")
+    assert res.returncode == 2 and "Cannot reach the teacher server" in res.stderr
+    assert not (tmp_path / "s.ratings.jsonl").exists()
