@@ -33,7 +33,7 @@ class KeywordTeacher:
         out = []
         for i, s in enumerate(stories, 1):
             if self.invalid_every and i % self.invalid_every == 0:
-                out.append(Rating(valid=False, raw="I cannot rate this", error="unparseable"))
+                out.append(Rating(valid=False, raw="cannot rate this", error="unparseable"))
                 continue
             words = [re.sub(r"[^a-z]", "", w.lower()) for w in s.continuation.split()]
             share = sum(w in KEYWORDS for w in words) / len(words) if words else 0.0

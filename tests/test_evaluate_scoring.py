@@ -46,9 +46,14 @@ REQUESTS = [
 def test_scores_equal_hand_computation(model_and_tokenizer, share_prefix, batch_size):
     model, tok = model_and_tokenizer
     expected = [hand_logprob(model, tok, c, x) for c, x in REQUESTS]
-    got = Scorer(model, tok, batch_size=batch_size, share_prefix=share_prefix).score(REQUESTS)
+    scorer = Scorer(model, tok, batch_size=batch_size, share_prefix=share_prefix)
+    got = scorer.score(REQUESTS)
     assert got == pytest.approx(expected, abs=1e-4)
     assert got[0] == got[-1]  # identical sentences tie exactly
+    # Told which requests are one item's candidates, it shares their common start too.
+    grouped = scorer.score(REQUESTS, group_sizes=[2, 1, 2, 5, 1])
+    assert grouped == pytest.approx(expected, abs=1e-4)
+    assert grouped[0] == grouped[-1]
 
 
 def test_first_token_is_scored_given_bos(model_and_tokenizer):
@@ -79,9 +84,13 @@ def test_shared_context_runs_once(model_and_tokenizer, monkeypatch):
     context = "Box 1 contains the key. Box 2 contains the hat. Box 1 contains "
     options = ["the key", "the hat", "the key and the hat", "the stone", "the hat and the stone"]
     scorer.score([(context, o) for o in options])
-    prefix_len = len(tok(context.rstrip(" "))["input_ids"]) - 1  # all but the last context token
+    prefix_len = len(tok(context.rstrip(" "))["input_ids"])
     assert widths[0] == (1, prefix_len)  # the context once
     assert len(widths) == 2 and widths[1][0] == 5 and widths[1][1] <= 8  # then five short rows
+    widths.clear()
+    # As one item's candidates, they also share " the" (the scorer is told the group).
+    scorer.score([(context, o) for o in options], group_sizes=[5])
+    assert widths[0] == (1, prefix_len + 1)
 
 
 def test_long_text_keeps_its_end(model_and_tokenizer):

@@ -265,7 +265,7 @@ def test_suite_choice(tmp_path):
 
 
 # --------------------------------------------------------------------------- ties and the probe
-def constant_scorer(requests, progress=None):
+def constant_scorer(requests, progress=None, group_sizes=None):
     return [-1.0] * len(requests)
 
 

@@ -27,7 +27,6 @@ from pathlib import Path
 from onceupon.config import ExperimentConfig, load_config
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json
-from onceupon.words import milestone_name
 
 #: marks a directory as a demo's, so --force may delete it; also records seed, status, headline
 MARKER = "demo.json"
@@ -131,7 +130,7 @@ def run(out: str | Path, seed: int = 0, force: bool = False) -> dict:
             starts.append(pick)
     runs = [pre]
     for words, path in starts:
-        run_dir = out / f"interact_{milestone_name(words).removeprefix('chck_')}"
+        run_dir = out / f"interact_{path.name.removeprefix('chck_')}"
         clock.stage(f"interaction from {path.name} with the {cfg.teacher.backend} teacher -> {run_dir}")
         interact(cfg, path, run_dir)
         clock.stage(f"evaluating {run_dir.name}")

@@ -12,11 +12,19 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from onceupon.analysis.efficiency import format_words
 
 _WORDS = FuncFormatter(lambda x, _pos: format_words(x) if x > 0 else "0")
+
+
+def _log_words(ax) -> None:
+    """A log x axis of words labelled 1K, 2K, 5K, 10K, ... (no crowded minor labels)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(_WORDS)
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _grid(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
@@ -78,8 +86,7 @@ def plot_pretrain_stories(summary: dict, path: Path, dpi: int) -> Path | None:
         for name, pts in runs.items():
             pts = [p for p in pts if _story_metric(p, key) is not None]
             ax.plot([p["pretrain_words"] for p in pts], [_story_metric(p, key) for p in pts], "o-", label=name)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(_WORDS)
+        _log_words(ax)
         ax.set_title("mean total" if key == "total" else key)
         ax.set_xlabel("pretraining words")
         ax.grid(alpha=0.3)
@@ -99,8 +106,7 @@ def plot_pretrain_tasks(summary: dict, path: Path, dpi: int) -> Path | None:
         for name, pts in runs.items():
             pts = [p for p in pts if _task_metric(p, task) is not None]
             ax.plot([p["pretrain_words"] for p in pts], [_task_metric(p, task) for p in pts], "o-", label=name)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(_WORDS)
+        _log_words(ax)
         ax.set_title(_task_label(summary, task), fontsize=10)
         ax.set_xlabel("pretraining words")
         ax.grid(alpha=0.3)
@@ -216,8 +222,7 @@ def plot_equivalence(summary: dict, path: Path, dpi: int) -> Path | None:
             lo = 10 ** float(iv["log10_low"]) if iv["log10_low"] != "-inf" else curve["words"][0]
             hi = 10 ** float(iv["log10_high"]) if iv["log10_high"] != "inf" else curve["words"][-1]
             ax.plot([lo, hi], [y, y], "|-", color=color, lw=3, alpha=0.5)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(_WORDS)
+    _log_words(ax)
     ax.set_xlabel("pretraining words")
     ax.set_ylabel(eq["results"][0]["score"])
     ax.set_title("What the interaction was worth in pretraining words")

@@ -199,7 +199,7 @@ def _score_task(task: str, items: list, lazy: LazyModel, ecfg: EvaluateConfig) -
     with progress_bar(_task_unit(task)) as bar:
         handle = bar.add_task(task, total=len(items))
         result = zero_shot.evaluate_items(
-            task, items, lambda reqs, report: scorer.score(reqs, report), lambda n: bar.advance(handle, n)
+            task, items, scorer.score, lambda n: bar.advance(handle, n)
         )
     if scorer.truncated:
         result.summary["truncated"] = scorer.truncated

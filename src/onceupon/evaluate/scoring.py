@@ -106,7 +106,19 @@ class Scorer:
 
     # ------------------------------------------------------------------ scoring
     @torch.inference_mode()
-    def score(self, requests: Sequence[Request], progress: Callable[[int], None] | None = None) -> list[float]:
+    def score(
+        self,
+        requests: Sequence[Request],
+        progress: Callable[[int], None] | None = None,
+        group_sizes: Sequence[int] | None = None,
+    ) -> list[float]:
+        """Log-probability of each request's completion.
+
+        ``group_sizes`` optionally splits ``requests`` into consecutive groups (the candidates
+        of one item: a minimal pair, five entity-tracking options). The tokens a group's
+        candidates share at the start then run once. Without it, only requests with the same
+        context share it.
+        """
         encoded = self.encode(requests)
         # Identical token sequences are scored once.
         unique: dict[tuple, int] = {}
@@ -126,52 +138,73 @@ class Scorer:
             if progress is not None:
                 progress(sum(copies[i] for i in indices))
 
-        scores = [0.0] * len(rows)
-        # Which rows can share their context: group by the tokens before the last context
-        # token. That last token runs with the candidate, because its logits score the
-        # candidate's first token; the rest is computed once and cached.
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        shared_len = self._shared_lengths(rows, owner, group_sizes)
+        # Rows whose first `p` tokens (and which of them are scored) agree share one prefix
+        # run; the prefix's last token runs again with each candidate (masked out of the
+        # cache), because its logits score the candidate's first own token.
+        groups: dict[tuple, list[int]] = defaultdict(list)
         plain: list[int] = []
         for i, enc in enumerate(rows):
-            first = enc.first_scored
-            if first is None:  # empty completion: log P = 0
-                done([i])
-                continue
-            if self.share_prefix and first - 1 >= 1:
-                groups[tuple(enc.ids[: first - 1])].append(i)
+            p = shared_len[i]
+            if self.share_prefix and p >= 2:
+                groups[(tuple(enc.ids[:p]), tuple(enc.scored[:p]))].append(i)
             else:
                 plain.append(i)
         shared = []
-        for prefix, members in groups.items():
+        for key, members in groups.items():
             if len(members) > 1:
-                shared.append((prefix, members))
+                shared.append((key, members))
             else:
                 plain.extend(members)
 
+        scores = [0.0] * len(rows)
         for batch in self._batches(plain, lambda i: len(rows[i].ids)):
-            values = self._forward([rows[i].ids for i in batch], [rows[i].scored for i in batch])
+            values, _ = self._run([rows[i].ids for i in batch], [rows[i].scored for i in batch])
             for i, v in zip(batch, values):
                 scores[i] = v
             done(batch)
 
-        shared.sort(key=lambda g: len(g[0]))
+        shared.sort(key=lambda g: len(g[0][0]), reverse=True)
         for start in range(0, len(shared), self.batch_size):
             chunk = shared[start : start + self.batch_size]
-            cache = self._prefix_cache([prefix for prefix, _ in chunk])
-            members = [(g, i) for g, (_, m) in enumerate(chunk) for i in m]
-            cut = {i: len(chunk[g][0]) for g, i in members}
-            group_of = {i: g for g, i in members}
-            for batch in self._batches([i for _, i in members], lambda i: len(rows[i].ids) - cut[i]):
-                values = self._forward(
+            prefix_sums, cache = self._run([list(k[0]) for k, _ in chunk], [list(k[1]) for k, _ in chunk], keep_cache=True)
+            cut = {i: len(key[0]) - 1 for key, members in chunk for i in members}
+            group_of = {i: g for g, (_, members) in enumerate(chunk) for i in members}
+            for batch in self._batches(list(cut), lambda i: len(rows[i].ids) - cut[i]):
+                values, _ = self._run(
                     [rows[i].ids[cut[i] :] for i in batch],
                     [rows[i].scored[cut[i] :] for i in batch],
                     cache=cache,
                     cache_rows=[group_of[i] for i in batch],
                 )
                 for i, v in zip(batch, values):
-                    scores[i] = v
+                    scores[i] = prefix_sums[group_of[i]] + v
                 done(batch)
         return [scores[u] for u in owner]
+
+    @staticmethod
+    def _shared_lengths(rows: list[Encoded], owner: list[int], group_sizes: Sequence[int] | None) -> list[int]:
+        """For each unique row, how many leading tokens it shares with its group.
+
+        Without groups: its context, i.e. the tokens before its first scored one."""
+        if group_sizes is None:
+            return [enc.first_scored or 0 for enc in rows]
+        if sum(group_sizes) != len(owner):
+            raise ValueError("group_sizes must add up to the number of requests")
+        shared = [0] * len(rows)
+        start = 0
+        for size in group_sizes:
+            members = sorted(set(owner[start : start + size]))
+            start += size
+            if len(members) < 2:
+                continue
+            seqs = [list(zip(rows[m].ids, rows[m].scored)) for m in members]
+            p = 0
+            while all(p < len(s) for s in seqs) and all(s[p] == seqs[0][p] for s in seqs):
+                p += 1
+            for m in members:
+                shared[m] = max(shared[m], p)
+        return shared
 
     def _batches(self, indices: list[int], length: Callable[[int], int]) -> list[list[int]]:
         """Length-sorted batches (longest first, so memory trouble shows at once)."""
@@ -192,53 +225,66 @@ class Scorer:
             mask[r, : len(s)] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _prefix_cache(self, prefixes: list[tuple[int, ...]]) -> dict:
-        """Run shared contexts once (right-padded) and keep their keys and values."""
-        ids, mask = self._pad([list(p) for p in prefixes])
-        positions = torch.arange(ids.shape[1], device=self.device).expand_as(ids)
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
-        )
-        layers = [(layer.keys, layer.values) for layer in out.cache.layers]
-        return {"layers": layers, "mask": mask, "lengths": mask.sum(1)}
-
-    def _forward(
+    def _run(
         self,
         seqs: list[list[int]],
         scored: list[list[bool]],
+        *,
         cache: dict | None = None,
         cache_rows: list[int] | None = None,
-    ) -> list[float]:
-        """Sum of scored-token log-probs for each sequence (optionally after a cached prefix)."""
+        keep_cache: bool = False,
+    ) -> tuple[list[float], dict | None]:
+        """One forward pass over right-padded ``seqs`` (after a cached prefix, if given).
+
+        Returns each sequence's sum of scored-token log-probabilities (token 0 of a sequence
+        is never scored here: nothing in this pass predicts it) and, with ``keep_cache``, the
+        keys and values for candidates to continue from: each row's last token is masked out,
+        as every candidate runs that token again.
+        """
         ids, mask = self._pad(seqs)
         target = torch.zeros_like(mask, dtype=torch.bool)
         for r, s in enumerate(scored):
             target[r, : len(s)] = torch.tensor(s, dtype=torch.bool)
+        wanted = target[:, 1:]  # position t predicts token t+1
         steps = torch.arange(ids.shape[1], device=self.device)
         if cache is None:
-            past, attention, positions = None, mask, steps.expand_as(ids)
+            # Right padding under causal attention: real tokens never see the padding, so an
+            # all-ones mask is exact (and keeps the fast causal attention path).
+            past, attention, positions = None, (mask if keep_cache else torch.ones_like(mask)), steps.expand_as(ids)
         else:
-            # Each candidate continues its own context: the cache rows are picked per
-            # candidate, the context's padding stays masked, positions continue after it.
+            # Each candidate continues its own prefix: cache rows picked per candidate, the
+            # prefix's padding (and its re-run last token) masked, positions continuing it.
             pick = torch.tensor(cache_rows, device=self.device)
             past = DynamicCache(ddp_cache_data=[(k[pick], v[pick]) for k, v in cache["layers"]])
             attention = torch.cat([cache["mask"][pick], mask], dim=1)
-            # Padding slots of a row with a long context could run past the last position;
+            # Padding slots of a row with a long prefix could run past the last position;
             # they are masked, so any valid position will do.
             positions = (cache["lengths"][pick].unsqueeze(1) + steps).clamp(max=self.max_length - 1)
-        logits = self.model(
+        # Logits are only needed where a token is scored: skip the vocabulary projection
+        # for long unscored contexts (entity tracking's prefixes).
+        keep = 0 if bool(wanted.any()) else 1
+        out = self.model(
             input_ids=ids,
             attention_mask=attention,
             position_ids=positions,
             cache=past,
-            use_cache=past is not None,
-        ).logits
-        # Position t predicts token t+1; keep only the scored targets before the softmax.
-        wanted = target[:, 1:]
-        picked = logits[:, :-1][wanted].float()
-        tokens = ids[:, 1:][wanted]
-        logprobs = picked.gather(1, tokens.unsqueeze(1)).squeeze(1) - torch.logsumexp(picked, dim=1)
-        row_of = wanted.nonzero()[:, 0]
+            use_cache=keep_cache or past is not None,
+            logits_to_keep=keep,
+        )
         sums = torch.zeros(len(seqs), dtype=torch.float64, device=self.device)
-        sums.index_add_(0, row_of, logprobs.double())
-        return sums.tolist()
+        if keep == 0:
+            picked = out.logits[:, :-1][wanted].float()
+            tokens = ids[:, 1:][wanted]
+            logprobs = picked.gather(1, tokens.unsqueeze(1)).squeeze(1) - torch.logsumexp(picked, dim=1)
+            sums.index_add_(0, wanted.nonzero()[:, 0], logprobs.double())
+        kept = None
+        if keep_cache:
+            lengths = mask.sum(1)
+            reuse = mask.clone()
+            reuse[torch.arange(len(seqs), device=self.device), lengths - 1] = 0
+            kept = {
+                "layers": [(layer.keys, layer.values) for layer in out.cache.layers],
+                "mask": reuse,
+                "lengths": lengths - 1,
+            }
+        return sums.tolist(), kept

@@ -58,8 +58,10 @@ TASK_DIRS = {
     "wug_past_tense": ("wug_past_tense",),
 }
 
-#: A function scoring (context, completion) requests; progress(n) reports finished requests.
-ScoreFn = Callable[[Sequence[tuple[str, str]], Callable[[int], None] | None], list[float]]
+#: A function scoring (context, completion) requests: ``score_fn(requests, progress,
+#: group_sizes)``, where progress(n) reports finished requests and group_sizes gives the
+#: number of candidates of each item, in order (see ``Scorer.score``).
+ScoreFn = Callable[[Sequence[tuple[str, str]], Callable[[int], None] | None, list[int]], list[float]]
 
 
 @dataclass
@@ -175,7 +177,7 @@ def score_items(items: list[Item], score_fn: ScoreFn, progress: Callable[[float]
     requests = [r for item in items for r in item.requests]
     per_item = len(requests) / max(1, len(items))
     report = (lambda n: progress(n / per_item)) if progress else None
-    flat = score_fn(requests, report)
+    flat = score_fn(requests, report, [len(item.completions) for item in items])
     out, i = [], 0
     for item in items:
         out.append(flat[i : i + len(item.completions)])

@@ -14,12 +14,9 @@ readability
                    prose (about 40 %); word salad has almost none
     ``smells``     1 minus 10x the rate of obvious slips: "the the", "the and", a sentence
                    ending on "the", "She" capitalised mid-sentence
-    ``ease``       the automated readability index (Senter & Smith 1967: a US school grade
-                   from letters per word and words per sentence) mapped so grade <= 4 is 1
-                   and grade >= 16 is 0. Computed here rather than with textstat: textstat's
-                   English syllable counter downloads the CMU dictionary from the internet
-                   (the teacher must work offline) and importing it pulls in nltk and
-                   scipy, seconds per process.
+    ``ease``       the Flesch-Kincaid grade level (textstat; a US school grade from syllables
+                   per word and words per sentence) mapped so grade <= 4 is 1 and grade >= 16
+                   is 0: children's stories are easy to read
 coherence
     ``remention``  share of sentences after the first that mention an earlier character or
                    thing again (a repeated content word or a pronoun)
@@ -83,10 +80,11 @@ def _prompt_words(prompt: str) -> frozenset[str]:
     return frozenset(_stem(w) for w in _WORD.findall(prompt))
 
 
-def automated_readability_index(words: list[str], n_sentences: int) -> float:
-    """ARI = 4.71 * letters/word + 0.5 * words/sentence - 21.43."""
-    letters = sum(len(w) for w in words)
-    return 4.71 * letters / len(words) + 0.5 * len(words) / max(1, n_sentences) - 21.43
+def reading_grade(text: str) -> float:
+    """Flesch-Kincaid grade level of ``text`` (textstat, syllables from the bundled CMUdict)."""
+    import textstat  # imported on first use: loading its dictionary takes a second or two
+
+    return float(textstat.flesch_kincaid_grade(text))
 
 
 def signals(prompt: str, text: str) -> dict[str, float]:
@@ -116,7 +114,7 @@ def signals(prompt: str, text: str) -> dict[str, float]:
                 smells += 1  # "went to the forest She" — a function word capitalised mid-sentence
         if sw and sw[-1].lower() in DETERMINERS and _TERMINAL.search(s):
             smells += 1  # "... and the."
-    grade = automated_readability_index(words, len(sentences)) if len(words) >= 3 else 99.0
+    grade = reading_grade(text) if len(words) >= 3 else 99.0
 
     # coherence
     seen: set[str] = set()

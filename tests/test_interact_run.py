@@ -1,0 +1,250 @@
+"""Whole interaction runs: learning, budgets, checkpoints, anthology, crash and resume, CLI.
+
+Students are tiny gpt2-micro models; teachers are the deterministic ones in
+tests/interact_support.py (in-process) or the default heuristic teacher (CLI runs).
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from interact_support import KeywordTeacher, make_pretrained_micro
+from onceupon.config import PAPER_PROMPT, load_config
+from onceupon.interact.loop import interact
+from onceupon.student.checkpoints import list_checkpoints, read_meta
+from onceupon.words import count_words
+
+PROMPT_WORDS = count_words(PAPER_PROMPT)  # 16
+
+
+def config(*overrides: str):
+    base = [
+        "interact.batch_size=8",
+        "interact.mini_batch_size=8",
+        "interact.max_new_tokens=16",
+        "interact.learning_rate=1e-4",
+    ]
+    return load_config(None, base + list(overrides))
+
+
+def anthology(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "anthology.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def metrics(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    return make_pretrained_micro(tmp_path_factory.mktemp("student") / "chck_pre")
+
+
+# --------------------------------------------------------------------------- learning
+def mean_reward(rows, steps):
+    return sum(float(rows[s]["reward/mean"]) for s in steps) / len(steps)
+
+
+@pytest.mark.parametrize(
+    "algorithm, overrides",
+    [
+        ("rloo", ["interact.learning_rate=3e-4", "interact.group_size=4"]),
+        ("grpo", ["interact.learning_rate=1e-4", "interact.group_size=4"]),
+        ("ppo", ["interact.learning_rate=3e-5", "interact.init_kl_coef=0.05"]),
+    ],
+)
+def test_mean_reward_rises(pretrained, tmp_path, algorithm, overrides):
+    steps = 24
+    cfg = config(
+        f"interact.algorithm={algorithm}",
+        "interact.batch_size=16",
+        "interact.mini_batch_size=16",
+        "interact.max_new_tokens=24",
+        "interact.length_bonus=0",
+        f"interact.max_steps={steps}",
+        "interact.checkpoint_every=1M",
+        *overrides,
+    )
+    interact(cfg, pretrained, tmp_path / "run", teacher=KeywordTeacher())
+    rows = metrics(tmp_path / "run")
+    assert len(rows) == steps
+    first, last = mean_reward(rows, range(0, 4)), mean_reward(rows, range(steps - 4, steps))
+    assert last > first + 0.05, (first, last)
+
+
+# --------------------------------------------------------------------------- budget and files
+def test_paper_accounting_exactly_on_a_small_budget(tiny_checkpoint, tmp_path):
+    # The prompt counted once (16 words) + 3 words per teacher reply: a budget of 16 + 3 * 21
+    # admits exactly 21 stories: two full batches of 8 and 5 of the third.
+    run = tmp_path / "run"
+    cfg = config(f"interact.input_budget={PROMPT_WORDS + 3 * 21}", "interact.checkpoint_every=30")
+    final = interact(cfg, tiny_checkpoint, run, teacher=KeywordTeacher(invalid_every=4))
+    state = json.loads((run / "state.json").read_text())
+    assert state["done"] and state["step"] == 3
+    assert state["stories"] == 21 and state["input_words"] == PROMPT_WORDS + 63 == cfg.interact.input_budget
+    assert state["prompt_words"] == PROMPT_WORDS and state["teacher_words"] == 63
+    stories = anthology(run)
+    assert [(s["step"], s["index"]) for s in stories] == [(t, i) for t in (1, 2, 3) for i in range(8)][:21]
+    assert state["generated_words"] == sum(s["n_words"] for s in stories)
+    assert all(s["n_words"] == count_words(s["continuation"]) for s in stories)
+    # cumulative input words per batch: 16 + 24, then +24, then +15
+    assert [s["input_words"] for s in stories[::8]] == [40, 64, 79]
+    # invalid ratings are recorded, rewarded with null, and counted as input words
+    invalid = [s for s in stories if not s["valid"]]
+    assert len(invalid) == 5 and all(s["reward"] is None and s["score"] is None for s in invalid)
+    assert all(s["raw"] == "cannot rate this" for s in invalid)
+    # checkpoints at the 30- and 60-word milestones and a final one at the budget
+    names = [p.name for p in list_checkpoints(run)]
+    assert names == ["chck_30W", "chck_60W", f"chck_{PROMPT_WORDS + 63}W"] == names
+    meta = read_meta(final)
+    assert meta.stage == "interact" and meta.interact_words == 79 and meta.step == 3
+    assert meta.generated_words == state["generated_words"]
+    rows = metrics(run)
+    assert [int(r["budget/dropped_stories"]) for r in rows] == [0, 0, 3]
+    assert float(rows[0]["invalid_rate"]) == pytest.approx(2 / 8)
+
+
+def test_generation_budget_is_never_exceeded(tiny_checkpoint, tmp_path):
+    run = tmp_path / "run"
+    cfg = config("interact.generation_budget=100", "interact.checkpoint_every=1M")
+    interact(cfg, tiny_checkpoint, run, teacher=KeywordTeacher())
+    state = json.loads((run / "state.json").read_text())
+    stories = anthology(run)
+    assert 0 < state["generated_words"] <= 100
+    assert state["generated_words"] == sum(s["n_words"] for s in stories)
+    assert state["stories"] == len(stories)
+    # the story after the last admitted one would not have fitted: the run used the budget up
+    assert len(stories) % 8 != 0 or state["generated_words"] == 100
+
+
+def test_a_run_with_a_prompts_file_counts_each_distinct_prompt_once(tiny_checkpoint, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Once there was a fox.\nA bear had a box.\n", encoding="utf-8")
+    run = tmp_path / "run"
+    cfg = config(f"interact.prompts_file={prompts}", "interact.max_steps=2", "interact.algorithm=rloo",
+                 "interact.group_size=4")
+    interact(cfg, tiny_checkpoint, run, teacher=KeywordTeacher())
+    stories = anthology(run)
+    assert len(stories) == 16
+    assert {s["prompt"] for s in stories} == {"Once there was a fox.", "A bear had a box."}
+    for g in range(4):  # groups of 4 consecutive stories share their prompt
+        assert len({s["prompt"] for s in stories[4 * g : 4 * g + 4]}) == 1
+    state = json.loads((run / "state.json").read_text())
+    assert state["prompt_words"] == 5 + 5 and state["teacher_words"] == 3 * 16
+
+
+# --------------------------------------------------------------------------- crash and resume
+def cli_env():
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+
+
+RESUME_SETTINGS = [
+    "--set", "interact.batch_size=8", "--set", "interact.mini_batch_size=8",
+    "--set", "interact.max_new_tokens=16", "--set", "interact.learning_rate=1e-4",
+    "--set", "interact.max_steps=10", "--set", "interact.checkpoint_every=50",
+]
+
+
+def comparable(stories):
+    return [(s["step"], s["index"], s["continuation"], s["raw"], s["reward"], s["input_words"]) for s in stories]
+
+
+def test_sigkill_and_resume_equals_an_uninterrupted_run(tiny_checkpoint, tmp_path, cli):
+    straight = tmp_path / "straight"
+    res = cli("interact", "--from", str(tiny_checkpoint), "--out", str(straight), *RESUME_SETTINGS)
+    assert res.returncode == 0, res.stderr
+
+    crashed = tmp_path / "crashed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onceupon.cli", "interact", "--from", str(tiny_checkpoint), "--out", str(crashed),
+         *RESUME_SETTINGS],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(),
+    )
+    deadline = time.time() + 300
+    book = crashed / "anthology.jsonl"
+    # kill once 6 batches are in the anthology, i.e. after a checkpoint and mid-way to the next
+    while time.time() < deadline and proc.poll() is None:
+        if book.exists() and book.read_text(encoding="utf-8").count("\n") >= 6 * 8:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_state = json.loads((crashed / "state.json").read_text())
+    assert not killed_state["done"]
+
+    res = cli("interact", "--resume", str(crashed))
+    assert res.returncode == 0, res.stderr
+    a, b = json.loads((straight / "state.json").read_text()), json.loads((crashed / "state.json").read_text())
+    for key in ("step", "stories", "input_words", "prompt_words", "teacher_words", "generated_words", "done"):
+        assert a[key] == b[key], key
+    sa, sb = anthology(straight), anthology(crashed)
+    assert [(s["step"], s["index"]) for s in sb] == [(t, i) for t in range(1, 11) for i in range(8)]  # no gap, no repeat
+    assert comparable(sa) == comparable(sb)  # the very same stories: RNG and weights were restored
+    assert [r["step"] for r in metrics(crashed)] == [str(s) for s in range(1, 11)]
+    assert [p.name for p in list_checkpoints(straight)] == [p.name for p in list_checkpoints(crashed)]
+    # a finished run resumes to a no-op
+    again = cli("interact", "--resume", str(crashed))
+    assert again.returncode == 0 and "already complete" in again.stdout
+
+
+# --------------------------------------------------------------------------- CLI errors
+def test_bad_input_exits_2_with_one_sentence(tiny_checkpoint, tmp_path, cli):
+    cases = [
+        ("interact", "--out", str(tmp_path / "a")),  # no --from
+        ("interact", "--from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")),
+        ("interact", "--resume", str(tmp_path / "empty")),
+        ("interact", "--from", str(tiny_checkpoint), "--out", str(tmp_path / "c"),
+         "--set", "interact.algorithm=rloo", "--set", "interact.batch_size=6", "--set", "interact.group_size=4"),
+        ("interact", "--from", str(tiny_checkpoint), "--out", str(tmp_path / "d"),
+         "--set", f"interact.prompts_file={tmp_path / 'missing.txt'}"),
+        ("interact", "--from", str(tiny_checkpoint), "--out", str(tmp_path / "e"), "--set", "interact.top_p=2"),
+    ]
+    for args in cases:
+        res = cli(*args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "c" / "anthology.jsonl").exists()
+
+
+def test_an_existing_run_is_not_overwritten(tiny_checkpoint, tmp_path, cli):
+    run = tmp_path / "run"
+    ok = cli("interact", "--from", str(tiny_checkpoint), "--out", str(run), "--set", "interact.batch_size=4",
+             "--set", "interact.max_new_tokens=8", "--set", "interact.max_steps=1")
+    assert ok.returncode == 0, ok.stderr
+    before = (run / "anthology.jsonl").read_text()
+    res = cli("interact", "--from", str(tiny_checkpoint), "--out", str(run))
+    assert res.returncode == 2 and "--resume" in res.stderr
+    assert (run / "anthology.jsonl").read_text() == before
+
+
+# --------------------------------------------------------------------------- openai teacher
+@pytest.mark.slow
+def test_end_to_end_with_the_openai_backend(tiny_checkpoint, tmp_path, cli, teacher_server):
+    run = tmp_path / "run"
+    res = cli(
+        "interact", "--from", str(tiny_checkpoint), "--out", str(run),
+        "--set", "teacher.backend=openai", "--set", f"teacher.base_url={teacher_server}",
+        "--set", "interact.batch_size=4", "--set", "interact.mini_batch_size=4",
+        "--set", "interact.max_new_tokens=12", "--set", "interact.max_steps=2",
+        "--set", "teacher.min_words=0",
+    )
+    assert res.returncode == 0, res.stderr
+    stories = anthology(run)
+    assert len(stories) == 8
+    answered = [s for s in stories if s["valid"] and s["raw"].strip() == "2 3 1"]
+    assert answered, [s["raw"] for s in stories]
+    for s in answered:
+        assert s["scores"] == {"readability": 2, "coherence": 3, "creativity": 1}
+        assert s["reward"] == pytest.approx((6 / 9 + 0.4 * s["n_words"] / 90) / 1.4)
+    state = json.loads((run / "state.json").read_text())
+    assert state["teacher_words"] == sum(count_words(s["raw"]) for s in stories)
