@@ -58,9 +58,10 @@ def mean_reward(rows, steps):
     [
         ("rloo", ["interact.learning_rate=3e-4", "interact.group_size=4"]),
         ("grpo", ["interact.learning_rate=1e-4", "interact.group_size=4"]),
-        ("ppo", ["interact.learning_rate=3e-5", "interact.init_kl_coef=0.05"]),
+        ("ppo", ["interact.learning_rate=1e-4", "interact.init_kl_coef=0.05"]),
     ],
 )
+@pytest.mark.slow
 def test_mean_reward_rises(pretrained, tmp_path, algorithm, overrides):
     steps = 24
     cfg = config(
@@ -248,3 +249,28 @@ def test_end_to_end_with_the_openai_backend(tiny_checkpoint, tmp_path, cli, teac
         assert s["reward"] == pytest.approx((6 / 9 + 0.4 * s["n_words"] / 90) / 1.4)
     state = json.loads((run / "state.json").read_text())
     assert state["teacher_words"] == sum(count_words(s["raw"]) for s in stories)
+
+
+# --------------------------------------------------------------------------- data parallel
+@pytest.mark.slow
+def test_accelerate_launch_two_processes(tiny_checkpoint, tmp_path):
+    """Two CPU processes (gloo): each tells half the batch, one anthology and budget for all."""
+    run = tmp_path / "run"
+    exe = Path(sys.executable).parent / "accelerate"
+    res = subprocess.run(
+        [str(exe), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "onceupon.cli", "interact", "--from", str(tiny_checkpoint), "--out", str(run),
+         "--set", "interact.batch_size=8", "--set", "interact.mini_batch_size=4", "--set", "interact.max_new_tokens=12",
+         "--set", "interact.max_steps=3", "--set", "interact.checkpoint_every=40"],
+        capture_output=True, text=True, timeout=900, env=cli_env(),
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    stories = anthology(run)
+    assert [(s["step"], s["index"]) for s in stories] == [(t, i) for t in (1, 2, 3) for i in range(8)]
+    state = json.loads((run / "state.json").read_text())
+    assert state["done"] and state["stories"] == 24
+    assert state["input_words"] == PROMPT_WORDS + sum(count_words(s["raw"]) for s in stories)
+    assert state["generated_words"] == sum(s["n_words"] for s in stories)
+    # the two halves of a batch were sampled with different seeds
+    assert stories[0]["continuation"] != stories[4]["continuation"]
+    assert [p.name for p in list_checkpoints(run)][-1].startswith("chck_")

@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.yaml")
 # configs/tiny.yaml, shrunk so that three runs fit the fast suite: 20K storyworld words, 2 epochs.
 TINY_ARGS = ["--config", TINY, "--set", "corpus.word_budget=20K", "--set", "pretrain.epochs=2"]
+# No Hub. One thread: a model this small gains nothing from more, and one thread per test
+# process keeps parallel test runs on a shared machine from oversubscribing the cores.
+ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 DOCS = [
     "Once upon a time, in a faraway land, there lived a little fox.",
@@ -109,7 +112,7 @@ def _checkpoints(run: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("pretrain") / "run"
-    result = run_cli("pretrain", "--out", str(run), *TINY_ARGS, env={"HF_HUB_OFFLINE": "1"})
+    result = run_cli("pretrain", "--out", str(run), *TINY_ARGS, env=ENV)
     assert result.returncode == 0, result.stderr
     return run
 
@@ -187,7 +190,7 @@ def test_checkpoints_load_with_auto_classes_and_generate(tiny_run):
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_run, tmp_path):
     run = tmp_path / "killed"
     kill_at = run / "checkpoints" / "chck_10K" / "onceupon.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, **ENV}
     proc = subprocess.Popen(
         [sys.executable, "-m", "onceupon.cli", "pretrain", "--out", str(run), *TINY_ARGS],
         stdout=subprocess.DEVNULL,
@@ -205,7 +208,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_run, tmp_path):
     final_name = max(reference, key=lambda n: reference[n]["pretrain_words"])
     assert not (run / "checkpoints" / final_name).exists()  # it really was cut short
 
-    result = run_cli("pretrain", "--resume", str(run), env={"HF_HUB_OFFLINE": "1"})
+    result = run_cli("pretrain", "--resume", str(run), env=ENV)
     assert result.returncode == 0, result.stderr
     resumed = _checkpoints(run)
     assert {n: (m["pretrain_words"], m["step"]) for n, m in resumed.items()} == {
@@ -225,7 +228,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_run, tmp_path):
     assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
 
     # Resuming a finished run changes nothing.
-    again = run_cli("pretrain", "--resume", str(run), env={"HF_HUB_OFFLINE": "1"})
+    again = run_cli("pretrain", "--resume", str(run), env=ENV)
     assert again.returncode == 0 and "already complete" in again.stderr
 
 
@@ -269,7 +272,7 @@ def _bad_inputs(tmp: Path) -> dict[str, list[str]]:
 )
 def test_bad_input_is_one_clear_sentence_and_exit_2(case, tmp_path):
     run = tmp_path / "run"
-    result = run_cli("pretrain", "--out", str(run), *_bad_inputs(tmp_path)[case], env={"HF_HUB_OFFLINE": "1"})
+    result = run_cli("pretrain", "--out", str(run), *_bad_inputs(tmp_path)[case], env=ENV)
     assert result.returncode == 2, (case, result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr

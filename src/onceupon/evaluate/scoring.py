@@ -86,6 +86,25 @@ class Scorer:
         self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
         #: how many requests were longer than the context and lost their first tokens.
         self.truncated = 0
+        self._head = self._separable_head()
+
+    @torch.inference_mode()
+    def _separable_head(self):
+        """The output layer, if logits are just it applied to the base model's last hidden
+        state (checked on a probe input; true for GPT-2 and Llama). Then only the positions
+        that score a token go through it, instead of every position of every padded row: the
+        vocabulary projection is most of a small model's work. Otherwise None (full logits)."""
+        head = self.model.get_output_embeddings()
+        base = getattr(self.model, "base_model", None)
+        if head is None or base is None or base is self.model:
+            return None
+        probe = torch.arange(2, 10, device=self.device).remainder(self.model.config.vocab_size).unsqueeze(0)
+        try:
+            full = self.model(input_ids=probe).logits
+            split = head(base(input_ids=probe).last_hidden_state)
+        except Exception:  # an architecture that does not split this way: stay generic
+            return None
+        return head if full.shape == split.shape and torch.allclose(full, split, atol=1e-5, rtol=1e-5) else None
 
     # ------------------------------------------------------------------ tokenization
     def encode(self, requests: Sequence[Request]) -> list[Encoded]:
@@ -260,20 +279,24 @@ class Scorer:
             # Padding slots of a row with a long prefix could run past the last position;
             # they are masked, so any valid position will do.
             positions = (cache["lengths"][pick].unsqueeze(1) + steps).clamp(max=self.max_length - 1)
-        # Logits are only needed where a token is scored: skip the vocabulary projection
-        # for long unscored contexts (entity tracking's prefixes).
-        keep = 0 if bool(wanted.any()) else 1
-        out = self.model(
+        inputs = dict(
             input_ids=ids,
             attention_mask=attention,
             position_ids=positions,
             cache=past,
             use_cache=keep_cache or past is not None,
-            logits_to_keep=keep,
         )
+        any_scored = bool(wanted.any())
+        if self._head is not None:
+            out = self.model.base_model(**inputs)
+            logits_of = lambda: self._head(out.last_hidden_state[:, :-1][wanted])  # noqa: E731
+        else:
+            # Logits only where needed: none but the last for unscored contexts.
+            out = self.model(**inputs, logits_to_keep=0 if any_scored else 1)
+            logits_of = lambda: out.logits[:, :-1][wanted]  # noqa: E731
         sums = torch.zeros(len(seqs), dtype=torch.float64, device=self.device)
-        if keep == 0:
-            picked = out.logits[:, :-1][wanted].float()
+        if any_scored:
+            picked = logits_of().float()
             tokens = ids[:, 1:][wanted]
             logprobs = picked.gather(1, tokens.unsqueeze(1)).squeeze(1) - torch.logsumexp(picked, dim=1)
             sums.index_add_(0, wanted.nonzero()[:, 0], logprobs.double())

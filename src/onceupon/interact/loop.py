@@ -54,11 +54,13 @@ STATE_FILE = "state.json"
 def run(cfg: ExperimentConfig | None, start: str | Path | None, run_dir: str | Path, resume: bool = False) -> None:
     """CLI entry: a new run (``cfg``, ``start``) or ``--resume`` of ``run_dir``."""
     run_dir = Path(run_dir)
-    if resume:
-        interact(None, None, run_dir, resume=True)
-        return
-    path = interact(cfg, start, run_dir)
-    print(f"interaction finished; final checkpoint {path}")
+    path = interact(None, None, run_dir, resume=True) if resume else interact(cfg, start, run_dir)
+    state = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8"))
+    print(
+        f"interaction finished after {state['step']} steps, {state['stories']} stories, "
+        f"{state['input_words']:,} input words, {state['generated_words']:,} generated words; "
+        f"final checkpoint {path}"
+    )
 
 
 def interact(

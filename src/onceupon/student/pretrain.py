@@ -389,7 +389,9 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
                 context = accelerator.no_sync(model) if (world > 1 and not last_micro) else nullcontext()
                 with context:
                     logits = model(input_ids=x, attention_mask=mask, use_cache=False).logits
-                    token_loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-100, reduction="sum")
+                    # The loss in fp32 even when the model ran in bf16 (a no-op in fp32).
+                    logits = logits.float().view(-1, logits.size(-1))
+                    token_loss = F.cross_entropy(logits, y.view(-1), ignore_index=-100, reduction="sum")
                     accelerator.backward(token_loss * (scale * weight))
                 if weight:
                     running_loss += token_loss.detach()
@@ -425,9 +427,10 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
 
             reached = crossed(milestones, plan.words_before(step - 1), words)
             if reached and main:
+                paused = time.perf_counter()
                 for milestone in reached:
                     save(milestone_name(milestone), step, final=(step == plan.n_steps and milestone == milestones[-1]))
-                last_log_time = time.perf_counter()  # checkpoint writing is not training time
+                last_log_time += time.perf_counter() - paused  # checkpoint writing is not training time
     accelerator.wait_for_everyone()
     if logger is not None:
         logger.close()
