@@ -8,7 +8,7 @@ import pytest
 from conftest import make_tiny_checkpoint
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
-from onceupon.evaluate.run import evaluate_checkpoint_dir, evaluate_run
+from onceupon.evaluate.run import evaluate_checkpoint_dir, evaluate_run, run
 from onceupon.files import atomic_write_json
 
 FAST = ["--set", "evaluate.stories=3", "--set", "evaluate.story_max_new_tokens=8", "--set", "evaluate.probe_items=6"]
@@ -79,7 +79,7 @@ def test_evaluated_parts_are_cached_until_config_changes(pretrain_run, data_dir)
     again = evaluate_run(cfg, pretrain_run)
     assert again == first
     assert {p: (details / ("tasks" if p != "stories.json" else "") / p).stat().st_mtime_ns for p in stamps} == stamps
-    # A different teacher setting re-rates the stories but keeps the zero-shot results.
+    # A different story setting (the sampling seed) redoes the stories, keeps the zero-shot results.
     changed = small_cfg(data_dir=str(data_dir), seed=7)
     evaluate_run(changed, pretrain_run)
     assert (details / "tasks" / "blimp.json").stat().st_mtime_ns == stamps["blimp.json"]
@@ -113,12 +113,11 @@ def test_single_checkpoint_in_a_run_updates_its_row(tmp_path, tiny_checkpoint):
     assert [r["checkpoint"] for r in rows] == ["chck_1K", "chck_2K"]  # run order, one row each
 
 
-def test_standalone_checkpoint_results_beside_it(tmp_path, tiny_checkpoint, cli):
+def test_standalone_checkpoint_results_beside_it(tmp_path, tiny_checkpoint):
     model = tmp_path / "some_model"
     shutil.copytree(tiny_checkpoint, model)
     (model / "onceupon.json").unlink()  # a plain save_pretrained directory
-    proc = cli("evaluate", str(model), "--set", "evaluate.stories=0", "--set", "evaluate.probe_items=6")
-    assert proc.returncode == 0, proc.stderr
+    run(small_cfg(stories=0), model)
     rows = json.loads((model / "evaluation" / "results.json").read_text())["rows"]
     assert rows[0]["checkpoint"] == "some_model" and rows[0]["tasks"]["storyworld_entity_tracking"]["n"] == 6
 

@@ -74,13 +74,15 @@ def test_shared_context_runs_once(model_and_tokenizer, monkeypatch):
     model, tok = model_and_tokenizer
     scorer = Scorer(model, tok, batch_size=64, share_prefix=True)
     widths = []
-    original = model.forward
 
     def spy(*args, **kwargs):
         widths.append(tuple(kwargs["input_ids"].shape))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(model, "forward", spy)
+    # The scorer runs the base model and projects only scored positions itself.
+    assert scorer._head is not None
+    original = model.base_model.forward
+    monkeypatch.setattr(model.base_model, "forward", spy)
     context = "Box 1 contains the key. Box 2 contains the hat. Box 1 contains "
     options = ["the key", "the hat", "the key and the hat", "the stone", "the hat and the stone"]
     scorer.score([(context, o) for o in options])

@@ -100,15 +100,16 @@ class _Clock:
 
 def run(out: str | Path, seed: int = 0, force: bool = False) -> dict:
     """Run the demo into ``out``; returns the report's summary (its ``headline`` is printed)."""
+    out = Path(out)
+    cfg = demo_config(seed)
+    prepare_out(out, force)  # before the heavy imports: a refusal is instant
+
     from onceupon.analysis.report import build
     from onceupon.evaluate.run import evaluate_checkpoint_dir, evaluate_run
     from onceupon.interact.loop import interact
     from onceupon.student.checkpoints import list_checkpoints, read_meta
     from onceupon.student.pretrain import pretrain
 
-    out = Path(out)
-    cfg = demo_config(seed)
-    prepare_out(out, force)
     marker = {"seed": seed, "status": "running", "started": _dt.datetime.now().isoformat(timespec="seconds")}
     atomic_write_json(out / MARKER, marker)
     clock = _Clock()

@@ -210,7 +210,7 @@ class Equivalence:
             extra = format_words(self.extra_words)
             text = f"{spent} words of interaction from {self.start_checkpoint} ~ {extra} extra words of pretraining"
             if self.ratio is not None:
-                text += f" ({self.ratio:,.0f}x)"
+                text += f" ({format_ratio(self.ratio)})"
             ci = self.extra_interval()
             if ci is not None:
                 text += f", {self.interval.confidence:.0%} interval {format_extra(ci[0])} .. {format_extra(ci[1])}"
@@ -328,6 +328,11 @@ def format_words(words: float | None) -> str:
             text = f"{value:.0f}" if value >= 100 else f"{value:.3g}"
             return f"{sign}{text}{suffix}"
     return f"{sign}{w:.0f}"
+
+
+def format_ratio(ratio: float) -> str:
+    """Extra pretraining words per interaction word: '410x', '2.5x', '0.37x'."""
+    return f"{ratio:,.0f}x" if abs(ratio) >= 10 else f"{ratio:.2g}x"
 
 
 def format_extra(extra: float) -> str:

@@ -192,7 +192,7 @@ class Interaction:
             self._load_state(resume_from)
         self.policy, self.optimizer = self.acc.prepare(self.policy, self.optimizer)
         self.ref.to(self.acc.device)
-        self.policy.train()  # dropout is off anyway; train mode only matters to autograd
+        self.policy.train()  # with dropout at 0, train and eval mode compute the same numbers
 
         self.teacher = teacher
         self._own_teacher = teacher is None
