@@ -251,3 +251,42 @@ def test_too_long_prompts_are_a_user_error(student):
     with pytest.raises(UserError, match="context"):
         generate_rollout(model, tok, ["word " * 200], max_new_tokens=90, context_length=128)
 
+
+
+# --------------------------------------------------------------------------- exclusion
+@pytest.mark.parametrize("algorithm", ["ppo", "rloo"])
+def test_excluded_stories_contribute_nothing_to_the_update(student, algorithm):
+    """Updating on 8 stories of which 4 are excluded (NaN reward) moves the weights exactly as
+    updating on the 4 included stories alone."""
+    import copy
+
+    from onceupon.interact.loop import make_algorithm
+    from onceupon.interact.rollout import PolicyWithValue, generate_rollout, score_rollout
+
+    tok, model = student
+    torch.manual_seed(0)
+    cfg = InteractConfig(algorithm=algorithm, batch_size=8, mini_batch_size=8, epochs=2, learning_rate=1e-3,
+                         group_size=2)
+    r = generate_rollout(model, tok, [PAPER_PROMPT] * 8, max_new_tokens=10)
+    torch.manual_seed(1)
+    base = PolicyWithValue(copy.deepcopy(model), algorithm == "ppo")
+    ref = PolicyWithValue(model, False)
+    lp, v, _ = score_rollout(base, r, 1.0)
+    rlp, _, _ = score_rollout(ref, r, 1.0)
+    scores = torch.tensor([0.9, 0.1, 0.5, 0.3, float("nan"), float("nan"), float("nan"), float("nan")])
+    include = torch.tensor([True] * 4 + [False] * 4)
+
+    def updated(idx):
+        policy = copy.deepcopy(base)
+        opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+        batch = dict(sequences=r.sequences[idx], attention_mask=r.attention_mask[idx], prompt_width=r.prompt_width,
+                     response_mask=r.response_mask[idx], old_logprobs=lp[idx], ref_logprobs=rlp[idx],
+                     values=None if v is None else v[idx])
+        torch.manual_seed(2)
+        make_algorithm(cfg).update(policy, opt, batch, scores[idx], include[idx])
+        return torch.cat([p.detach().flatten() for p in policy.parameters()])
+
+    everything, only_included = updated(torch.arange(8)), updated(torch.arange(4))
+    start = torch.cat([p.detach().flatten() for p in base.parameters()])
+    assert not torch.allclose(everything, start)  # the update did something
+    assert torch.allclose(everything, only_included, atol=1e-6)

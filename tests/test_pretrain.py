@@ -43,7 +43,7 @@ DOCS = [
 
 
 # --------------------------------------------------------------------------- word accounting
-def test_word_regex_agrees_with_the_word_counter_on_every_code_point():
+def test_word_ends_agree_with_the_word_counter_on_every_code_point():
     text = "".join(f"a{chr(cp)}b" for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF)
     assert len(word_ends(text)) == count_words(text)
 
@@ -287,6 +287,8 @@ def test_resume_and_out_misuse(tmp_path, tiny_run):
     assert both.returncode == 2 and "exactly one" in both.stderr
     reuse = run_cli("pretrain", "--out", str(tiny_run), *TINY_ARGS)
     assert reuse.returncode == 2 and "--resume" in reuse.stderr
+    overrides = run_cli("pretrain", "--resume", str(tiny_run), "--set", "pretrain.epochs=5")
+    assert overrides.returncode == 2 and "saved config" in overrides.stderr
 
 
 # --------------------------------------------------------------------------- several processes

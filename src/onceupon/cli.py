@@ -50,9 +50,14 @@ def pretrain(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Train a tokenizer and a student from scratch, with word-milestone checkpoints."""
+    """Train a tokenizer and a student from scratch, with word-milestone checkpoints.
+
+    Several GPUs or nodes: ``accelerate launch -m onceupon.cli pretrain ...`` (same options).
+    """
     if (out is None) == (resume is None):
         raise UserError("Give exactly one of --out (a new run) or --resume (an existing run).")
+    if resume is not None and (config is not None or set_):
+        raise UserError("--resume continues with the run's saved config.yaml; --config and --set apply to new runs only.")
     cfg = load_config(config, set_) if out else None
     from onceupon.student.pretrain import run
 

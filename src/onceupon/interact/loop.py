@@ -182,12 +182,13 @@ class Interaction:
         for module in lm.modules():  # no dropout in RL: a ratio must be exactly 1 before the first step
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
+        # Seeded before the value head is initialised; each process samples its own stories.
+        torch.manual_seed(c.seed + self.acc.process_index)
+        random.seed(c.seed + self.acc.process_index)
         self.policy = PolicyWithValue(lm, self.algo.needs_value_head)
         self.ref = PolicyWithValue(start_model if resume_from is not None else _copy_model(start_model), False)
         self.ref.requires_grad_(False).eval()
         self.optimizer = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=c.learning_rate)
-        torch.manual_seed(c.seed + self.acc.process_index)
-        random.seed(c.seed + self.acc.process_index)
         if resume_from is not None:
             self._load_state(resume_from)
         self.policy, self.optimizer = self.acc.prepare(self.policy, self.optimizer)
@@ -358,7 +359,7 @@ class Interaction:
         pending = self.pool.submit(self.teacher.rate, stories)
         with self.acc.autocast():
             old_logprobs, values, entropy = score_rollout(self.policy, rollout, c.temperature, c.micro_batch_size)
-            ref_logprobs, _, _ = score_rollout(self.ref, rollout, c.temperature, c.micro_batch_size)
+            ref_logprobs, _, _ = score_rollout(self.ref, rollout, c.temperature, c.micro_batch_size, entropy=False)
         t_fwd = time.perf_counter()
         ratings: list[Rating] = pending.result()
         t_rate = time.perf_counter()

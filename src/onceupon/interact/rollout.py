@@ -159,8 +159,10 @@ class PolicyWithValue(nn.Module):
 
 
 def logprobs_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(token) for each position: ``[B, T, V], [B, T] -> [B, T]``."""
-    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    """log p(token) for each position: ``[B, T, V], [B, T] -> [B, T]``.
+
+    ``logit - logsumexp`` needs no second ``[B, T, V]`` tensor, unlike a full log-softmax."""
+    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 def entropy_of(logits: torch.Tensor) -> torch.Tensor:
@@ -171,9 +173,13 @@ def entropy_of(logits: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def score_rollout(
-    policy: nn.Module, rollout: Rollout, temperature: float, micro_batch_size: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Log-probabilities, values (or None) and entropies of the response tokens, in chunks."""
+    policy: nn.Module,
+    rollout: Rollout,
+    temperature: float,
+    micro_batch_size: int | None = None,
+    entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Log-probabilities, values (or None) and entropies (or None) of the response tokens."""
     n = len(rollout)
     step = micro_batch_size or n
     responses = rollout.sequences[:, rollout.prompt_width :]
@@ -183,7 +189,8 @@ def score_rollout(
             rollout.sequences[s : s + step], rollout.attention_mask[s : s + step], rollout.prompt_width, temperature
         )
         logps.append(logprobs_of(logits, responses[s : s + step]))
-        ents.append(entropy_of(logits))
+        if entropy:
+            ents.append(entropy_of(logits))
         if v is not None:
             values.append(v)
-    return torch.cat(logps), (torch.cat(values) if values else None), torch.cat(ents)
+    return torch.cat(logps), (torch.cat(values) if values else None), (torch.cat(ents) if ents else None)
