@@ -66,3 +66,11 @@ def test_cli_bad_input_is_one_sentence_and_exit_2(tmp_path, cli):
     assert r.stderr.strip() == "error: unknown config key 'corpus.sauce'."
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_config_command_prints_the_resolved_config(cli):
+    r = cli("config", "--set", "interact.batch_size=8")
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["interact"]["batch_size"] == 8
+    r = cli("config", "--reference")
+    assert r.returncode == 0 and "`input_budget`" in r.stdout

@@ -156,6 +156,24 @@ def demo(
     run(out, seed, force=force)
 
 
+@app.command("config")
+def show_config(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    reference: Annotated[bool, typer.Option("--reference", help="Print every key with its default and meaning.")] = False,
+) -> None:
+    """Print the resolved configuration (YAML), or the reference of every key."""
+    import yaml
+
+    from onceupon.config import reference_markdown
+
+    if reference:
+        print(reference_markdown())
+        return
+    cfg = load_config(config, set_)
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True), end="")
+
+
 def main() -> None:
     try:
         app()

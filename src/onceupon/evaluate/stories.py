@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from onceupon.errors import UserError
+from onceupon.readability import automated_readability_index
 from onceupon.teacher.base import Rating, Story
 from onceupon.words import count_words
 
@@ -131,9 +132,7 @@ def repetition(text: str, n: int = 3) -> float | None:
 
 
 def readability(text: str) -> float | None:
-    import textstat
-
-    return float(textstat.automated_readability_index(text)) if text.strip() else None
+    return automated_readability_index(text) if text.strip() else None
 
 
 def _mean(values) -> float | None:

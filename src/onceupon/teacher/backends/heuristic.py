@@ -41,6 +41,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from onceupon.readability import reading_grade
 from onceupon.teacher.base import Rating, Story
 from onceupon.teacher.rubric import Rubric
 
@@ -78,13 +79,6 @@ def _stem(word: str) -> str:
 @lru_cache(maxsize=4096)
 def _prompt_words(prompt: str) -> frozenset[str]:
     return frozenset(_stem(w) for w in _WORD.findall(prompt))
-
-
-def reading_grade(text: str) -> float:
-    """Flesch-Kincaid grade level of ``text`` (textstat, syllables from the bundled CMUdict)."""
-    import textstat  # imported on first use: loading its dictionary takes a second or two
-
-    return float(textstat.flesch_kincaid_grade(text))
 
 
 def signals(prompt: str, text: str) -> dict[str, float]:
