@@ -61,7 +61,6 @@ def mean_reward(rows, steps):
         ("ppo", ["interact.learning_rate=1e-4", "interact.init_kl_coef=0.05"]),
     ],
 )
-@pytest.mark.slow
 def test_mean_reward_rises(pretrained, tmp_path, algorithm, overrides):
     steps = 24
     cfg = config(

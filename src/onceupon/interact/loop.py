@@ -45,7 +45,7 @@ from onceupon.interact.rollout import PolicyWithValue, generate_rollout, score_r
 from onceupon.student.checkpoints import STATE_DIR, CheckpointMeta, list_checkpoints, read_meta, save_checkpoint
 from onceupon.teacher.base import Rating, Story, Teacher
 from onceupon.tracking import MetricsLogger, progress_bar
-from onceupon.words import count_words, crossed, every_milestones, milestone_name
+from onceupon.words import crossed, every_milestones, milestone_name
 
 STATE_FILE = "state.json"
 
