@@ -6,7 +6,7 @@ What it runs, with ``configs/demo.yaml``, all in ``OUT/``:
    at the BabyLM milestones scaled down to thousands of words (1K..10K, 20K, ...).
 2. evaluation of a log-spaced subset of those checkpoints (storyworld entity-tracking probe
    and story quality rated by the heuristic teacher): the pretraining curve.
-3. ``interact_<start>/``: two short interaction runs (PPO with the heuristic teacher) from an
+3. ``interact_<start>/``: two short interaction runs (RLOO with the heuristic teacher) from an
    early and a later evaluated checkpoint, each evaluated at every checkpoint it saved.
 4. ``report/``: ``onceupon report`` over all of it; the headline printed at the end is read
    from the report's data (``report/report.json``), which is computed from the runs.

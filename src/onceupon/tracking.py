@@ -47,14 +47,22 @@ def progress_bar(unit: str, *, disable: bool | None = None) -> Progress:
 class MetricsLogger:
     """Write scalars to TensorBoard and a CSV file in the run directory."""
 
-    def __init__(self, run_dir: str | Path, csv_name: str = "metrics.csv", tensorboard: bool = True):
+    def __init__(
+        self, run_dir: str | Path, csv_name: str = "metrics.csv", tensorboard: bool = True, resume_step: int | None = None
+    ):
+        """``resume_step``: a run resuming from the checkpoint taken after this step; rows and
+        TensorBoard events logged after it (by the crashed process) are dropped, so every
+        step appears once."""
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / csv_name
+        if resume_step is not None:
+            self.truncate_after(resume_step)
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge)
         self._wandb = None
         if os.environ.get("WANDB_PROJECT"):
             try:

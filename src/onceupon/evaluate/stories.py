@@ -44,11 +44,11 @@ LN2 = math.log(2.0)
 class Sample:
     prompt: str
     continuation: str
-    n_tokens: int
+    n_tokens: int  # generated tokens, the closing EOS included
     entropy_bits: float  # predictive entropy summed over the generated tokens
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def sample_stories(
     model,
     tokenizer,
@@ -60,51 +60,36 @@ def sample_stories(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> list[Sample]:
-    """``n`` continuations of ``prompt`` by pure sampling, with their predictive entropy."""
+    """``n`` continuations of ``prompt`` by pure sampling, with their predictive entropy.
+
+    Stories are told exactly as during interaction (the same rollout code: whole batches with
+    the KV cache, stop at the first EOS), then scored once more for the entropy of every
+    generated token's distribution (the EOS included). Seeded without touching the caller's
+    random state.
+    """
+    from onceupon.interact.rollout import PolicyWithValue, generate_rollout, score_rollout
+    from onceupon.student.model import context_length
+
     device = next(model.parameters()).device
-    prompt_ids = tokenizer(prompt, add_special_tokens=True, return_tensors="pt")["input_ids"].to(device)
-    limit = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
-    new_tokens = min(max_new_tokens, limit - prompt_ids.shape[1])
+    limit = context_length(model)
+    prompt_tokens = len(tokenizer(prompt)["input_ids"])
+    new_tokens = min(max_new_tokens, limit - prompt_tokens)
     if new_tokens < 1:
-        raise UserError(f"The story prompt has {prompt_ids.shape[1]} tokens, leaving no room in the model's {limit}-token context.")
-    eos = tokenizer.eos_token_id
-    generator = torch.Generator(device=device).manual_seed(seed)
+        raise UserError(f"The story prompt has {prompt_tokens} tokens, leaving no room in the model's {limit}-token context.")
+    policy = PolicyWithValue(model, with_value_head=False)
     samples: list[Sample] = []
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        ids = prompt_ids.expand(b, -1)
-        # No padding anywhere (one prompt per batch), so the mask is all ones; passing it
-        # keeps transformers from guessing.
-        mask = torch.ones_like(ids)
-        out = model(input_ids=ids, attention_mask=mask, use_cache=True)
-        cache, logits = out.cache, out.logits[:, -1]
-        finished = torch.zeros(b, dtype=torch.bool, device=device)
-        entropy = torch.zeros(b, dtype=torch.float64, device=device)
-        steps: list[torch.Tensor] = []
-        for _ in range(new_tokens):
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            probs = logp.exp()
-            step_entropy = -(probs * logp).sum(-1).nan_to_num(0.0)  # 0 * -inf terms are 0
-            entropy += torch.where(finished, 0.0, step_entropy.double())
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-            if eos is not None:
-                token = torch.where(finished, torch.full_like(token, eos), token)
-            steps.append(token)
-            if eos is not None:
-                finished |= token == eos
-                if bool(finished.all()):
-                    break
-            mask = torch.cat([mask, mask[:, :1]], dim=1)
-            out = model(input_ids=token.unsqueeze(1), attention_mask=mask, cache=cache, use_cache=True)
-            cache, logits = out.cache, out.logits[:, -1]
-        generated = torch.stack(steps, dim=1).tolist()
-        for row, bits in zip(generated, (entropy / LN2).tolist()):
-            if eos is not None and eos in row:
-                row = row[: row.index(eos)]
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            samples.append(Sample(prompt, text, len(row), bits))
-        if progress is not None:
-            progress(b)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            rollout = generate_rollout(model, tokenizer, [prompt] * b, max_new_tokens=new_tokens)
+            _, _, entropy = score_rollout(policy, rollout, temperature=1.0)
+            bits = (entropy * rollout.response_mask).sum(dim=1).double() / LN2
+            lengths = rollout.response_mask.sum(dim=1).long().tolist()
+            for text, n_tokens, h in zip(rollout.continuations, lengths, bits.tolist()):
+                samples.append(Sample(prompt, text, n_tokens, h))
+            if progress is not None:
+                progress(b)
     return samples
 
 

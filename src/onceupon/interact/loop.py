@@ -209,8 +209,7 @@ class Interaction:
             if not resume:
                 save_config(cfg, run_dir)
             self.anthology.truncate(self.budget.stories)
-            self.metrics = MetricsLogger(run_dir)
-            self.metrics.truncate_after(self.step_no)
+            self.metrics = MetricsLogger(run_dir, resume_step=self.step_no)
             self._write_state(done=False)
         self.acc.wait_for_everyone()
 

@@ -277,9 +277,7 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
         _set_rng_state(state["rng"])
         train_seconds = float(state.get("train_seconds", 0.0))
 
-    logger = MetricsLogger(run_dir) if main else None
-    if logger is not None:
-        logger.truncate_after(step)
+    logger = MetricsLogger(run_dir, resume_step=step) if main else None
 
     # ---- helpers bound to this run
     device = accelerator.device
