@@ -31,7 +31,7 @@ from onceupon.files import atomic_write_json
 #: marks a directory as a demo's, so --force may delete it; also records seed, status, headline
 MARKER = "demo.json"
 #: how many pretraining checkpoints are evaluated (log-spaced), to keep the demo in minutes
-EVALUATED_CHECKPOINTS = 6
+EVALUATED_CHECKPOINTS = 10
 #: the interaction runs start from the evaluated checkpoints nearest these fractions of the
 #: pretraining words: an early student (little to build on) and a more fluent one
 START_FRACTIONS = (0.1, 0.25)

@@ -109,7 +109,7 @@ class Scorer:
     # ------------------------------------------------------------------ tokenization
     def encode(self, requests: Sequence[Request]) -> list[Encoded]:
         texts = [context + completion for context, completion in requests]
-        out = self.tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True)
+        out = self.tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True, verbose=False)
         encoded = []
         for (context, completion), ids, offsets in zip(requests, out["input_ids"], out["offset_mapping"]):
             start = len(context)
