@@ -102,13 +102,7 @@ class PPO:
             optimizer,
             exp,
             self.loss,
-            epochs=c.epochs,
-            mini_batch_size=c.mini_batch_size,
-            micro_batch_size=c.micro_batch_size,
-            temperature=c.temperature,
-            cliprange=c.cliprange,
-            ratio_threshold=c.ratio_threshold,
-            max_grad_norm=c.max_grad_norm,
+            c,
             accelerator=accelerator,
         )
         n_included = include.sum().clamp(min=1)

@@ -93,13 +93,7 @@ class GroupObjective:
             optimizer,
             exp,
             self.loss,
-            epochs=c.epochs,
-            mini_batch_size=c.mini_batch_size,
-            micro_batch_size=c.micro_batch_size,
-            temperature=c.temperature,
-            cliprange=c.cliprange,
-            ratio_threshold=c.ratio_threshold,
-            max_grad_norm=c.max_grad_norm,
+            c,
             accelerator=accelerator,
         )
         n_kept = keep.sum().clamp(min=1)

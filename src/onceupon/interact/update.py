@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from onceupon.config import InteractConfig
 from onceupon.interact.rollout import logprobs_of
 
 
@@ -78,17 +79,10 @@ def optimise(
     optimizer: torch.optim.Optimizer,
     exp: Experience,
     loss_fn: LossFn,
-    *,
-    epochs: int,
-    mini_batch_size: int,
-    micro_batch_size: int | None,
-    temperature: float,
-    cliprange: float,
-    ratio_threshold: float,
-    max_grad_norm: float | None,
+    cfg: InteractConfig,
     accelerator=None,
 ) -> dict[str, float]:
-    """``epochs`` passes over the batch in shuffled minibatches; one optimizer step per
+    """``cfg.epochs`` passes over the batch in shuffled minibatches; one optimizer step per
     minibatch. A minibatch is processed in micro-batches whose losses are divided by the
     minibatch's token count, so the gradient equals that of the whole minibatch at once.
 
@@ -96,8 +90,10 @@ def optimise(
     the clip fraction, the mean ratio and the number of micro-batches skipped for an extreme
     ratio.
     """
+    epochs, mini_batch_size, temperature = cfg.epochs, cfg.mini_batch_size, cfg.temperature
+    cliprange, ratio_threshold, max_grad_norm = cfg.cliprange, cfg.ratio_threshold, cfg.max_grad_norm
     n = exp.sequences.shape[0]
-    micro = micro_batch_size or mini_batch_size
+    micro = cfg.micro_batch_size or mini_batch_size
     totals: dict[str, float] = {}
     tokens_total = 0.0
     skipped = 0
