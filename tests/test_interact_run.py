@@ -228,7 +228,6 @@ def test_an_existing_run_is_not_overwritten(tiny_checkpoint, tmp_path, cli):
 
 
 # --------------------------------------------------------------------------- openai teacher
-@pytest.mark.slow
 def test_end_to_end_with_the_openai_backend(tiny_checkpoint, tmp_path, cli, teacher_server):
     run = tmp_path / "run"
     res = cli(
