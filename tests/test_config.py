@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -74,3 +76,35 @@ def test_config_command_prints_the_resolved_config(cli):
     assert yaml.safe_load(r.stdout)["interact"]["batch_size"] == 8
     r = cli("config", "--reference")
     assert r.returncode == 0 and "`input_budget`" in r.stdout
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "tiny.yaml", "demo.yaml"])
+def test_shipped_configs_load(name):
+    load_config(CONFIGS / name)
+
+
+def test_paper_config_is_the_papers_setting():
+    """configs/paper.yaml against the figures in shared/REFERENCE.md."""
+    c = load_config(CONFIGS / "paper.yaml")
+    assert c.corpus.fraction == 0.9 and c.tokenizer.vocab_size == 16_000 and c.tokenizer.min_frequency == 2
+    assert c.student.preset == "gpt2-paper"
+    from onceupon.student.model import PRESETS
+
+    shape = PRESETS["gpt2-paper"]
+    assert (shape.n_layer, shape.n_head, shape.n_embd, shape.context_length) == (12, 12, 768, 512)
+    p = c.pretrain
+    assert (p.epochs, p.batch_size, p.grad_accum, p.learning_rate, p.warmup_fraction) == (10, 16, 4, 5e-4, 0.01)
+    assert (p.milestones, p.milestone_unit) == ("babylm", 1_000_000)
+    t = c.teacher
+    assert (t.model, t.temperature, t.max_tokens) == ("meta-llama/Llama-3.1-8B-Instruct", 0.2, 6)
+    i = c.interact
+    assert i.algorithm == "ppo" and i.prompt == PAPER_PROMPT
+    assert (i.max_new_tokens, i.temperature, i.top_k, i.top_p) == (90, 1.0, 0, 1.0)
+    assert (i.batch_size, i.mini_batch_size, i.epochs, i.learning_rate) == (360, 360, 4, 1e-6)
+    assert (i.init_kl_coef, i.adaptive_kl, i.target_kl, i.kl_horizon) == (0.2, True, 6.0, 10_000)
+    assert (i.cliprange, i.vf_coef, i.gamma, i.lam) == (0.2, 0.1, 1.0, 0.95)
+    assert (i.length_bonus, i.length_norm_words) == (0.4, 90)
+    assert (i.input_budget, i.count_prompt, i.checkpoint_every) == (1_000_000, "once", 100_000)
