@@ -7,6 +7,7 @@ becomes one sentence on stderr and exit code 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -175,6 +176,10 @@ def show_config(
 
 
 def main() -> None:
+    # Our progress bars count what the user thinks in (words, stories, pairs); transformers'
+    # per-load "Loading weights" bars would only clutter them. HF_HUB_DISABLE_PROGRESS_BARS=0
+    # brings them back.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         app()
     except UserError as e:
