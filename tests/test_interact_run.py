@@ -202,6 +202,7 @@ def test_bad_input_exits_2_with_one_sentence(tiny_checkpoint, tmp_path, cli):
         ("interact", "--out", str(tmp_path / "a")),  # no --from
         ("interact", "--from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")),
         ("interact", "--resume", str(tmp_path / "empty")),
+        ("interact", "--resume", str(tmp_path / "empty"), "--set", "interact.batch_size=4"),  # config is the run's
         ("interact", "--from", str(tiny_checkpoint), "--out", str(tmp_path / "c"),
          "--set", "interact.algorithm=rloo", "--set", "interact.batch_size=6", "--set", "interact.group_size=4"),
         ("interact", "--from", str(tiny_checkpoint), "--out", str(tmp_path / "d"),

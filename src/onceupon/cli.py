@@ -68,7 +68,7 @@ def pretrain(
 @app.command()
 def interact(
     start: Annotated[
-        Optional[Path], typer.Option("--from", help="Checkpoint to start from (a chck_* directory or Hub id).")
+        Optional[Path], typer.Option("--from", help="Checkpoint directory to start from (e.g. RUN/checkpoints/chck_20M).")
     ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory for a new run.")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this directory.")] = None,
@@ -78,6 +78,8 @@ def interact(
     """Let the student tell stories, the teacher rate them, and RL learn from the ratings."""
     if resume is None and (out is None or start is None):
         raise UserError("A new interaction run needs --from CHECKPOINT and --out DIR (or use --resume DIR).")
+    if resume is not None and (out is not None or start is not None or config is not None or set_):
+        raise UserError("--resume continues with the run's saved config.yaml; --from, --out, --config and --set apply to new runs only.")
     cfg = load_config(config, set_) if resume is None else None
     from onceupon.interact.loop import run
 
