@@ -2,12 +2,15 @@
 
 What it runs, with ``configs/demo.yaml``, all in ``OUT/``:
 
-1. ``pretrain/``: a storyworld corpus and a tiny student pretrained on it, with checkpoints
-   at the BabyLM milestones scaled down to thousands of words (1K..10K, 20K, ...).
-2. evaluation of a log-spaced subset of those checkpoints (storyworld entity-tracking probe
-   and story quality rated by the heuristic teacher): the pretraining curve.
-3. ``interact_<start>/``: two short interaction runs (RLOO with the heuristic teacher) from an
-   early and a later evaluated checkpoint, each evaluated at every checkpoint it saved.
+1. ``pretrain/``: a 40K-word storyworld corpus and a tiny student (``gpt2-micro``) pretrained
+   on it for 3 epochs (120K words seen), with checkpoints at the BabyLM milestones scaled down
+   to thousands of words (1K..10K, 20K..100K, and the final 120K).
+2. evaluation of ``EVALUATED_CHECKPOINTS`` (10) log-spaced pretraining checkpoints (storyworld
+   entity-tracking probe and story quality rated by the heuristic teacher): the pretraining curve.
+3. ``interact_<start>/``: two short interaction runs (RLOO, not the paper's PPO, with the
+   heuristic teacher; 4K input words each) from the evaluated checkpoints nearest
+   ``START_FRACTIONS`` (10 % and 25 %) of the pretraining words, each evaluated at its start and
+   at every checkpoint it saved.
 4. ``report/``: ``onceupon report`` over all of it; the headline printed at the end is read
    from the report's data (``report/report.json``), which is computed from the runs.
 

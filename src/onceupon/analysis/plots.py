@@ -74,25 +74,56 @@ def _task_label(summary: dict, task: str) -> str:
     return f"{task} (accuracy %)"
 
 
+def _xy(points: list[dict], x: str, value) -> tuple[list, list]:
+    """``(p[x], value(p))`` of the points that have a value, as two lists for ``ax.plot``."""
+    pairs = [(p[x], v) for p in points if (v := value(p)) is not None]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+#: x axis of the curve figures: label, log scale, legend size
+_X_AXES = {
+    "pretrain_words": ("pretraining words", True, 8),
+    "interact_words": ("interaction words (input)", False, 7),
+}
+
+
+def _curve_panels(keys: list[str], x: str, draw, suptitle: str, path: Path, dpi: int) -> Path:
+    """One panel per key: ``draw(ax, key)`` draws its lines and title; the words axis, grid,
+    legend and figure title are shared by every curve figure."""
+    xlabel, log, legend_size = _X_AXES[x]
+    fig, axes = _grid(len(keys))
+    for ax, key in zip(axes, keys):
+        draw(ax, key)
+        if log:
+            _log_words(ax)
+        else:
+            ax.xaxis.set_major_formatter(_WORDS)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=legend_size)
+    fig.suptitle(suptitle)
+    return _save(fig, path, dpi)
+
+
+def _story_title(key: str) -> str:
+    return "mean total" if key == "total" else key
+
+
 # --------------------------------------------------------------------------- pretraining curves
 def plot_pretrain_stories(summary: dict, path: Path, dpi: int) -> Path | None:
     """Story score (total and each criterion) against pretraining words, log axis."""
-    keys = ["total", *summary["criteria"]]
     runs = _by_run([p for p in summary["pretrain_points"] if p["stories"] and p["pretrain_words"] > 0])
     if not runs:
         return None
-    fig, axes = _grid(len(keys))
-    for ax, key in zip(axes, keys):
+
+    def draw(ax, key):
         for name, pts in runs.items():
-            pts = [p for p in pts if _story_metric(p, key) is not None]
-            ax.plot([p["pretrain_words"] for p in pts], [_story_metric(p, key) for p in pts], "o-", label=name)
-        _log_words(ax)
-        ax.set_title("mean total" if key == "total" else key)
-        ax.set_xlabel("pretraining words")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Teacher score of sampled stories vs pretraining words")
-    return _save(fig, path, dpi)
+            ax.plot(*_xy(pts, "pretrain_words", lambda p: _story_metric(p, key)), "o-", label=name)
+        ax.set_title(_story_title(key))
+
+    keys = ["total", *summary["criteria"]]
+    return _curve_panels(keys, "pretrain_words", draw, "Teacher score of sampled stories vs pretraining words",
+                         path, dpi)
 
 
 def plot_pretrain_tasks(summary: dict, path: Path, dpi: int) -> Path | None:
@@ -101,18 +132,13 @@ def plot_pretrain_tasks(summary: dict, path: Path, dpi: int) -> Path | None:
     runs = _by_run([p for p in summary["pretrain_points"] if p["pretrain_words"] > 0])
     if not tasks or not runs:
         return None
-    fig, axes = _grid(len(tasks))
-    for ax, task in zip(axes, tasks):
+
+    def draw(ax, task):
         for name, pts in runs.items():
-            pts = [p for p in pts if _task_metric(p, task) is not None]
-            ax.plot([p["pretrain_words"] for p in pts], [_task_metric(p, task) for p in pts], "o-", label=name)
-        _log_words(ax)
+            ax.plot(*_xy(pts, "pretrain_words", lambda p: _task_metric(p, task)), "o-", label=name)
         ax.set_title(_task_label(summary, task), fontsize=10)
-        ax.set_xlabel("pretraining words")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Zero-shot evaluation vs pretraining words")
-    return _save(fig, path, dpi)
+
+    return _curve_panels(tasks, "pretrain_words", draw, "Zero-shot evaluation vs pretraining words", path, dpi)
 
 
 # --------------------------------------------------------------------------- interaction curves
@@ -139,28 +165,24 @@ def plot_interaction_stories(summary: dict, path: Path, dpi: int) -> Path | None
     items = [i for i in summary["interaction"] if i["steps"] or any(p["stories"] for p in i["points"])]
     if not items:
         return None
-    keys = ["total", *summary["criteria"]]
-    fig, axes = _grid(len(keys))
-    colors = [f"C{i}" for i in range(10)]
-    for ax, key in zip(axes, keys):
-        for item, color in zip(items, colors * 10):
+
+    def draw(ax, key):
+        for i, item in enumerate(items):
+            color = f"C{i % 10}"
             steps = item["steps"]
             if steps:
                 values = [s["total"] if key == "total" else s["criteria"].get(key) for s in steps]
                 window = max(1, min(10, len(steps) // 5))
                 ax.plot([s["input_words"] for s in steps], _smooth(values, window), "-", color=color, lw=1,
                         alpha=0.8, label=_run_label(item) + " anthology")
-            pts = [p for p in item["points"] if _story_metric(p, key) is not None]
-            if pts:
-                ax.plot([p["interact_words"] for p in pts], [_story_metric(p, key) for p in pts], "o--", color=color,
-                        label=_run_label(item) + " evaluated")
-        ax.xaxis.set_major_formatter(_WORDS)
-        ax.set_title("mean total" if key == "total" else key)
-        ax.set_xlabel("interaction words (input)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("Teacher score vs interaction words, per starting checkpoint")
-    return _save(fig, path, dpi)
+            xs, ys = _xy(item["points"], "interact_words", lambda p: _story_metric(p, key))
+            if xs:
+                ax.plot(xs, ys, "o--", color=color, label=_run_label(item) + " evaluated")
+        ax.set_title(_story_title(key))
+
+    keys = ["total", *summary["criteria"]]
+    return _curve_panels(keys, "interact_words", draw, "Teacher score vs interaction words, per starting checkpoint",
+                         path, dpi)
 
 
 def plot_interaction_tasks(summary: dict, path: Path, dpi: int) -> Path | None:
@@ -169,19 +191,14 @@ def plot_interaction_tasks(summary: dict, path: Path, dpi: int) -> Path | None:
     items = [i for i in summary["interaction"] if i["points"]]
     if not tasks or not items:
         return None
-    fig, axes = _grid(len(tasks))
-    for ax, task in zip(axes, tasks):
+
+    def draw(ax, task):
         for item in items:
-            pts = [p for p in item["points"] if _task_metric(p, task) is not None]
-            ax.plot([p["interact_words"] for p in pts], [_task_metric(p, task) for p in pts], "o-",
+            ax.plot(*_xy(item["points"], "interact_words", lambda p: _task_metric(p, task)), "o-",
                     label=_run_label(item))
-        ax.xaxis.set_major_formatter(_WORDS)
         ax.set_title(_task_label(summary, task), fontsize=10)
-        ax.set_xlabel("interaction words (input)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("Zero-shot evaluation vs interaction words")
-    return _save(fig, path, dpi)
+
+    return _curve_panels(tasks, "interact_words", draw, "Zero-shot evaluation vs interaction words", path, dpi)
 
 
 # --------------------------------------------------------------------------- equivalence
