@@ -217,6 +217,7 @@ def _stories(cfg: ExperimentConfig, target: Target, fingerprint: list, lazy: Laz
     from .stories import evaluate_stories, read_prompts
 
     ecfg = cfg.evaluate
+    prompts = read_prompts(ecfg.story_prompt, ecfg.story_prompts_file)
     teacher_cfg = cfg.teacher.model_dump(mode="json")
     if cfg.teacher.template and Path(cfg.teacher.template).is_file():
         teacher_cfg["template_digest"] = _file_digest(Path(cfg.teacher.template))
@@ -225,7 +226,7 @@ def _stories(cfg: ExperimentConfig, target: Target, fingerprint: list, lazy: Laz
             "v": EVAL_VERSION,
             "checkpoint": fingerprint,
             "stories": ecfg.stories,
-            "prompts": read_prompts(ecfg.story_prompt, ecfg.story_prompts_file),
+            "prompts": prompts,
             "max_new_tokens": ecfg.story_max_new_tokens,
             "seed": ecfg.seed,
             "teacher": teacher_cfg,
@@ -240,9 +241,8 @@ def _stories(cfg: ExperimentConfig, target: Target, fingerprint: list, lazy: Laz
     model, tokenizer = lazy.get()
     teacher = build_teacher(cfg.teacher)
     try:
-        n_prompts = len(read_prompts(ecfg.story_prompt, ecfg.story_prompts_file))
         with progress_bar("stories") as bar:
-            handle = bar.add_task("stories", total=ecfg.stories * n_prompts)
+            handle = bar.add_task("stories", total=ecfg.stories * len(prompts))
             summary, records = evaluate_stories(model, tokenizer, ecfg, teacher, lambda n: bar.advance(handle, n))
     finally:
         teacher.close()
@@ -273,8 +273,8 @@ def run_targets(run_dir: Path) -> list[Target]:
     if not checkpoints:
         raise UserError(f"{run_dir} has no complete checkpoints to evaluate.")
     targets: list[Target] = []
-    starts = [read_meta(c).start_checkpoint for c in checkpoints if read_meta(c).stage == "interact"]
-    start = next((s for s in starts if s), None)
+    metas = [read_meta(c) for c in checkpoints]
+    start = next((m.start_checkpoint for m in metas if m.stage == "interact" and m.start_checkpoint), None)
     if start:
         start_path = Path(start)
         if not start_path.is_absolute() and not start_path.exists():

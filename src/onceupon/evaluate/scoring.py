@@ -33,6 +33,7 @@ import torch
 from transformers import DynamicCache
 
 from onceupon.errors import UserError
+from onceupon.student.model import context_length
 
 #: (context, completion): the completion's tokens are scored, conditioned on the context.
 Request = tuple[str, str]
@@ -79,8 +80,7 @@ class Scorer:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.share_prefix = share_prefix
-        config = model.config
-        self.max_length = max_length or getattr(config, "n_positions", None) or config.max_position_embeddings
+        self.max_length = max_length or context_length(model)
         self.device = next(model.parameters()).device
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
