@@ -14,8 +14,8 @@ A run directory gets one row per checkpoint (and, for an interaction run, a row 
 Every part (each task, the stories) is cached under a key made of everything that can
 change its result: the checkpoint's files, the task data's bytes (or the probe's items), the
 story and teacher settings, and :data:`EVAL_VERSION`. Evaluating again skips parts whose key
-is unchanged, so a growing run only evaluates its new checkpoints, and a changed teacher only
-re-rates stories. Batch size and device are not in the keys: they do not change results.
+is unchanged, so a growing run only evaluates its new checkpoints, and a changed teacher redoes
+only the stories (sampled again with the same seed, then rated; the tasks stay cached). Batch size and device are not in the keys: they do not change results.
 
 A single checkpoint inside a run (``RUN/checkpoints/chck_*``) is evaluated into that run
 (its row in ``RUN/results.json`` is added or replaced). Any other checkpoint directory (for
