@@ -23,7 +23,7 @@ from pathlib import Path
 
 from onceupon.config import CorpusConfig, ExperimentConfig, save_config
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_json, fsync_dir, read_jsonl, replace_dir
+from onceupon.files import append_jsonl, atomic_write_json, fsync_dir, read_jsonl, replace_dir
 from onceupon.tracking import progress_bar
 from onceupon.words import count_words
 
@@ -100,11 +100,7 @@ def build_corpus(cfg: CorpusConfig, corpus_dir: str | Path) -> dict:
     os.umask(umask)
     try:
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the corpus is ordinary data
-        with open(tmp / DOCUMENTS, "w", encoding="utf-8") as f:
-            for text, source in documents:
-                f.write(json.dumps({"text": text, "source": source}, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(tmp / DOCUMENTS, ({"text": text, "source": source} for text, source in documents))
         atomic_write_json(tmp / STATS, stats)
         atomic_write_json(tmp / CONFIG, cfg.model_dump(mode="json"))
         fsync_dir(tmp)

@@ -28,7 +28,6 @@ class Shape:
 
 PRESETS: dict[str, Shape] = {
     "gpt2-paper": Shape("gpt2", 12, 12, 768, 512),
-    "gpt2-small": Shape("gpt2", 12, 12, 768, 512),
     "gpt2-mini": Shape("gpt2", 6, 8, 512, 512),
     "gpt2-tiny": Shape("gpt2", 4, 4, 256, 256),
     "gpt2-micro": Shape("gpt2", 2, 2, 64, 128),

@@ -18,6 +18,7 @@ run and every process of a multi-GPU run read the very same sequences.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from onceupon.errors import UserError
-from onceupon.files import fsync_dir, replace_dir
+from onceupon.files import atomic_write_json, fsync_dir, replace_dir
 from onceupon.tracking import progress_bar
 
 _BATCH_DOCS = 2_000
@@ -172,6 +173,7 @@ def save_packed(packed: Packed, directory: str | Path) -> None:
         with open(tmp / name, "wb") as f:
             np.save(f, array)
             f.flush()
+            os.fsync(f.fileno())
     info = {
         "sequences": packed.n_sequences,
         "context_length": packed.context_length,
@@ -179,7 +181,7 @@ def save_packed(packed: Packed, directory: str | Path) -> None:
         "words": packed.total_words,
         "documents": packed.documents,
     }
-    (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(tmp / "info.json", info)
     fsync_dir(tmp)
     replace_dir(tmp, final)
 

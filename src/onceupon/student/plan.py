@@ -43,10 +43,6 @@ class Plan:
     def words_before(self, step: int) -> int:
         return int(self.words_after[step - 1]) if step > 0 else 0
 
-    def epoch_at(self, step: int, n_sequences: int) -> float:
-        """Epochs completed after ``step`` (fractional)."""
-        return min(len(self.order), (step + 1) * self.global_batch) / n_sequences
-
 
 def make_plan(
     seq_words: np.ndarray,

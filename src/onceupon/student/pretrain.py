@@ -44,7 +44,14 @@ import numpy as np
 from onceupon.config import ExperimentConfig, load_config, save_config
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, replace_dir
-from onceupon.student.checkpoints import STATE_DIR, CheckpointMeta, latest_checkpoint, list_checkpoints, read_meta
+from onceupon.student.checkpoints import (
+    STATE_DIR,
+    CheckpointMeta,
+    latest_checkpoint,
+    list_checkpoints,
+    read_meta,
+    save_checkpoint,
+)
 from onceupon.student.model import resolve_shape
 from onceupon.words import babylm_milestones, crossed, every_milestones, milestone_name
 
@@ -325,8 +332,6 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
         return write
 
     def save(name: str, steps_done: int, final: bool) -> Path:
-        from onceupon.student.checkpoints import save_checkpoint
-
         words = int(plan.words_after[steps_done - 1])
         meta = CheckpointMeta(
             name=name,

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 
 from onceupon.errors import UserError
+from onceupon.files import atomic_write_text
 
 BOS, PAD, EOS, UNK, MASK = "<s>", "<pad>", "</s>", "<unk>", "<mask>"
 SPECIAL_TOKENS = [BOS, PAD, EOS, UNK, MASK]
@@ -87,7 +88,7 @@ def save_tokenizer(tokenizer, directory: str | Path) -> None:
     if config_path.is_file():
         config = json.loads(config_path.read_text(encoding="utf-8"))
         config["tokenizer_class"] = PORTABLE_CLASS
-        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic_write_text(config_path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
