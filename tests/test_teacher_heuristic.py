@@ -96,3 +96,16 @@ def test_a_batch_keeps_story_order(teacher):
     assert len(ratings) == 360
     (good,) = teacher.rate([Story(PROMPT, GOOD)])
     assert [r.total == good.total for r in ratings] == [i % 3 != 0 for i in range(360)]
+
+
+def test_ease_follows_the_textstat_reading_grade():
+    from onceupon.readability import reading_grade
+    from onceupon.teacher.backends.heuristic import signals
+
+    easy = "The cat sat on a mat. It was a big cat. The cat was glad."
+    hard = (
+        "Notwithstanding considerable institutional apprehension, the extraordinarily meticulous administration "
+        "systematically reconceptualised its organisational responsibilities regarding international environmental sustainability."
+    )
+    assert reading_grade(easy) <= 4 < 16 <= reading_grade(hard)
+    assert signals("", easy)["ease"] == 1.0 and signals("", hard)["ease"] == 0.0

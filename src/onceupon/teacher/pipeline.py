@@ -22,6 +22,7 @@ from onceupon.teacher.base import Backend, Rating, Story
 from onceupon.teacher.cache import RatingCache
 from onceupon.teacher.policy import settle
 from onceupon.teacher.rubric import Rubric, clean_story
+from onceupon.words import count_words
 
 
 class RubricTeacher:
@@ -45,7 +46,7 @@ class RubricTeacher:
         self._lock = threading.Lock()
 
     def too_short(self, continuation: str) -> bool:
-        n = len(continuation.split())
+        n = count_words(continuation)
         return n == 0 or n < self.min_words or not any(ch.isalnum() for ch in continuation)
 
     def rate(self, stories: list[Story]) -> list[Rating]:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from onceupon.errors import UserError
 from onceupon.readability import reading_grade
 from onceupon.teacher.base import Rating, Story
 from onceupon.teacher.rubric import Rubric
@@ -91,6 +92,7 @@ def signals(prompt: str, text: str) -> dict[str, float]:
         )
     lower = [w.lower() for w in words]
     sentences = [s.strip() for s in _SENTENCE_END.split(text) if _WORD.search(s)]
+    sentence_words = [_WORD.findall(s) for s in sentences]  # each sentence's words, found once
 
     # readability
     # The first sentence continues the prompt ("... in a faraway land,") so it may start small.
@@ -99,9 +101,8 @@ def signals(prompt: str, text: str) -> dict[str, float]:
     ]
     function_share = sum(w in FUNCTION_WORDS for w in lower) / len(lower)
     smells = 0
-    for s in sentences:
-        sw = _WORD.findall(s)
-        for i, (a, b) in enumerate(zip(sw, sw[1:])):
+    for s, sw in zip(sentences, sentence_words):
+        for a, b in zip(sw, sw[1:]):
             if a.lower() in DETERMINERS and (b.lower() in NOT_AFTER_DETERMINER or b.lower() == a.lower()):
                 smells += 1
             if b[0].isupper() and b.lower() in FUNCTION_WORDS and b != "I":
@@ -113,13 +114,13 @@ def signals(prompt: str, text: str) -> dict[str, float]:
     # coherence
     seen: set[str] = set()
     remention_hits = 0
-    for i, s in enumerate(sentences):
-        sw = [w.lower() for w in _WORD.findall(s)]
+    for i, words_i in enumerate(sentence_words):
+        sw = [w.lower() for w in words_i]
         content = {_stem(w) for w in sw if w not in FUNCTION_WORDS and len(w) > 2}
         if i > 0 and (content & seen or any(w in PRONOUNS for w in sw)):
             remention_hits += 1
         seen |= content
-    good_sentences = [s for s, ok in zip(sentences, complete) if ok and 4 <= len(_WORD.findall(s)) <= 30]
+    good_sentences = [sw for sw, ok in zip(sentence_words, complete) if ok and 4 <= len(sw) <= 30]
 
     # creativity
     content_words = [_stem(w) for w in lower if w not in FUNCTION_WORDS and len(w) > 2]
@@ -158,8 +159,6 @@ class HeuristicBackend:
     def __init__(self, rubric: Rubric):
         unknown = [c.name for c in rubric.criteria if c.name not in ("readability", "coherence", "creativity")]
         if unknown:
-            from onceupon.errors import UserError
-
             raise UserError(
                 f"The heuristic teacher only knows readability, coherence and creativity, not {', '.join(unknown)}; "
                 "use an LLM backend for a custom rubric."
