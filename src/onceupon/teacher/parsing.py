@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from onceupon.teacher.base import Rating
 from onceupon.teacher.rubric import Criterion, Rubric
 
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
@@ -145,3 +147,29 @@ def expected_scores(
             return None
         result[name] = sum(score * p for score, p in mass.items()) / total
     return result
+
+
+def rating_from_answer(
+    raw: str,
+    rubric: Rubric,
+    logprobs: Callable[[], list[tuple[str, float, dict[str, float]]]] | None = None,
+    **kwargs,
+) -> Rating:
+    """A backend's raw answer as a :class:`Rating`: invalid when it does not parse.
+
+    In expected-score mode the backend passes ``logprobs``, called only for a valid answer,
+    giving ``(token, logprob, {alternative: logprob})`` per generated token; the scores become
+    probability-weighted means where those allow it and the sampled digits are kept in
+    ``extra["sampled"]``. ``kwargs`` (e.g. ``attempts``) go to the Rating.
+    """
+    parsed = parse_answer(raw, rubric)
+    if not parsed.valid:
+        return rubric.invalid(raw, parsed.error or "invalid answer", **kwargs)
+    scores: dict[str, float] = dict(parsed.scores or {})
+    extra: dict = {}
+    if logprobs is not None:
+        expected = expected_scores(logprobs(), parsed, rubric)
+        extra["expected"] = expected is not None
+        if expected is not None:
+            extra["sampled"], scores = scores, expected
+    return rubric.rating(raw, scores, extra=extra, **kwargs)

@@ -35,7 +35,7 @@ import openai
 from onceupon.config import TeacherConfig
 from onceupon.errors import UserError
 from onceupon.teacher.base import Rating, Story, TeacherUnavailable
-from onceupon.teacher.parsing import expected_scores, parse_answer
+from onceupon.teacher.parsing import rating_from_answer
 from onceupon.teacher.rubric import Rubric
 
 T = TypeVar("T")
@@ -212,20 +212,12 @@ class OpenAIBackend:
     def _rating(self, resp: Any, attempts: int) -> Rating:
         choice = resp.choices[0] if resp.choices else None
         raw = (choice.message.content or "") if choice else ""
-        parsed = parse_answer(raw, self.rubric)
-        if not parsed.valid:
-            return self.rubric.invalid(raw, parsed.error or "invalid answer", attempts=attempts)
-        extra: dict[str, Any] = {}
-        scores: dict[str, float] = dict(parsed.scores or {})
-        if self.cfg.expected_score:
+
+        def logprobs() -> list:
             content = getattr(getattr(choice, "logprobs", None), "content", None) or []
-            tokens = [(t.token, t.logprob, {a.token: a.logprob for a in (t.top_logprobs or [])}) for t in content]
-            expected = expected_scores(tokens, parsed, self.rubric)
-            extra["expected"] = expected is not None
-            if expected is not None:
-                extra["sampled"] = scores
-                scores = expected
-        return self.rubric.rating(raw, scores, attempts=attempts, extra=extra)
+            return [(t.token, t.logprob, {a.token: a.logprob for a in (t.top_logprobs or [])}) for t in content]
+
+        return rating_from_answer(raw, self.rubric, logprobs if self.cfg.expected_score else None, attempts=attempts)
 
     def close(self) -> None:
         client = getattr(self, "_client", None)

@@ -17,7 +17,7 @@ from pathlib import Path
 from onceupon.config import TeacherConfig
 from onceupon.errors import UserError
 from onceupon.teacher.base import Rating, Story
-from onceupon.teacher.parsing import expected_scores, parse_answer
+from onceupon.teacher.parsing import rating_from_answer
 from onceupon.teacher.rubric import Rubric
 
 
@@ -92,18 +92,8 @@ class TransformersBackend:
         ratings = []
         for row in range(len(stories)):
             raw = tok.decode(new[row], skip_special_tokens=True)
-            parsed = parse_answer(raw, self.rubric)
-            if not parsed.valid:
-                ratings.append(self.rubric.invalid(raw, parsed.error or "invalid answer"))
-                continue
-            scores: dict[str, float] = dict(parsed.scores or {})
-            extra: dict = {}
-            if cfg.expected_score:
-                expected = expected_scores(self._token_logprobs(gen.logits, new, row), parsed, self.rubric)
-                extra["expected"] = expected is not None
-                if expected is not None:
-                    extra["sampled"], scores = scores, expected
-            ratings.append(self.rubric.rating(raw, scores, extra=extra))
+            logprobs = (lambda row=row: self._token_logprobs(gen.logits, new, row)) if cfg.expected_score else None
+            ratings.append(rating_from_answer(raw, self.rubric, logprobs))
         return ratings
 
     def _token_logprobs(self, logits, new, row: int) -> list[tuple[str, float, dict[str, float]]]:

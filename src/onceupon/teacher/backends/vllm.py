@@ -16,7 +16,7 @@ import importlib.util
 from onceupon.config import TeacherConfig
 from onceupon.errors import UserError
 from onceupon.teacher.base import Rating, Story
-from onceupon.teacher.parsing import expected_scores, parse_answer
+from onceupon.teacher.parsing import rating_from_answer
 from onceupon.teacher.rubric import Rubric
 
 
@@ -55,15 +55,11 @@ class VLLMBackend:
 
     def _rating(self, completion) -> Rating:
         raw = completion.text
-        parsed = parse_answer(raw, self.rubric)
-        if not parsed.valid:
-            return self.rubric.invalid(raw, parsed.error or "invalid answer")
-        scores: dict[str, float] = dict(parsed.scores or {})
-        extra: dict = {}
-        if self.cfg.expected_score:
-            tokens = []
+
+        def logprobs() -> list:
             # completion.logprobs: one {token id: Logprob(logprob, rank, decoded_token)} per
             # generated token; it holds the sampled token and the top alternatives.
+            tokens = []
             for token_id, alternatives in zip(completion.token_ids, completion.logprobs or []):
                 chosen = alternatives.get(token_id)
                 if chosen is None:
@@ -71,11 +67,9 @@ class VLLMBackend:
                 tokens.append(
                     (chosen.decoded_token or "", chosen.logprob, {(lp.decoded_token or ""): lp.logprob for lp in alternatives.values()})
                 )
-            expected = expected_scores(tokens, parsed, self.rubric)
-            extra["expected"] = expected is not None
-            if expected is not None:
-                extra["sampled"], scores = scores, expected
-        return self.rubric.rating(raw, scores, extra=extra)
+            return tokens
+
+        return rating_from_answer(raw, self.rubric, logprobs if self.cfg.expected_score else None)
 
     def close(self) -> None:
         self.llm = None
