@@ -43,6 +43,7 @@ from onceupon.interact.prompts import PromptSource, load_prompts
 from onceupon.interact.reward import story_reward
 from onceupon.interact.rollout import PolicyWithValue, generate_rollout, score_rollout
 from onceupon.student.checkpoints import STATE_DIR, CheckpointMeta, list_checkpoints, read_meta, save_checkpoint
+from onceupon.student.model import context_length
 from onceupon.teacher.base import Rating, Story, Teacher
 from onceupon.tracking import MetricsLogger, progress_bar
 from onceupon.words import crossed, every_milestones, milestone_name
@@ -349,7 +350,7 @@ class Interaction:
                 top_k=c.top_k,
                 top_p=c.top_p,
                 chunk=c.generation_chunk,
-                context_length=_context_length(policy.lm),
+                context_length=context_length(policy.lm),
             )
         t_gen = time.perf_counter()
 
@@ -497,11 +498,6 @@ def _copy_model(model):
     import copy
 
     return copy.deepcopy(model)
-
-
-def _context_length(model) -> int | None:
-    cfg = model.config
-    return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
 
 
 def _kl_value(algo) -> float | None:

@@ -26,7 +26,14 @@ import torch
 
 from onceupon.config import InteractConfig
 from onceupon.interact.kl import KLController
-from onceupon.interact.update import Experience, masked_mean, masked_sum, masked_whiten, optimise
+from onceupon.interact.update import (
+    Experience,
+    clipped_policy_loss,
+    masked_mean,
+    masked_sum,
+    masked_whiten,
+    optimise,
+)
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
@@ -63,10 +70,7 @@ class PPO:
 
     def loss(self, part: Experience, logprobs, vpreds, n_tok):
         c = self.cfg
-        ratio = torch.exp(logprobs - part.old_logprobs)
-        pg1 = -part.advantages * ratio
-        pg2 = -part.advantages * torch.clamp(ratio, 1.0 - c.cliprange, 1.0 + c.cliprange)
-        pg_loss = masked_sum(torch.max(pg1, pg2), part.mask) / n_tok
+        pg_loss = clipped_policy_loss(part, logprobs, c.cliprange, n_tok)
         v_clipped = part.values + torch.clamp(vpreds - part.values, -c.cliprange_value, c.cliprange_value)
         vf1 = (vpreds - part.returns) ** 2
         vf2 = (v_clipped - part.returns) ** 2
@@ -86,25 +90,10 @@ class PPO:
         rewards, kl = self.token_rewards(scores, batch["old_logprobs"], batch["ref_logprobs"], mask)
         advantages, returns = gae(rewards, batch["values"], mask, c.gamma, c.lam)
         advantages = masked_whiten(advantages, mask).detach()
-        exp = Experience(
-            sequences=batch["sequences"],
-            attention_mask=batch["attention_mask"],
-            prompt_width=batch["prompt_width"],
-            mask=mask,
-            old_logprobs=batch["old_logprobs"],
-            ref_logprobs=batch["ref_logprobs"],
-            advantages=advantages,
-            values=batch["values"] * mask,
-            returns=returns.detach(),
+        exp = Experience.from_batch(
+            batch, mask, advantages, values=batch["values"] * mask, returns=returns.detach()
         )
-        stats = optimise(
-            policy,
-            optimizer,
-            exp,
-            self.loss,
-            c,
-            accelerator=accelerator,
-        )
+        stats = optimise(policy, optimizer, exp, self.loss, c, accelerator=accelerator)
         n_included = include.sum().clamp(min=1)
         stats["kl"] = (kl.sum() / n_included).item()  # per story, summed over its tokens
         stats["kl_coef"] = self.kl.value

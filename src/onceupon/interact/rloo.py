@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from onceupon.config import InteractConfig
-from onceupon.interact.update import Experience, group_slices, masked_sum, optimise
+from onceupon.interact.update import Experience, clipped_policy_loss, group_slices, masked_sum, optimise
 
 
 def group_advantages(
@@ -56,10 +56,7 @@ class GroupObjective:
 
     def loss(self, part: Experience, logprobs, vpreds, n_tok):
         c = self.cfg
-        ratio = torch.exp(logprobs - part.old_logprobs)
-        pg1 = -part.advantages * ratio
-        pg2 = -part.advantages * torch.clamp(ratio, 1.0 - c.cliprange, 1.0 + c.cliprange)
-        pg_loss = masked_sum(torch.max(pg1, pg2), part.mask) / n_tok
+        pg_loss = clipped_policy_loss(part, logprobs, c.cliprange, n_tok)
         loss = pg_loss
         stats = {"policy_loss": (pg_loss * n_tok).item()}
         if self.name == "grpo" and c.group_kl_coef > 0:
@@ -79,23 +76,8 @@ class GroupObjective:
             rewards = rewards - c.group_kl_coef * seq_kl
         adv, keep = group_advantages(rewards, include.bool(), c.group_size, self.name)
         mask = response_mask * keep[:, None].float()
-        exp = Experience(
-            sequences=batch["sequences"],
-            attention_mask=batch["attention_mask"],
-            prompt_width=batch["prompt_width"],
-            mask=mask,
-            old_logprobs=batch["old_logprobs"],
-            ref_logprobs=batch["ref_logprobs"],
-            advantages=adv[:, None].expand_as(mask).contiguous() * mask,
-        )
-        stats = optimise(
-            policy,
-            optimizer,
-            exp,
-            self.loss,
-            c,
-            accelerator=accelerator,
-        )
+        exp = Experience.from_batch(batch, mask, adv[:, None].expand_as(mask).contiguous() * mask)
+        stats = optimise(policy, optimizer, exp, self.loss, c, accelerator=accelerator)
         n_kept = keep.sum().clamp(min=1)
         stats["kl"] = ((seq_kl * keep).sum() / n_kept).item()
         stats["kl_coef"] = c.group_kl_coef

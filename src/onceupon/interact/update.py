@@ -53,6 +53,28 @@ class Experience:
     def responses(self) -> torch.Tensor:
         return self.sequences[:, self.prompt_width :]
 
+    @classmethod
+    def from_batch(cls, batch: dict, mask: torch.Tensor, advantages: torch.Tensor, **extra) -> "Experience":
+        """The batch's sequences and scored log-probs, with an objective's mask and advantages."""
+        return cls(
+            sequences=batch["sequences"],
+            attention_mask=batch["attention_mask"],
+            prompt_width=batch["prompt_width"],
+            mask=mask,
+            old_logprobs=batch["old_logprobs"],
+            ref_logprobs=batch["ref_logprobs"],
+            advantages=advantages,
+            **extra,
+        )
+
+
+def clipped_policy_loss(part: Experience, logprobs: torch.Tensor, cliprange: float, n_tok: torch.Tensor) -> torch.Tensor:
+    """The clipped surrogate (PPO's, shared by rloo/grpo), summed over tokens / ``n_tok``."""
+    ratio = torch.exp(logprobs - part.old_logprobs)
+    pg1 = -part.advantages * ratio
+    pg2 = -part.advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    return masked_sum(torch.max(pg1, pg2), part.mask) / n_tok
+
 
 #: loss(micro-batch experience, new log-probs, new values, tokens in the minibatch)
 #:   -> (loss to backpropagate, {stat name: sum over the micro-batch's tokens})
