@@ -87,7 +87,7 @@ def test_shipped_configs_load(name):
 
 
 def test_paper_config_is_the_papers_setting():
-    """configs/paper.yaml against the figures in shared/REFERENCE.md."""
+    """configs/paper.yaml against the settings the paper reports."""
     c = load_config(CONFIGS / "paper.yaml")
     assert c.corpus.fraction == 0.9 and c.tokenizer.vocab_size == 16_000 and c.tokenizer.min_frequency == 2
     assert c.student.preset == "gpt2-paper"

@@ -17,7 +17,7 @@ from onceupon.analysis.efficiency import (
 
 M = 1_000_000
 
-#: REFERENCE.md: mean teacher score (0..9) of the first / last 10 RL batches per start checkpoint.
+#: The paper's results: mean teacher score (0..9) of the first / last 10 RL batches per start checkpoint.
 PAPER = {20 * M: (0.03, 0.20), 50 * M: (0.26, 1.36), 90 * M: (0.70, 2.28), 200 * M: (1.45, 2.70),
          500 * M: (2.25, 3.13), 900 * M: (2.64, 3.37)}
 
@@ -102,7 +102,7 @@ def test_curve_drops_zero_words_and_averages_duplicates():
 
 
 def test_the_papers_410M_reading():
-    """REFERENCE.md: 90M after RL (2.28) scores like 500M before RL (2.25): 500M - 90M = 410M."""
+    """The paper: 90M after RL (2.28) scores like 500M before RL (2.25): 500M - 90M = 410M."""
     curve = Curve.from_points([(w, start) for w, (start, _end) in PAPER.items()])
     eq = equivalence(curve, run="90M", start_checkpoint="chck_90M", start_words=90 * M, interact_words=1 * M,
                      final_score=PAPER[90 * M][1], start_score=PAPER[90 * M][0])

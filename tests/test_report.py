@@ -12,7 +12,7 @@ import pytest
 from fake_runs import make_interaction_run, make_pretraining_run
 
 M = 1_000_000
-#: REFERENCE.md: mean teacher score of the first / last 10 RL batches per start checkpoint.
+#: The paper's results: mean teacher score of the first / last 10 RL batches per start checkpoint.
 PAPER = {20 * M: (0.03, 0.20), 50 * M: (0.26, 1.36), 90 * M: (0.70, 2.28), 200 * M: (1.45, 2.70),
          500 * M: (2.25, 3.13), 900 * M: (2.64, 3.37)}
 

@@ -4,7 +4,7 @@ An experiment is one YAML file with a section per stage (``corpus``, ``tokenizer
 ``student``, ``pretrain``, ``teacher``, ``interact``, ``evaluate``, ``report``); every command
 reads the sections it needs. ``--set section.key=value`` overrides any field. Unknown keys and
 wrong types are errors that name the key. Defaults are the paper's settings
-(../shared/REFERENCE.md) unless a field says otherwise; ``configs/`` holds ready files.
+(Mayer Martins et al., BabyLM 2025) unless a field says otherwise; ``configs/`` holds ready files.
 
 Each field is declared once, here, with its default and meaning (the CleanRL habit).
 """
@@ -348,7 +348,7 @@ def save_config(config: ExperimentConfig, run_dir: str | Path, name: str = "conf
 
 
 def reference_markdown() -> str:
-    """The configuration reference as Markdown tables, one per section (used by the README
+    """The configuration reference as Markdown tables, one per section (used by docs/configuration.md
     and by ``onceupon config --reference``), generated from the field declarations above so
     that it cannot drift from the code."""
     lines: list[str] = []

@@ -51,7 +51,7 @@ def _criterion(name: str, title: str, description: str, levels: list[str]) -> Cr
     return Criterion(name, title, description, tuple(enumerate(levels)))
 
 
-#: The paper's rubric (REFERENCE.md), reworded. Names are the keys of ``Rating.scores``.
+#: The paper's rubric (three criteria, each 0..3), reworded. Names are the keys of ``Rating.scores``.
 PAPER_CRITERIA: tuple[Criterion, ...] = (
     _criterion(
         "readability",
