@@ -182,11 +182,19 @@ def main() -> None:
     # per-load "Loading weights" bars would only clutter them. HF_HUB_DISABLE_PROGRESS_BARS=0
     # brings them back.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from onceupon.student.runstate import Stopped, terminate_as_interrupt
+
+    # SIGTERM (a scheduler's stop, `kill`) takes Ctrl-C's path: training loops stop at a safe
+    # point and say how to resume (runstate.stop_on_signals); elsewhere cleanup code runs.
+    terminate_as_interrupt()
     try:
         app()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Stopped as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
