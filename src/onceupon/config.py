@@ -148,7 +148,15 @@ class TeacherConfig(Section):
     )
     cache: str | None = Field(None, description="SQLite cache file for ratings; none by default.")
     criteria: list[CriterionConfig] | None = Field(None, description="Rubric criteria; default: the paper's three.")
-    template: str | None = Field(None, description="Path to a Jinja2 prompt template; default: the built-in one.")
+    template: str | None = Field(None, description="Path to a Jinja2 prompt template; replaces the built-in prompt.")
+    prompt: Literal["placeholders", "example"] = Field(
+        "placeholders",
+        description="Built-in prompt: 'placeholders' describes the answer as '<readability> <coherence> <creativity>', no number to copy; 'example' is the earlier prompt ending 'Example answer: 1 2 3', which small judges copy.",
+    )
+    constrained: Literal["auto", "off", "regex", "json_schema"] = Field(
+        "auto",
+        description="Constrain answers to the rubric's format. auto: transformers and vllm decode only answers that fit it, openai sends nothing extra; regex/json_schema: ask an openai server for that structured output (vLLM: regex; OpenAI, llama.cpp, vLLM: json_schema); off: free answers.",
+    )
 
 
 # --------------------------------------------------------------------------- interact

@@ -6,7 +6,12 @@ Owns everything a rating means, whatever backend produced it:
   readability, narrative coherence and creativity, each 0..3, in our own words;
 - the prompt: a Jinja2 template rendered in a *sandboxed* environment with the story prompt
   and the student's continuation passed separately; the continuation is cleaned of special
-  tokens and of anything that could pass for our delimiters before it is shown;
+  tokens and of anything that could pass for our delimiters before it is shown. The default
+  prompt describes the answer with placeholders (``<readability> <coherence> <creativity>``)
+  and shows no concrete answer: a small judge shown ``Example answer: 1 2 3`` answered
+  exactly that for 58 of 60 stories. That earlier prompt stays selectable
+  (``teacher.prompt: example``), and :attr:`Rubric.shown_example` says whether the prompt in
+  use shows an example, so a teacher check can count answers that copy it;
 - :meth:`Rubric.normalise`: the weighted mean of the scores mapped to [0, 1] (with the
   paper's equal weights this is T = (r + c + k) / 9);
 - :meth:`Rubric.rating`: the one place a valid :class:`Rating` is built from scores.
@@ -117,8 +122,15 @@ def clean_story(story: Story) -> Story:
     return Story(prompt=clean_text(story.prompt), continuation=clean_text(story.continuation), id=story.id)
 
 
-def default_template() -> str:
-    return resources.files("onceupon.teacher").joinpath("prompt_template.j2").read_text(encoding="utf-8")
+#: Built-in prompts by ``teacher.prompt`` name.
+BUILTIN_TEMPLATES = {"placeholders": "prompt_template.j2", "example": "prompt_template_example.j2"}
+# Stands in for the example answer in one trial render, to see whether a template shows it.
+_EXAMPLE_PROBE = "EXAMPLE-ANSWER-PROBE"
+
+
+def default_template(name: str = "placeholders") -> str:
+    """The text of a built-in prompt template (see BUILTIN_TEMPLATES)."""
+    return resources.files("onceupon.teacher").joinpath(BUILTIN_TEMPLATES[name]).read_text(encoding="utf-8")
 
 
 class Rubric:
@@ -141,13 +153,19 @@ class Rubric:
         except TemplateError as e:
             raise UserError(f"The teacher prompt template is not valid Jinja2: {e}.") from None
         # Render once so a template that uses an unknown variable fails at start, not mid-run.
-        self.render(Story(prompt="Once upon a time,", continuation="there was a fox."))
+        trial = Story(prompt="Once upon a time,", continuation="there was a fox.")
+        self.render(trial)
+        # The template shows the example if it uses the variable or writes the answer itself.
+        probe = self._render(trial, _EXAMPLE_PROBE)
+        literal = re.search(rf"(?<![\d.]){re.escape(self.example_answer)}(?![\d.])", self.render(trial))
+        #: the example answer if the prompt in use shows it, else None
+        self.shown_example: str | None = self.example_answer if _EXAMPLE_PROBE in probe or literal else None
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> "Rubric":
         criteria = PAPER_CRITERIA if not cfg.criteria else tuple(_from_config(c) for c in cfg.criteria)
-        template = None
+        template = default_template(cfg.prompt)
         if cfg.template:
             path = Path(cfg.template)
             if not path.is_file():
@@ -182,9 +200,18 @@ class Rubric:
         """The strict answer format: the scores in criterion order, separated by spaces."""
         return " ".join(_fmt(scores[c.name]) for c in self.criteria)
 
+    @property
+    def example_answer(self) -> str:
+        """The example answer a template may show (``example_answer``): 1 2 3 for the paper's
+        rubric, each criterion one step higher than the last, wrapping within its scale."""
+        example = {c.name: min(c.high, c.low + 1 + i % max(1, c.high - c.low)) for i, c in enumerate(self.criteria)}
+        return self.answer(example)
+
     def render(self, story: Story) -> str:
         """The chat message for one (already cleaned) story."""
-        example = {c.name: min(c.high, c.low + 1 + i % max(1, c.high - c.low)) for i, c in enumerate(self.criteria)}
+        return self._render(story, self.example_answer)
+
+    def _render(self, story: Story, example_answer: str) -> str:
         try:
             return self._template.render(
                 # Cleaned again here (idempotent) so no caller can skip the injection guard.
@@ -204,7 +231,7 @@ class Rubric:
                 ],
                 expected_words=self.expected_words,
                 lowest_answer=self.answer(self.lowest()),
-                example_answer=self.answer(example),
+                example_answer=example_answer,
             ).strip()
         except TemplateError as e:
             raise UserError(f"The teacher prompt template failed to render: {e}.") from None
