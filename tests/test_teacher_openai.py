@@ -15,7 +15,7 @@ import pytest
 from http_servers import free_port, proxy_stats, start_proxy
 from onceupon.config import TeacherConfig
 from onceupon.errors import UserError
-from onceupon.teacher.base import Story, TeacherUnavailable
+from onceupon.teacher.base import Outcome, Story, TeacherUnavailable
 from onceupon.teacher.factory import build_teacher
 
 PROMPT = "Let me tell you a long, magical tale. Once upon a time, in a faraway land,"
@@ -83,7 +83,7 @@ def test_a_story_that_keeps_failing_is_invalid_while_the_rest_are_rated(proxy):
     with build_teacher(config(proxy, max_retries=2)) as teacher:
         doomed, fine = teacher.rate(stories)
     assert not doomed.valid and doomed.score is None and doomed.attempts == 3
-    assert doomed.extra["request_failed"] and "HTTP 500" in doomed.error
+    assert doomed.outcome is Outcome.FAILED and doomed.request_failed and doomed.answers == [] and "HTTP 500" in doomed.error
     assert fine.valid and fine.attempts == 1
 
 

@@ -5,13 +5,14 @@ answers are fixed strings run through the real parser; the same logic against a 
 model server is covered in test_teacher_openai.py.
 """
 
+import json
 import sqlite3
 import threading
 
 import pytest
 
 from onceupon.config import TeacherConfig
-from onceupon.teacher.base import Rating, Story
+from onceupon.teacher.base import Outcome, Rating, Story
 from onceupon.teacher.cache import RatingCache
 from onceupon.teacher.factory import build_teacher
 from onceupon.teacher.parsing import parse_answer
@@ -34,7 +35,7 @@ class ScriptedBackend:
         for s in stories:
             self.asked.append(s.continuation)
             if s.continuation in self.fail:
-                out.append(self.rubric.invalid("", "server error 503", extra={"request_failed": True}, attempts=6))
+                out.append(self.rubric.invalid("", "server error 503", outcome=Outcome.FAILED, attempts=6))
                 continue
             raw = self.scripts[s.continuation].pop(0)
             p = parse_answer(raw, self.rubric)
@@ -69,7 +70,7 @@ def test_retry_asks_again_until_valid_and_counts_attempts():
     a, b, c = teacher.rate([Story(PROMPT, s) for s in STORIES])
     assert a.valid and a.attempts == 1
     assert b.valid and b.scores["creativity"] == 0 and b.attempts == 3
-    assert b.extra["invalid_answers"] == ["?", "3 3"]
+    assert b.answers == ["?", "3 3", "1 2 0"]  # every answer, the replaced ones first
     assert not c.valid and c.attempts == 3 and c.score is None  # still invalid: excluded
     assert backend.asked.count(STORIES[0]) == 1 and backend.asked.count(STORIES[1]) == 3
 
@@ -79,7 +80,7 @@ def test_zero_scores_unparseable_answers_but_never_failed_requests():
     a, b, c = teacher.rate([Story(PROMPT, s) for s in STORIES])
     assert a.score == pytest.approx(6 / 9)
     assert not b.valid and b.score == 0.0 and b.total == 0 and b.extra["policy"] == "zero" and b.raw == "no idea"
-    assert not c.valid and c.score is None and c.extra["request_failed"]
+    assert not c.valid and c.score is None and c.request_failed and c.answers == []
 
 
 def test_retry_policy_does_not_repeat_failed_requests():
@@ -95,7 +96,7 @@ def test_cache_answers_repeats_and_only_stores_valid_ratings(tmp_path):
     teacher, backend = make("exclude", {STORIES[0]: ["2 3 1", "0 0 0"], STORIES[1]: ["bad", "1 1 1"]}, cache=cache)
     first = teacher.rate([Story(PROMPT, s) for s in STORIES[:2]])
     second = teacher.rate([Story(PROMPT, s) for s in STORIES[:2]])
-    assert first[0].scores == second[0].scores and second[0].attempts == 0 and second[0].extra["cached"]
+    assert first[0].scores == second[0].scores and second[0].attempts == 0 and second[0].outcome is Outcome.CACHED
     assert not first[1].valid and second[1].valid  # the invalid one was asked again
     assert backend.asked == [STORIES[0], STORIES[1], STORIES[1]]
     assert len(cache) == 2
@@ -145,7 +146,7 @@ def test_cache_is_safe_with_many_connections_at_once(tmp_path):
     assert not errors
     with build_teacher(cfg) as t:
         ratings = t.rate(stories)
-    assert all(r.extra.get("cached") for r in ratings)
+    assert all(r.outcome is Outcome.CACHED for r in ratings)
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM ratings").fetchone()[0] == 200
 
 
@@ -163,3 +164,36 @@ def test_rating_round_trips_through_dict():
     d = r.to_dict()
     assert d["total"] == 5
     assert Rating.from_dict(d).to_dict() == d
+
+
+def test_typed_fields_round_trip_and_old_records_still_load(tmp_path):
+    r = Rating(valid=False, raw="", error="no answer after 3 attempts: timed out", attempts=3, outcome=Outcome.FAILED)
+    assert r.answers == [] and r.request_failed
+    d = r.to_dict()
+    assert d["outcome"] == "failed" and d["answers"] == []
+    assert Rating.from_dict(d).outcome is Outcome.FAILED
+    # a record written before outcome/answers existed (old ratings files, old cache rows)
+    old = Rating.from_dict({"valid": True, "raw": "2 3 1", "scores": {"a": 2}, "score": 0.5, "attempts": 1, "extra": {"cached": True}})
+    assert old.outcome is Outcome.ANSWERED and old.answers == ["2 3 1"] and not old.request_failed
+    # an old cache row, stored with the old extra keys, is served as a cache hit
+    rubric = Rubric()
+    cache = RatingCache(tmp_path / "c.sqlite", "scripted:v1", rubric.hash)
+    story = Story(PROMPT, STORIES[0])
+    legacy = {"valid": True, "raw": "1 2 3", "scores": {"readability": 1, "coherence": 2, "creativity": 3}, "score": 0.6, "total": 6,
+              "error": None, "attempts": 1, "extra": {"expected": False}}
+    cache._db.execute("INSERT INTO ratings VALUES (?, ?, ?, ?, ?)", (cache.key(story), "scripted:v1", rubric.hash, json.dumps(legacy), 0.0))
+    (hit,) = cache.get_many([story])
+    assert hit.outcome is Outcome.CACHED and hit.total == 6 and hit.answers == ["1 2 3"] and hit.attempts == 0
+    cache.close()
+
+
+def test_outcome_says_how_each_rating_came_about(tmp_path):
+    cache = RatingCache(tmp_path / "c.sqlite", "scripted:v1", Rubric().hash)
+    teacher, backend = make("exclude", {STORIES[0]: ["2 3 1"], STORIES[1]: ["nonsense"]}, fail={STORIES[2]}, cache=cache)
+    stories = [Story(PROMPT, s) for s in STORIES] + [Story(PROMPT, "ok.")]
+    a, b, c, short = teacher.rate(stories)
+    assert (a.outcome, b.outcome, c.outcome, short.outcome) == (Outcome.ANSWERED, Outcome.ANSWERED, Outcome.FAILED, Outcome.RULE)
+    assert a.answers == ["2 3 1"] and b.answers == ["nonsense"] and c.answers == [] and short.attempts == 0
+    (again,) = teacher.rate(stories[:1])
+    assert again.outcome is Outcome.CACHED and backend.asked.count(STORIES[0]) == 1
+    teacher.close()

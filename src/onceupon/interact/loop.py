@@ -490,8 +490,7 @@ class Interaction:
 # --------------------------------------------------------------------------- helpers
 def _reply_text(r: Rating) -> str:
     """Every word the teacher said about a story: its answer, and answers a retry replaced."""
-    earlier = r.extra.get("invalid_answers") or []
-    return " ".join([*map(str, earlier), r.raw or ""])
+    return " ".join(r.answers or [])
 
 
 def _copy_model(model):

@@ -10,6 +10,7 @@ above the early mean reward of about 0.3).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol
 
 from onceupon.errors import UserError
@@ -20,6 +21,22 @@ class Story:
     prompt: str
     continuation: str
     id: str | None = None
+
+
+class Outcome(str, Enum):
+    """How a rating came about. A str, so it is written to JSON as its value."""
+
+    #: the teacher answered (the answer may still be invalid: unparseable)
+    ANSWERED = "answered"
+    #: the server refused the request (HTTP 4xx other than 429): asking again will not help
+    REJECTED = "rejected"
+    #: no usable answer after every retry: timeouts, refused or dropped connections, 429/5xx,
+    #: or a reply that is not a chat completion at all (HTML, plain text, broken JSON)
+    FAILED = "failed"
+    #: no request: the rubric's rule for empty or too-short stories gave the lowest scores
+    RULE = "rule"
+    #: no request: the rating came from the rating cache
+    CACHED = "cached"
 
 
 @dataclass
@@ -38,7 +55,23 @@ class Rating:
     #: how many requests it took (retries included); 0 when no request was needed (cache hit,
     #: empty or too-short continuation, heuristic teacher counts 1 per story).
     attempts: int = 1
+    outcome: Outcome = Outcome.ANSWERED
+    #: every answer the teacher gave for this story, oldest first, answers a retry replaced
+    #: included (the last one is ``raw``); empty when no answer came back. Defaults to
+    #: ``[raw]`` (or ``[]`` for an empty ``raw``) when not given.
+    answers: list[str] | None = None
+    #: diagnostics only (nothing in the pipeline reads them back)
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.answers is None:
+            self.answers = [self.raw] if self.raw else []
+        self.outcome = Outcome(self.outcome)
+
+    @property
+    def request_failed(self) -> bool:
+        """No answer came back (refused or failed): the rating says nothing about the story."""
+        return self.outcome in (Outcome.REJECTED, Outcome.FAILED)
 
     @property
     def total(self) -> float | None:
@@ -47,7 +80,8 @@ class Rating:
 
     def to_dict(self) -> dict:
         """JSON-ready fields, as written to ratings files: valid, scores, score, total, raw,
-        error, attempts (``extra`` is left out: it is diagnostics, not the rating)."""
+        error, attempts, outcome, answers (``extra`` is left out: it is diagnostics, not the
+        rating)."""
         return {
             "valid": self.valid,
             "scores": self.scores,
@@ -56,10 +90,16 @@ class Rating:
             "raw": self.raw,
             "error": self.error,
             "attempts": self.attempts,
+            "outcome": self.outcome.value,
+            "answers": list(self.answers or []),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "Rating":
+        """The inverse of :meth:`to_dict`. Records written before ``outcome`` and ``answers``
+        existed load as answered, with ``answers`` = ``[raw]``."""
+        outcome = data.get("outcome")
+        answers = data.get("answers")
         return cls(
             valid=bool(data["valid"]),
             raw=data.get("raw") or "",
@@ -67,6 +107,8 @@ class Rating:
             score=data.get("score"),
             error=data.get("error"),
             attempts=int(data.get("attempts", 1)),
+            outcome=Outcome(outcome) if outcome in Outcome._value2member_map_ else Outcome.ANSWERED,
+            answers=[str(a) for a in answers] if isinstance(answers, list) else None,
             extra=dict(data.get("extra") or {}),
         )
 
@@ -87,7 +129,7 @@ class Backend(Protocol):
     wraps it into a :class:`Teacher` that cleans stories, applies the short-story rule, the
     cache and the invalid-answer policy. A backend receives cleaned stories only and returns
     one rating per story, in order: valid with scores, or invalid with ``raw`` and ``error``
-    (``extra["request_failed"] = True`` when no answer came back at all)."""
+    (``outcome`` REJECTED or FAILED when no answer came back at all)."""
 
     identity: str
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from onceupon.errors import UserError
-from onceupon.teacher.base import Rating, Story
+from onceupon.teacher.base import Outcome, Rating, Story
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ratings (
@@ -54,7 +54,7 @@ class RatingCache:
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def get_many(self, stories: list[Story]) -> list[Rating | None]:
-        """Cached ratings (attempts 0, ``extra["cached"]``) or None per story, in order."""
+        """Cached ratings (attempts 0, ``outcome`` CACHED) or None per story, in order."""
         keys = [self.key(s) for s in stories]
         found: dict[str, str] = {}
         with self._lock:
@@ -69,7 +69,7 @@ class RatingCache:
                 continue
             rating = Rating.from_dict(json.loads(found[k]))
             rating.attempts = 0
-            rating.extra["cached"] = True
+            rating.outcome = Outcome.CACHED
             result.append(rating)
         return result
 
@@ -77,7 +77,7 @@ class RatingCache:
         rows = [
             (self.key(s), self.identity, self.rubric_hash, json.dumps(r.to_dict() | {"extra": _plain(r.extra)}), time.time())
             for s, r in zip(stories, ratings)
-            if r.valid and not r.extra.get("cached")
+            if r.valid and r.outcome is not Outcome.CACHED
         ]
         if not rows:
             return

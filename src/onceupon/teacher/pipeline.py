@@ -5,7 +5,7 @@
 1. clean prompt and continuation of special tokens and our delimiters (rubric.clean_text);
 2. give continuations that are empty or shorter than ``min_words`` words the lowest score on
    every criterion without asking the backend (the rubric's own rule for stories shorter
-   than a sentence; ``extra["rule"] = "too_short"``, attempts 0);
+   than a sentence; ``outcome`` RULE, ``extra["rule"] = "too_short"``, attempts 0);
 3. take what the cache already knows (if a cache is configured);
 4. ask the backend for the rest;
 5. apply the invalid-answer policy (policy.settle) and store new valid ratings in the cache.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 
-from onceupon.teacher.base import Backend, Rating, Story
+from onceupon.teacher.base import Backend, Outcome, Rating, Story
 from onceupon.teacher.cache import RatingCache
 from onceupon.teacher.policy import settle
 from onceupon.teacher.rubric import Rubric, clean_story
@@ -57,7 +57,9 @@ class RubricTeacher:
             todo: list[int] = []
             for i, s in enumerate(cleaned):
                 if self.too_short(s.continuation):
-                    results[i] = self.rubric.rating(self.rubric.answer(lowest), lowest, attempts=0, extra={"rule": "too_short"})
+                    results[i] = self.rubric.rating(
+                        self.rubric.answer(lowest), lowest, attempts=0, outcome=Outcome.RULE, extra={"rule": "too_short"}
+                    )
                 else:
                     todo.append(i)
             if self.cache is not None and todo:

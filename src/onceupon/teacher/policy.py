@@ -8,9 +8,10 @@
   (``score`` 0.0, ``valid`` still False, ``extra["policy"] = "zero"``), the reference
   code's behaviour made explicit and visible.
 
-A request that failed outright (server error after every transport retry;
-``extra["request_failed"]``) is never retried here and never zeroed: it says nothing about
-the story, so it is always excluded.
+A request that got no answer (``Rating.request_failed``: refused, or failed after every
+transport retry) is never retried here and never zeroed: it says nothing about the story, so
+it is always excluded. Every answer a retry replaces stays in the new rating's ``answers``, so
+the interaction budget counts all the teacher's words.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from onceupon.teacher.rubric import Rubric
 
 
 def _unparseable(rating: Rating) -> bool:
-    return not rating.valid and not rating.extra.get("request_failed")
+    return not rating.valid and not rating.request_failed
 
 
 def settle(
@@ -44,7 +45,7 @@ def settle(
             for i, new in zip(again, fresh, strict=True):
                 old = ratings[i]
                 new.attempts += old.attempts
-                new.extra["invalid_answers"] = old.extra.get("invalid_answers", []) + [old.raw]
+                new.answers = [*old.answers, *new.answers]
                 ratings[i] = new
     elif policy == "zero":
         for r in ratings:

@@ -9,7 +9,7 @@
   ``max_retries`` times, waiting a random time up to ``backoff * 2**k`` seconds (full jitter,
   capped at ``max_backoff``; a server's ``Retry-After`` is honoured within the cap). Other
   HTTP errors (400, 404, ...) are not retried. A story whose requests all fail gets an
-  invalid rating with ``extra["request_failed"]``; if *every* story of a call fails that way
+  invalid rating with ``outcome`` FAILED (REJECTED for a 4xx); if *every* story of a call fails that way
   the server is gone and :class:`TeacherUnavailable` is raised instead.
 - At start the server is probed (``GET /models``): unreachable, wrong key, or unknown model are
   one clear :class:`UserError`. Without ``teacher.model`` the server's first model is used.
@@ -34,7 +34,7 @@ import openai
 
 from onceupon.config import TeacherConfig
 from onceupon.errors import UserError
-from onceupon.teacher.base import Rating, Story, TeacherUnavailable
+from onceupon.teacher.base import Outcome, Rating, Story, TeacherUnavailable
 from onceupon.teacher.parsing import rating_from_answer
 from onceupon.teacher.rubric import Rubric
 
@@ -151,7 +151,7 @@ class OpenAIBackend:
     # ------------------------------------------------------------------ rating
     def rate(self, stories: list[Story]) -> list[Rating]:
         ratings = self._loop.run(self._rate_all(stories))
-        failed = [r for r in ratings if r.extra.get("transport_failed")]
+        failed = [r for r in ratings if r.outcome is Outcome.FAILED]
         if stories and len(failed) == len(stories):
             raise TeacherUnavailable(
                 f"The teacher server at {self.base_url} stopped answering ({failed[0].error}); "
@@ -186,14 +186,12 @@ class OpenAIBackend:
                     if attempts > cfg.max_retries:
                         self.stats["failed"] += 1
                         error = f"no answer after {attempts} attempts: {_reason(e)}"
-                        return self.rubric.invalid(
-                            "", error, attempts=attempts, extra={"request_failed": True, "transport_failed": True}
-                        )
+                        return self.rubric.invalid("", error, attempts=attempts, outcome=Outcome.FAILED)
                     self.stats["retries"] += 1
                     await asyncio.sleep(self._wait(attempts, e))
                 except openai.APIStatusError as e:  # 4xx other than 429: asking again will not help
                     self.stats["failed"] += 1
-                    return self.rubric.invalid("", f"request rejected: {_reason(e)}", attempts=attempts, extra={"request_failed": True})
+                    return self.rubric.invalid("", f"request rejected: {_reason(e)}", attempts=attempts, outcome=Outcome.REJECTED)
         return self._rating(resp, attempts)
 
     def _wait(self, attempt: int, error: Exception) -> float:
