@@ -5,8 +5,15 @@ batch) on the GPU when there is one, else the CPU. The model must have a chat te
 GGUF files (``teacher.model: path/to/model.gguf`` or ``owner/repo:file.gguf`` on the Hub) are
 de-quantised by transformers on load, which needs the optional ``gguf`` package.
 
+Answers are constrained to the rubric's format by default (``teacher.constrained``, any
+value but ``off``): a logits processor (teacher/constrain.py) lets through only tokens that
+keep the answer a prefix of ``<readability> <coherence> <creativity>``, then the end token, so
+every answer parses. ``max_tokens`` is then raised, if needed, to fit the longest answer.
+
 Expected-score mode reads the raw next-token logits of each answer token (before
 temperature), so the probabilities are the model's own, as a server's ``top_logprobs`` are.
+Constrained, the alternatives at each number are exactly the digits the format allows there,
+so each criterion's expectation is the model's digit distribution renormalised over its scale.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pathlib import Path
 from onceupon.config import TeacherConfig
 from onceupon.errors import UserError
 from onceupon.teacher.base import Rating, Story
+from onceupon.teacher.constrain import AnswerFormat, TokenConstraint, answer_processor
 from onceupon.teacher.parsing import rating_from_answer
 from onceupon.teacher.rubric import Rubric
 
@@ -62,8 +70,20 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        mode = "|expected" if cfg.expected_score else ""
+        self.constraint = None if cfg.constrained == "off" else self._constraint(cfg)
+        mode = ("|expected" if cfg.expected_score else "") + ("|constrained" if self.constraint else "")
         self.identity = f"transformers:{cfg.model}|t={cfg.temperature}|max_tokens={cfg.max_tokens}{mode}"
+
+    def _constraint(self, cfg: TeacherConfig) -> TokenConstraint:
+        # Only tokens generate() stops on may end an answer, or it would go on after the end.
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if not eos_ids and self.tokenizer.eos_token_id is not None:
+            eos_ids = [self.tokenizer.eos_token_id]
+        try:
+            return TokenConstraint(self.tokenizer, AnswerFormat(self.rubric), eos_ids)
+        except ValueError as e:
+            raise UserError(f"Cannot constrain the answers of {cfg.model} ({e}); set teacher.constrained=off.") from None
 
     def rate(self, stories: list[Story]) -> list[Rating]:
         out: list[Rating] = []
@@ -79,10 +99,16 @@ class TransformersBackend:
         # The chat template already writes any begin-of-text token it wants.
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sampling = {"do_sample": True, "temperature": cfg.temperature, "top_k": 0, "top_p": 1.0} if cfg.temperature > 0 else {"do_sample": False}
+        max_new_tokens = cfg.max_tokens
+        if self.constraint is not None:
+            prompt_length = enc["input_ids"].shape[1]
+            sampling["logits_processor"] = [answer_processor(self.constraint, prompt_length)]
+            sampling["eos_token_id"] = self.constraint.eos_ids
+            max_new_tokens = max(max_new_tokens, self.constraint.max_new_tokens)
         with torch.inference_mode():
             gen = self.model.generate(
                 **enc,
-                max_new_tokens=cfg.max_tokens,
+                max_new_tokens=max_new_tokens,
                 pad_token_id=tok.pad_token_id,
                 return_dict_in_generate=True,
                 output_logits=cfg.expected_score,
@@ -97,7 +123,8 @@ class TransformersBackend:
         return ratings
 
     def _token_logprobs(self, logits, new, row: int) -> list[tuple[str, float, dict[str, float]]]:
-        """The answer as (token, log-prob, {alternative: log-prob}) for the top alternatives."""
+        """The answer as (token, log-prob, {alternative: log-prob}): the top alternatives, or,
+        constrained, every token the format allowed at that step."""
         import torch
 
         tok = self.tokenizer
@@ -108,8 +135,12 @@ class TransformersBackend:
             if token_id in special:
                 break
             logprobs = torch.log_softmax(step_logits[row].float(), dim=-1)
-            top = torch.topk(logprobs, self.cfg.top_logprobs)
-            alternatives = {tok.decode([int(i)]): float(lp) for lp, i in zip(top.values, top.indices)}
+            if self.constraint is not None:
+                before, _ = self.constraint.text_of(new[row, :step].tolist())
+                alternatives = self.constraint.alternatives(before, logprobs)
+            else:
+                top = torch.topk(logprobs, self.cfg.top_logprobs)
+                alternatives = {tok.decode([int(i)]): float(lp) for lp, i in zip(top.values, top.indices)}
             tokens.append((tok.decode([token_id]), float(logprobs[token_id]), alternatives))
         return tokens
 
