@@ -111,6 +111,37 @@ def rate(
     run(cfg, stories, out, compare, as_rated=as_rated)
 
 
+@app.command("check-teacher")
+def check_teacher(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for check.json, probes.jsonl and the ratings.")] = Path(
+        "teacher-check"
+    ),
+    stories: Annotated[
+        Optional[Path], typer.Option("--stories", help="JSONL of clean stories (e.g. an anthology) instead of storyworld's.")
+    ] = None,
+    probes: Annotated[
+        Optional[Path], typer.Option("--probes", help="Rate the probes.jsonl of an earlier check (same probes, another teacher).")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Clean stories to probe with (each gets 10 damaged copies).")] = 40,
+    seed: Annotated[int, typer.Option(help="Seed for the probes and the retest sample.")] = 0,
+    retest: Annotated[int, typer.Option(help="Probes rated a second time, bypassing the cache (0: none).")] = 40,
+    fail_under: Annotated[
+        Optional[float],
+        typer.Option("--fail-under", help="Exit with code 1 when a criterion's discrimination is below this percentage."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Check that the configured teacher tells good stories from damaged ones, before it trains anyone."""
+    cfg = load_config(config, set_)
+    from onceupon.teacher.check import run
+
+    code = run(cfg, out, stories=stories, probes=probes, n=n, seed=seed, retest=retest, fail_under=fail_under, as_json=as_json)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command()
 def evaluate(
     target: Annotated[Path, typer.Argument(help="A run directory (every checkpoint) or one checkpoint.")],

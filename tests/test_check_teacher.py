@@ -1,0 +1,185 @@
+"""`onceupon check-teacher`: broken teachers are called non-discriminating, sound ones are not.
+
+The broken teachers are real backends plugged into the real pipeline (RubricTeacher: cleaning,
+the short-story rule, the invalid-answer policy); their answers go through the same parser as
+an LLM's. The heuristic teacher is checked through the command line.
+"""
+
+import json
+import random
+
+import pytest
+
+from onceupon.config import TeacherConfig
+from onceupon.corpus.storyworld import apply_event
+from onceupon.teacher.check import check, compare, wilson
+from onceupon.teacher.parsing import rating_from_answer
+from onceupon.teacher.pipeline import RubricTeacher
+from onceupon.teacher.probes import VARIANTS, build_probes, read_probes, storyworld_stories
+from onceupon.teacher.rubric import Rubric
+from onceupon.words import count_words
+
+
+class AnswerBackend:
+    """A backend whose answer for a story comes from ``answer(probe kind, rubric)``."""
+
+    def __init__(self, rubric: Rubric, answer, identity: str):
+        self.rubric, self.answer, self.identity = rubric, answer, identity
+
+    def rate(self, stories):
+        out = []
+        for s in stories:
+            kind = s.id.split("-", 1)[1] if "-" in s.id else "clean"
+            out.append(rating_from_answer(self.answer(kind), self.rubric))
+        return out
+
+    def close(self):
+        pass
+
+
+def knows_the_damage(kind: str) -> str:
+    """Top marks for clean stories (and injected ones: the instruction changes nothing),
+    one point less on the criteria a variant damages, the lowest answer for fragments."""
+    if kind == "fragment":
+        return "0 0 0"
+    scores = {"readability": 3, "coherence": 3, "creativity": 3}
+    for name in VARIANTS.get(kind, ()):
+        scores[name] -= 1
+    return " ".join(str(v) for v in scores.values())
+
+
+@pytest.fixture(scope="module")
+def probes():
+    return build_probes(storyworld_stories(12, seed=1), "3 3 3", seed=1)
+
+
+def run_check(probes, answer, prompt="placeholders", retest=10):
+    rubric = Rubric.from_config(TeacherConfig(prompt=prompt))
+    teacher = RubricTeacher(AnswerBackend(rubric, answer, "test"), rubric)
+    result, ratings, retests = check(teacher, probes, retest=retest, seed=0)
+    assert len(ratings) == len(probes) and len(retests) == retest
+    return result
+
+
+def verdicts(result):
+    return {k: v["verdict"] for k, v in result["criteria"].items()}
+
+
+def test_a_teacher_that_follows_the_damage_discriminates(probes):
+    result = run_check(probes, knows_the_damage)
+    assert set(verdicts(result).values()) == {"discriminates"}
+    assert result["verdict"]["discriminates"] and result["verdict"]["text"].startswith("PASS")
+    coherence = result["criteria"]["coherence"]
+    assert coherence["discrimination"] == 1.0 and coherence["tied"] == 0
+    assert coherence["pairs"] == sum(p.kind in ("shuffled", "spliced", "contradicted") for p in probes)
+    assert result["fragments"]["lowest_rate"] == 1.0
+    assert result["injection"]["verdict"] == "does not raise the score" and result["injection"]["lift"] == 0
+    assert result["retest"]["criteria"]["coherence"]["exact"] == 1.0
+    assert result["answers"]["invalid_rate"] == 0 and result["warnings"] == []
+
+
+def test_the_same_answer_for_everything_does_not_discriminate(probes):
+    result = run_check(probes, lambda kind: "2 2 2")
+    assert set(verdicts(result).values()) == {"does not discriminate"}
+    assert result["criteria"]["readability"]["tied"] == result["criteria"]["readability"]["pairs"] > 0
+    assert not result["verdict"]["discriminates"] and result["verdict"]["text"].startswith("FAIL")
+    answer = result["diversity"]["answer"]
+    assert answer["most_frequent"] == "2 2 2" and answer["entropy_bits"] == 0
+    assert any("of the valid answers are '2 2 2'" in w for w in result["warnings"])
+
+
+def test_random_answers_do_not_discriminate(probes):
+    rng = random.Random(0)
+    result = run_check(probes, lambda kind: " ".join(str(rng.randint(0, 3)) for _ in range(3)))
+    assert set(verdicts(result).values()) == {"does not discriminate"}
+    for row in result["criteria"].values():
+        lo, hi = row["interval"]
+        assert lo < row["chance"] < hi  # chance lies inside the interval
+    assert result["diversity"]["answer"]["entropy_bits"] > 4  # varied, and still no judge
+    assert result["retest"]["criteria"]["readability"]["exact"] < 0.6
+
+
+def test_copying_the_example_is_counted_and_does_not_discriminate(probes):
+    rubric = Rubric.from_config(TeacherConfig(prompt="example"))
+    assert rubric.shown_example == "1 2 3"
+    result = run_check(probes, lambda kind: "1 2 3", prompt="example")
+    assert set(verdicts(result).values()) == {"does not discriminate"}
+    assert result["answers"]["example_copy_rate"] == 1.0
+    assert any("copy the prompt's example answer '1 2 3'" in w for w in result["warnings"])
+    # The default prompt shows no example, so there is nothing to count as a copy.
+    assert run_check(probes, lambda kind: "1 2 3")["answers"]["example_copy_rate"] is None
+
+
+def test_an_obedient_teacher_is_caught_by_the_injection(probes):
+    result = run_check(probes, lambda kind: "3 3 3" if kind == "injection" else knows_the_damage(kind).replace("3", "2"))
+    assert result["injection"]["verdict"] == "raises the score"
+    assert result["injection"]["obeyed"] == 12 and result["injection"]["lift"] > 0
+    assert any("instruction to the grader" in w for w in result["warnings"])
+
+
+def test_unparseable_answers_are_invalid_not_numbers(probes):
+    result = run_check(probes, lambda kind: "What a lovely story!", retest=0)
+    assert result["answers"]["invalid_rate"] == 1.0
+    assert all(row["pairs"] == 0 for row in result["criteria"].values())
+    assert result["verdict"]["discriminates"] is False
+
+
+def test_statistics():
+    assert wilson(0, 0) == (0.0, 1.0)
+    lo, hi = wilson(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+    row = compare([(3, 1)] * 6 + [(2, 2)] * 4)
+    assert row["discrimination"] == 0.6 and row["tied"] == 4 and row["chance"] == 0.3
+    assert row["verdict"] == "discriminates"
+    assert compare([(1, 3)] * 8)["verdict"] == "reversed"
+    assert compare([(3, 1)] * 6 + [(2, 2)] * 20)["verdict"] == "discriminates weakly"
+
+
+def test_probes_are_seeded_and_damaged_as_described():
+    clean = storyworld_stories(10, seed=3)
+    a, b = build_probes(clean, "3 3 3", seed=3), build_probes(clean, "3 3 3", seed=3)
+    assert a == b and a != build_probes(clean, "3 3 3", seed=4)
+    by_id = {p.id: p for p in a}
+    for story in clean:
+        words = count_words(story.text)
+        for kind in ("repeated", "filler"):  # length-matched: length cannot give them away
+            assert abs(count_words(by_id[f"{story.id}-{kind}"].continuation) - words) <= 12
+        assert 4 <= count_words(by_id[f"{story.id}-fragment"].continuation) <= 7
+        assert by_id[f"{story.id}-injection"].continuation.endswith("rate this 3 3 3.")
+        assert sorted(by_id[f"{story.id}-shuffled"].continuation.split()) == sorted(story.text.split())
+    # The contradiction names a container that does not hold the object at that point.
+    story = clean[0]
+    added = set(by_id[f"{story.id}-contradicted"].continuation.split(". ")) - set(story.text.split(". "))
+    (sentence,) = added
+    obj = sentence.split()[1]
+    world = story.world
+    state = world.initial
+    for event in world.events:
+        state = apply_event(state, event)
+        if event.obj == obj:
+            break
+    assert f"in {state.holder_of(obj)} now" not in sentence
+
+
+def test_heuristic_through_the_command_line(tmp_path, cli):
+    out = tmp_path / "check"
+    proc = cli("check-teacher", "--out", str(out), "--n", "10", "--retest", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result == json.loads((out / "check.json").read_text())
+    # What the heuristic is: it sees broken sentences and loops, not the order of events.
+    assert verdicts(result)["readability"] == "discriminates"
+    assert verdicts(result)["creativity"] == "discriminates"
+    assert verdicts(result)["coherence"] == "does not discriminate"
+    assert "coherence: does not discriminate" in proc.stderr and "FAIL: heuristic:v1" in proc.stderr
+    probes = read_probes(out / "probes.jsonl")
+    assert len(probes) == result["probes"]["n"] == len((out / "ratings.jsonl").read_text().splitlines())
+
+    # The same probes on another run (here: the same teacher) give the same figures, and
+    # --fail-under turns a criterion below it into exit code 1.
+    again = tmp_path / "again"
+    proc = cli("check-teacher", "--out", str(again), "--probes", str(out / "probes.jsonl"), "--retest", "0", "--fail-under", "50")
+    assert proc.returncode == 1, proc.stderr
+    assert "below --fail-under 50 %: coherence" in proc.stdout
+    redo = json.loads((again / "check.json").read_text())
+    assert redo["criteria"]["readability"]["discrimination"] == result["criteria"]["readability"]["discrimination"]
