@@ -111,6 +111,28 @@ def rate(
     run(cfg, stories, out, compare, as_rated=as_rated)
 
 
+@app.command()
+def annotate(
+    sources: Annotated[
+        list[Path], typer.Argument(help="Stories files, ratings files or run directories (anthology + evaluation stories).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Answers JSONL, appended to (the same --out continues).")],
+    sample: Annotated[int, typer.Option("--sample", help="Stories to sample, stratified over runs and checkpoints.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed for the sample and its order.")] = 0,
+    overlap: Annotated[float, typer.Option(help="Share of the stories shown to every annotator (for their agreement).")] = 0.2,
+    host: Annotated[str, typer.Option(help="Address to listen on; beyond loopback the URL carries an access token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
+    token: Annotated[Optional[str], typer.Option(help="Access token the URL must carry (default: none on loopback, random elsewhere).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """People rate stories on a local web page, with the teacher's rubric; answers go to --out."""
+    cfg = load_config(config, set_)
+    from onceupon.annotate.server import run
+
+    run(cfg, sources, out, n=sample, seed=seed, overlap=overlap, host=host, port=port, token=token)
+
+
 @app.command("check-teacher")
 def check_teacher(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for check.json, probes.jsonl and the ratings.")] = Path(
@@ -154,9 +176,26 @@ def evaluate(
         Optional[Path],
         typer.Option("--out", "-o", help="Single checkpoint outside a run: where results go (default CHECKPOINT/evaluation)."),
     ] = None,
+    judge: Annotated[
+        bool,
+        typer.Option(
+            "--judge",
+            help="Only rate the stories each evaluated checkpoint of the run already told with this config's teacher, "
+            "as one more judge kept beside the others (for `onceupon report`).",
+        ),
+    ] = False,
 ) -> None:
     """BabyLM zero-shot tasks and story quality for every checkpoint of a run (or one checkpoint)."""
     cfg = load_config(config, set_)
+    if judge:
+        if data is not None or out is not None:
+            raise UserError("--judge rates stories already told; --data and --out do not apply to it.")
+        from rich.console import Console
+
+        from onceupon.evaluate.stories import judge_run, judges_table
+
+        Console().print(judges_table(judge_run(cfg, target)))
+        return
     from onceupon.evaluate.run import run
 
     run(cfg, target, data, out)
@@ -224,7 +263,8 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except Stopped as e:
-        print(str(e), file=sys.stderr)
+        if str(e):  # empty in the non-main processes of a multi-process run: one sentence in all
+            print(str(e), file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

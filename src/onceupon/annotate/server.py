@@ -1,0 +1,225 @@
+"""``onceupon annotate``: the local web server (FastAPI on uvicorn) and the command around it.
+
+Loopback (127.0.0.1) by default. Bound to any other address, the page and every API call need
+the access token in the address (``?token=...``; generated unless ``--token`` is given, and
+printed with the URL); without it the answer is HTTP 403. The same holds on loopback when
+``--token`` is given.
+
+The API the page uses (stories are named by their position in the shuffled sample, a key that
+says nothing about their run, checkpoint or score):
+
+GET  /                        the page (``annotate/page/``: plain HTML, JS and CSS)
+GET  /api/setup               the rubric (criteria, titles, level descriptions) and sizes
+GET  /api/annotator?name=A    A's answered stories (keys, in order) and how many A will see
+GET  /api/story?name=A&key=K  one story, with A's last answer to it
+POST /api/next                {name}: the story A sees next, or {"done": true}
+POST /api/answer              {name, key, scores (null: skipped), flagged, comment}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+import socket
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote
+
+from pydantic import BaseModel, Field
+
+from onceupon import preflight
+from onceupon.annotate import sample
+from onceupon.annotate.answers import AnswersFile, Desk
+from onceupon.config import ExperimentConfig
+from onceupon.errors import UserError
+from onceupon.teacher.rubric import Rubric
+
+PAGE = ("index.html", "annotate.js", "annotate.css")
+MEDIA = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
+
+
+class Who(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class Answer(Who):
+    key: int
+    scores: dict[str, int] | None  # None: skipped
+    flagged: bool = False
+    comment: str = Field("", max_length=2000)
+
+
+def page_file(name: str) -> str:
+    return resources.files("onceupon.annotate").joinpath("page", name).read_text(encoding="utf-8")
+
+
+def create_app(desk: Desk, rubric: Rubric, token: str | None):
+    """The FastAPI app: the page's three files and the JSON API over ``desk``."""
+    from fastapi import Depends, FastAPI, HTTPException, Query, Response
+
+    def need_token(t: str | None = Query(None, alias="token")) -> None:
+        if token is not None and not (t and secrets.compare_digest(t, token)):
+            raise HTTPException(403, "This page needs its access token: open the address onceupon annotate printed.")
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    guarded = [Depends(need_token)]
+    n_shared = sum(item.shared for item in desk.items)
+
+    def checked(key: int) -> int:
+        if not 0 <= key < len(desk.items):
+            raise HTTPException(404, f"There is no story {key}.")
+        return key
+
+    @app.get("/", dependencies=guarded)
+    def index() -> Response:
+        return Response(page_file("index.html"), media_type=MEDIA["html"])
+
+    @app.get("/annotate.{ext}")
+    def asset(ext: str) -> Response:  # the page's code and style: shipped in the package, not secret
+        if ext not in ("js", "css"):
+            raise HTTPException(404)
+        return Response(page_file(f"annotate.{ext}"), media_type=MEDIA[ext])
+
+    @app.get("/api/setup", dependencies=guarded)
+    def setup() -> dict:
+        criteria = [
+            {"name": c.name, "title": c.title, "description": c.description, "levels": [list(level) for level in c.levels]}
+            for c in rubric.criteria
+        ]
+        return {"criteria": criteria, "stories": len(desk.items), "shared": n_shared}
+
+    @app.get("/api/annotator", dependencies=guarded)
+    def annotator(name: str = Query(min_length=1, max_length=100)) -> dict:
+        return desk.view(name)
+
+    @app.get("/api/story", dependencies=guarded)
+    def story(key: int, name: str = Query(min_length=1, max_length=100)) -> dict:
+        return desk.story(name, checked(key))
+
+    @app.post("/api/next", dependencies=guarded)
+    def next_story(who: Who) -> dict:
+        return desk.next(who.name) or {"done": True}
+
+    @app.post("/api/answer", dependencies=guarded)
+    def answer(a: Answer) -> dict:
+        try:
+            return desk.answer(a.name, checked(a.key), a.scores, a.flagged, a.comment)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+
+    return app
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, or one sentence on what is wrong (before anything is written)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what uvicorn does too
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == 98:  # EADDRINUSE
+            raise UserError(f"Port {port} on {host} is in use; choose another with --port (0 picks a free one).") from None
+        raise UserError(f"Cannot listen on {host} port {port}: {e.strerror}.") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _load_sample(sources: list[Path], out: Path, n: int, seed: int, overlap: float) -> tuple[list[sample.Item], bool]:
+    """The stories to show: the sample file of an earlier start, or a new sample (not yet
+    written). Returns (items, new)."""
+    path = sample.sample_path(out)
+    for source in sources:
+        if not Path(source).exists():
+            raise UserError(f"{source} does not exist (give a stories file, a ratings file or a run directory).")
+    if path.exists():
+        return sample.read(path), False
+    if out.exists() and out.stat().st_size > 0:
+        raise UserError(f"{out} holds answers but its sample file {path} is missing; give a new --out.")
+    items = sample.choose(sample.collect(sources), n, seed, overlap)
+    return items, True
+
+
+def run(
+    cfg: ExperimentConfig,
+    sources: list[Path],
+    out: Path,
+    *,
+    n: int = 100,
+    seed: int = 0,
+    overlap: float = 0.2,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+) -> None:
+    """The ``onceupon annotate`` command: checks, sample, then serve until Ctrl-C."""
+    if n < 1:
+        raise UserError(f"--sample must be at least 1, got {n}.")
+    if not 0.0 <= overlap <= 1.0:
+        raise UserError(f"--overlap is a share of the stories, from 0 to 1; got {overlap}.")
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be from 0 to 65535, got {port}.")
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise UserError("onceupon annotate needs FastAPI and uvicorn: pip install 'onceupon[serve]'.") from None
+    out = Path(out)
+    preflight.output_file(out)
+    preflight.output_file(sample.sample_path(out), "the sample file")
+    rubric = Rubric.from_config(cfg.teacher)
+    if token is None and not _is_loopback(host):
+        token = secrets.token_urlsafe(16)
+    print(f"reading stories from {', '.join(map(str, sources))}", flush=True)
+    items, new = _load_sample([Path(s) for s in sources], out, n, seed, overlap)
+    sock = bind(host, port)
+    if new:
+        sample.write(sample.sample_path(out), items)
+    answers = AnswersFile(out)
+    if answers.drop_torn_line():
+        print(f"{out}: dropped an unfinished last line (an answer cut off by a crash)", flush=True)
+    desk = Desk(items, answers, rubric)
+    app = create_app(desk, rubric, token)
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{sock.getsockname()[1]}/" + (f"?token={quote(token)}" if token else "")
+    n_shared = sum(i.shared for i in items)
+    print(
+        f"{'sampled' if new else 'resuming with'} {len(items)} stories ({n_shared} shown to every annotator); "
+        f"sample in {sample.sample_path(out)}, answers appended to {out}",
+        flush=True,
+    )
+    print(f"annotate at {url}  (Ctrl-C stops; every answer is saved as it is given)", flush=True)
+    server = _server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    server.run(sockets=[sock])
+    records = answers.records()
+    people = len({r.get("annotator") for r in records})
+    print(f"stopped: {len(records)} answers from {people} annotator(s) in {out}; the same command continues", flush=True)
+
+
+def _server(config):
+    """uvicorn's server, except that Ctrl-C or SIGTERM end the command normally: uvicorn
+    re-raises the signal after its graceful stop, but here every answer is already on disk."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
+
+    return Server(config)
