@@ -125,7 +125,15 @@ class TeacherConfig(Section):
     )
     temperature: float = Field(0.2, ge=0, description="Teacher sampling temperature (paper: 0.2).")
     max_tokens: int = Field(6, ge=1, description="Most new tokens in a teacher answer (paper: 6).")
-    concurrency: int = Field(16, ge=1, description="Requests in flight at once (openai).")
+    concurrency: int = Field(
+        16,
+        ge=1,
+        description="Most requests in flight at once (openai); the number in flight adapts between 1 and this to what the server sustains.",
+    )
+    adapt_concurrency: bool = Field(
+        True,
+        description="Adapt the requests in flight to the server (openai): raise while answers stay fast, cut on timeouts and 429/5xx; false keeps exactly teacher.concurrency.",
+    )
     timeout: float = Field(60.0, gt=0, description="Seconds per request before it is retried.")
     max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts/refused connections.")
     backoff: float = Field(0.5, ge=0, description="First retry waits up to this many seconds; doubles each retry (full jitter).")

@@ -1,18 +1,21 @@
 """Any OpenAI-compatible chat server as the teacher: vLLM (``vllm serve``), llama.cpp
 (``llama-server``), Ollama, ``transformers serve``, or a hosted API.
 
-- Requests run concurrently on a private asyncio event loop in a background thread, at most
-  ``concurrency`` in flight, so :meth:`OpenAIBackend.rate` is a plain blocking call that works
-  from any thread (the interaction loop may rate in a worker thread).
+- Requests run concurrently on a private asyncio event loop in a background thread, so
+  :meth:`OpenAIBackend.rate` is a plain blocking call that works from any thread (the
+  interaction loop may rate in a worker thread). How many are in flight adapts to what the
+  server sustains, between 1 and ``concurrency`` (teacher/concurrency.py).
 - The retry policy is ours, not the client's (its built-in retries are off), so every request
-  is counted: a 429, a 5xx, a timeout or a refused/dropped connection is retried up to
-  ``max_retries`` times, waiting a random time up to ``backoff * 2**k`` seconds (full jitter,
-  capped at ``max_backoff``; a server's ``Retry-After`` is honoured within the cap). Other
-  HTTP errors (400, 404, ...) are not retried. A story whose requests all fail gets an
-  invalid rating with ``outcome`` FAILED (REJECTED for a 4xx); if *every* story of a call fails that way
-  the server is gone and :class:`TeacherUnavailable` is raised instead.
-- At start the server is probed (``GET /models``): unreachable, wrong key, or unknown model are
-  one clear :class:`UserError`. Without ``teacher.model`` the server's first model is used.
+  is counted: a 429, a 5xx, a timeout, a refused/dropped connection, or a reply that is not a
+  chat completion at all (an HTML page, plain text, broken JSON: a proxy or the wrong URL) is
+  retried up to ``max_retries`` times, waiting a random time up to ``backoff * 2**k`` seconds
+  (full jitter, capped at ``max_backoff``; a server's ``Retry-After`` is honoured within the
+  cap). Other HTTP errors (400, 404, ...) are not retried. A story whose requests all fail
+  gets an invalid rating with ``outcome`` FAILED (REJECTED for a 4xx); if *every* story of a
+  call fails that way the server is gone and :class:`TeacherUnavailable` is raised instead.
+- At start the server is probed (``GET /models``): unreachable, wrong key, unknown model, or a
+  server that does not answer in the OpenAI format are one clear :class:`UserError`. Without
+  ``teacher.model`` the server's first model is used.
 - The API key is read from the environment variable named by ``api_key_env`` and is kept
   only inside the client: never logged, never in the identity, errors or saved config. Local
   servers that need no key get a placeholder.
@@ -24,10 +27,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import json
 import os
 import random
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import openai
@@ -35,12 +40,17 @@ import openai
 from onceupon.config import TeacherConfig
 from onceupon.errors import UserError
 from onceupon.teacher.base import Outcome, Rating, Story, TeacherUnavailable
+from onceupon.teacher.concurrency import AdaptiveLimit
 from onceupon.teacher.parsing import rating_from_answer
 from onceupon.teacher.rubric import Rubric
 
 T = TypeVar("T")
 PLACEHOLDER_KEY = "no-key-needed"  # local servers ignore the key, the client insists on one
 RETRYABLE = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+
+
+class NotOpenAI(Exception):
+    """The server answered, but not in the OpenAI format (the message says with what)."""
 
 
 class LoopThread:
@@ -50,16 +60,26 @@ class LoopThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self.thread.start()
+        self._running: set[concurrent.futures.Future] = set()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self.thread:
             raise RuntimeError("LoopThread.run called from its own loop; await the coroutine instead")
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        self._running.add(future)
         try:
             return future.result()
         except BaseException:
             future.cancel()  # e.g. Ctrl-C in the caller: stop the requests too
             raise
+        finally:
+            self._running.discard(future)
+
+    def cancel(self) -> None:
+        """Cancel what :meth:`run` is running (called from another thread); ``run`` then raises
+        ``concurrent.futures.CancelledError`` in its caller."""
+        for future in list(self._running):
+            future.cancel()
 
     def close(self) -> None:
         if self.loop.is_closed():
@@ -85,6 +105,7 @@ class OpenAIBackend:
         self._rng = random.Random()
         #: request counters for reports and benchmarks: requests sent, retries, stories failed
         self.stats = {"requests": 0, "retries": 0, "failed": 0}
+        self.limit = AdaptiveLimit(cfg.concurrency, adaptive=cfg.adapt_concurrency)
         self._loop = LoopThread()
         try:
             self._client = self._loop.run(self._make_client(key))
@@ -107,8 +128,14 @@ class OpenAIBackend:
         last: Exception | None = None
         for attempt in range(3):  # a server that is just starting gets a moment
             try:
-                listed = [m.id async for m in self._client.models.list(timeout=min(self.cfg.timeout, 10))]
+                reply = await self._client.models.with_raw_response.list(timeout=min(self.cfg.timeout, 10))
+                listed = _model_ids(reply.text, reply.headers.get("content-type", ""))
                 break
+            except NotOpenAI as e:
+                raise UserError(
+                    f"The teacher server at {self.base_url} does not speak the OpenAI API: GET /models answered with {e}; "
+                    "check teacher.base_url (it usually ends in /v1)."
+                ) from None
             except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as e:
                 last = e
                 await asyncio.sleep(0.25 * (attempt + 1))
@@ -141,7 +168,7 @@ class OpenAIBackend:
                 top_logprobs=self.cfg.top_logprobs,
             )
             ok = bool(resp.choices and resp.choices[0].logprobs and resp.choices[0].logprobs.content)
-        except openai.APIStatusError:
+        except (openai.APIStatusError, AttributeError, TypeError, ValueError):  # also: not a chat completion
             ok = False
         if not ok:
             raise UserError(
@@ -149,8 +176,10 @@ class OpenAIBackend:
             )
 
     # ------------------------------------------------------------------ rating
-    def rate(self, stories: list[Story]) -> list[Rating]:
-        ratings = self._loop.run(self._rate_all(stories))
+    def rate(self, stories: list[Story], on_rated: Callable[[int, Rating], None] | None = None) -> list[Rating]:
+        """One rating per story, in order. ``on_rated(i, rating)``, if given, is called from the
+        backend's event-loop thread as soon as story ``i`` is rated (keep it quick)."""
+        ratings = self._loop.run(self._rate_all(stories, on_rated))
         failed = [r for r in ratings if r.outcome is Outcome.FAILED]
         if stories and len(failed) == len(stories):
             raise TeacherUnavailable(
@@ -159,39 +188,61 @@ class OpenAIBackend:
             )
         return ratings
 
-    async def _rate_all(self, stories: list[Story]) -> list[Rating]:
-        slots = asyncio.Semaphore(self.cfg.concurrency)
-        return list(await asyncio.gather(*(self._rate_one(s, slots) for s in stories)))
+    def cancel(self) -> None:
+        """Stop a :meth:`rate` call running in another thread at once (it raises
+        ``concurrent.futures.CancelledError``); ratings already passed to ``on_rated`` stand."""
+        self._loop.cancel()
 
-    async def _rate_one(self, story: Story, slots: asyncio.Semaphore) -> Rating:
+    def status(self) -> str:
+        """Requests in flight and retries so far, for progress lines."""
+        return f"{self.limit.in_flight} in flight (limit {self.limit.allowed}), {self.stats['retries']} retries"
+
+    async def _rate_all(self, stories: list[Story], on_rated: Callable[[int, Rating], None] | None) -> list[Rating]:
+        async def one(i: int, story: Story) -> Rating:
+            rating = await self._rate_one(story)
+            if on_rated is not None:
+                on_rated(i, rating)
+            return rating
+
+        return list(await asyncio.gather(*(one(i, s) for i, s in enumerate(stories))))
+
+    async def _rate_one(self, story: Story) -> Rating:
         cfg = self.cfg
         extra_args: dict[str, Any] = {}
         if cfg.expected_score:
             extra_args = {"logprobs": True, "top_logprobs": cfg.top_logprobs}
         attempts = 0
-        async with slots:
-            while True:
-                attempts += 1
-                self.stats["requests"] += 1
-                try:
-                    resp = await self._client.chat.completions.create(
-                        model=self.model,
-                        messages=self.rubric.messages(story),
-                        temperature=cfg.temperature,
-                        max_tokens=cfg.max_tokens,
-                        **extra_args,
-                    )
-                    break
-                except RETRYABLE as e:
-                    if attempts > cfg.max_retries:
-                        self.stats["failed"] += 1
-                        error = f"no answer after {attempts} attempts: {_reason(e)}"
-                        return self.rubric.invalid("", error, attempts=attempts, outcome=Outcome.FAILED)
-                    self.stats["retries"] += 1
-                    await asyncio.sleep(self._wait(attempts, e))
-                except openai.APIStatusError as e:  # 4xx other than 429: asking again will not help
+        while True:
+            attempts += 1
+            self.stats["requests"] += 1
+            started = await self.limit.acquire()
+            ended = "other"
+            try:
+                reply = await self._client.chat.completions.with_raw_response.create(
+                    model=self.model,
+                    messages=self.rubric.messages(story),
+                    temperature=cfg.temperature,
+                    max_tokens=cfg.max_tokens,
+                    **extra_args,
+                )
+                resp = _chat_completion(reply)
+                ended = "answered"
+                break
+            except (*RETRYABLE, NotOpenAI) as e:
+                last = e
+                if not isinstance(e, NotOpenAI):
+                    ended = "overloaded"  # timeouts, 429, 5xx, refused connections: fewer in flight
+                if attempts > cfg.max_retries:
                     self.stats["failed"] += 1
-                    return self.rubric.invalid("", f"request rejected: {_reason(e)}", attempts=attempts, outcome=Outcome.REJECTED)
+                    error = f"no answer after {attempts} attempts: {_reason(e)}"
+                    return self.rubric.invalid("", error, attempts=attempts, outcome=Outcome.FAILED)
+                self.stats["retries"] += 1
+            except openai.APIStatusError as e:  # 4xx other than 429: asking again will not help
+                self.stats["failed"] += 1
+                return self.rubric.invalid("", f"request rejected: {_reason(e)}", attempts=attempts, outcome=Outcome.REJECTED)
+            finally:
+                self.limit.release(started, ended)
+            await asyncio.sleep(self._wait(attempts, last))
         return self._rating(resp, attempts)
 
     def _wait(self, attempt: int, error: Exception) -> float:
@@ -227,10 +278,53 @@ class OpenAIBackend:
         self._loop.close()
 
 
+def _describe(text: str, content_type: str) -> str:
+    """What a reply that is not the expected JSON looks like, in a few words."""
+    body = text.strip()
+    if not body:
+        return "an empty body"
+    if "html" in content_type.lower() or body.startswith("<"):
+        return "an HTML page"
+    if body[:1] in "{[" or "json" in content_type.lower():
+        return "malformed JSON"
+    return f"plain text ({body[:60]!r})"
+
+
+def _chat_completion(reply: Any) -> Any:
+    """The parsed chat completion of a raw reply, or :class:`NotOpenAI` when it is not one
+    (the client would return a str for HTML or text and raise JSONDecodeError for broken
+    JSON)."""
+    content_type = reply.headers.get("content-type", "")
+    text = reply.text  # httpx decodes with replacement characters: never raises
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise NotOpenAI(f"{_describe(text, content_type)} instead of a chat completion") from None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    message = choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    if not isinstance(message, dict) or not isinstance(message.get("content"), (str, type(None))):
+        raise NotOpenAI("JSON that is not a chat completion")
+    return reply.parse()
+
+
+def _model_ids(text: str, content_type: str) -> list[str]:
+    """Model names from a ``GET /models`` reply; :class:`NotOpenAI` when it is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise NotOpenAI(f"{_describe(text, content_type)} instead of a list of models") from None
+    models = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in models):
+        raise NotOpenAI("with JSON that is not a list of models")
+    return [m["id"] for m in models]
+
+
 def _reason(error: BaseException | None) -> str:
     """A short, key-free description of a request failure."""
     if error is None:
         return "no answer"
+    if isinstance(error, NotOpenAI):
+        return f"the server answered with {error}"
     if isinstance(error, openai.APITimeoutError):
         return "timed out"
     if isinstance(error, openai.APIConnectionError):
