@@ -205,6 +205,9 @@ def evaluate(
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Pretraining and interaction run directories.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path("report"),
+    check: Annotated[
+        Optional[list[Path]], typer.Option("--check", help="A `check-teacher` output directory to show (repeatable).")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -212,7 +215,7 @@ def report(
     cfg = load_config(config, set_)
     from onceupon.analysis.report import run
 
-    run(cfg, runs, out)
+    run(cfg, runs, out, checks=check)
 
 
 @app.command()

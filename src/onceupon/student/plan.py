@@ -44,6 +44,23 @@ class Plan:
         return int(self.words_after[step - 1]) if step > 0 else 0
 
 
+def word_target(corpus_words: int, epochs: float, max_words: int | None) -> int:
+    """Words to train on: ``epochs x corpus words`` rounded down, lowered to ``max_words``.
+    Pretraining calls this as soon as the corpus is known, before any tokenizer is trained."""
+    if corpus_words == 0:
+        raise UserError("The corpus has no words to train on.")
+    target = int(math.floor(epochs * corpus_words))
+    if max_words is not None:
+        target = min(target, max_words)
+    if target <= 0:
+        raise UserError(
+            f"The word target is zero (pretrain.epochs={epochs:g} of {corpus_words:,} corpus words"
+            + (f", pretrain.max_words={max_words}" if max_words is not None else "")
+            + "): raise pretrain.epochs or pretrain.max_words."
+        )
+    return target
+
+
 def make_plan(
     seq_words: np.ndarray,
     seq_tokens: np.ndarray,
@@ -56,13 +73,7 @@ def make_plan(
 ) -> Plan:
     n_seq = len(seq_words)
     corpus_words = int(seq_words.sum())
-    if corpus_words == 0:
-        raise UserError("The corpus has no words to train on.")
-    target = int(math.floor(epochs * corpus_words))
-    if max_words is not None:
-        target = min(target, max_words)
-    if target <= 0:
-        raise UserError("The word target is zero: raise pretrain.epochs or pretrain.max_words.")
+    target = word_target(corpus_words, epochs, max_words)
 
     n_epochs = math.ceil(target / corpus_words)
     parts = []

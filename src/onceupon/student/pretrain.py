@@ -1,18 +1,21 @@
 """``onceupon pretrain``: train a tokenizer and a student from scratch on a word budget.
 
-The stage, top to bottom:
+The stage, top to bottom (:func:`pretrain` reads in this order):
 
-1. the corpus (``RUN/corpus``, built by :mod:`onceupon.corpus.build` if absent);
-2. the tokenizer (``RUN/tokenizer``), trained on that corpus once and reused on resume;
-3. the packed data (``RUN/packed``): documents as ``<s> text </s>``, concatenated, cut into
+1. checks that need nothing but the config (:func:`validate`): sizes against memory,
+   milestone settings; then the run lock (:func:`onceupon.student.runstate.run_lock`);
+2. the corpus (``RUN/corpus``, built by :mod:`onceupon.corpus.build` if absent) and the word
+   target it allows (:func:`prepare_run`);
+3. the tokenizer (``RUN/tokenizer``), trained on that corpus once and reused on resume;
+4. the packed data (``RUN/packed``): documents as ``<s> text </s>``, concatenated, cut into
    sequences of the context length, each with its exact word count (:mod:`.packing`);
-4. the plan: which sequences each optimizer step sees and the exact words seen after it
+5. the plan: which sequences each optimizer step sees and the exact words seen after it
    (:mod:`.plan`);
-5. next-word prediction with AdamW, warmup and decay, gradient accumulation and bf16 autocast
+6. next-word prediction with AdamW, warmup and decay, gradient accumulation and bf16 autocast
    where the hardware has it, through ``accelerate`` so that ``accelerate launch`` runs the
-   very same code on several GPUs or nodes (DDP);
-6. a checkpoint ``RUN/checkpoints/chck_{N}M`` after the step at which the words seen first
-   reach each milestone, and a final one at the word target.
+   very same code on several GPUs or nodes (DDP) (:func:`train`, one :func:`train_step` each);
+7. a checkpoint ``RUN/checkpoints/chck_{N}M`` after the step at which the words seen first
+   reach each milestone, and a final one at the word target (:func:`save_milestone`).
 
 Milestones and overshoot: a step adds a whole global batch of words at once, so the words
 seen usually pass a milestone mid-step. The checkpoint is written after that step, is named
@@ -24,6 +27,8 @@ last milestone.
 
 Resume: every checkpoint (by default only the latest, see ``keep_resume_state``) holds
 ``trainer_state/`` with the optimizer, scheduler, RNG states and the number of steps done.
+Ctrl-C or SIGTERM stops after the current step and writes the same state to
+``RUN/resume_point`` (not a checkpoint: it disappears once a later milestone is saved).
 Because the plan is a pure function of the data and seed, ``--resume`` restarts at exactly the
 next step; on a CPU the resumed run's weights are bit-identical to an uninterrupted run's.
 """
@@ -32,18 +37,22 @@ from __future__ import annotations
 
 import math
 import os
-import random
+import pickle
 import shutil
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from onceupon import preflight
 from onceupon.config import ExperimentConfig, load_config, save_config
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, replace_dir
+from onceupon.student import runstate
 from onceupon.student.checkpoints import (
     STATE_DIR,
     CheckpointMeta,
@@ -57,29 +66,30 @@ from onceupon.words import babylm_milestones, crossed, every_milestones, milesto
 
 TOKENIZER_DIR = "tokenizer"
 PACKED_DIR = "packed"
+RESUME_POINT = "resume_point"  # where a stop on Ctrl-C/SIGTERM leaves its resume state
 STATE_FILE = "state.pt"
 PROGRESS_FILE = "progress.json"
+RUN_MARKERS = (TOKENIZER_DIR, PACKED_DIR, "checkpoints")  # a directory with any of these holds a run
 
 
 # --------------------------------------------------------------------------- entry points
 def run(cfg: ExperimentConfig | None, run_dir: str | Path, resume: bool = False) -> list[Path]:
     """The ``onceupon pretrain`` command: a new run (``cfg``) or ``--resume`` (config read
-    from ``RUN/config.yaml``)."""
+    from ``RUN/config.yaml``). Everything checkable is checked before anything is written."""
     run_dir = Path(run_dir)
     if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"{run_dir} is not a pretraining run to resume (it has no config.yaml).")
+        runstate.check_resume(run_dir, "pretrain", "config.yaml")
+        preflight.output_dir(run_dir, "--resume")
         cfg = load_config(run_dir / "config.yaml")
     else:
         assert cfg is not None
-        _check_new_run(run_dir)
-    return pretrain(cfg, run_dir, resume=resume)
-
-
-def _check_new_run(run_dir: Path) -> None:
-    """A new run may reuse a directory holding only a corpus, never an earlier run's training."""
-    if list_checkpoints(run_dir) or (run_dir / TOKENIZER_DIR).exists() or (run_dir / PACKED_DIR).exists():
-        raise UserError(f"{run_dir} already holds a pretraining run; continue it with --resume {run_dir} or pick a new --out.")
+        preflight.output_dir(run_dir)
+        runstate.check_new_run(run_dir, "pretrain", RUN_MARKERS)
+    validate(cfg)
+    with runstate.run_lock(run_dir):
+        if not resume:  # again under the lock: another process may have started meanwhile
+            runstate.check_new_run(run_dir, "pretrain", RUN_MARKERS)
+        return pretrain(cfg, run_dir, resume=resume)
 
 
 def milestones_for(cfg: ExperimentConfig, target: int) -> list[int]:
@@ -97,13 +107,71 @@ def milestones_for(cfg: ExperimentConfig, target: int) -> list[int]:
 
 
 def validate(cfg: ExperimentConfig) -> None:
-    """Catch config mistakes before anything is written."""
-    resolve_shape(cfg.student)  # unknown preset, width not divisible by heads
-    if cfg.pretrain.milestones == "every" and cfg.pretrain.milestone_every is None:
-        raise UserError("pretrain.milestones is 'every' but pretrain.milestone_every is not set.")
+    """Catch config mistakes before anything is written or imported: shape, milestone
+    settings, and a model that cannot fit in this machine's memory."""
+    p = cfg.pretrain
+    shape = resolve_shape(cfg.student)  # unknown preset, width not divisible by heads
+    if p.milestones == "every":
+        if p.milestone_every is None:
+            raise UserError("pretrain.milestones is 'every' but pretrain.milestone_every is not set.")
+        if p.milestone_every <= 0:
+            raise UserError(f"pretrain.milestone_every must be a positive word count, got {p.milestone_every}.")
+    elif p.milestone_unit <= 0:
+        raise UserError(f"pretrain.milestone_unit must be a positive word count, got {p.milestone_unit}.")
+    if p.max_words is not None and p.max_words <= 0:
+        raise UserError(f"pretrain.max_words must be a positive word count, got {p.max_words}.")
+    if cfg.corpus.word_budget is not None:
+        most = math.floor(p.epochs * cfg.corpus.word_budget)  # the corpus holds at most its budget
+        if most <= 0:
+            raise UserError(
+                f"pretrain.epochs={p.epochs:g} of at most {cfg.corpus.word_budget:,} corpus words is a target of "
+                "zero words; raise pretrain.epochs."
+            )
+    needed = preflight.student_training_bytes(
+        n_layer=shape.n_layer,
+        n_embd=shape.n_embd,
+        context_length=shape.context_length,
+        vocab_size=cfg.tokenizer.vocab_size,
+        batch_size=p.batch_size,
+        learned_positions=shape.arch == "gpt2",
+    )
+    preflight.memory_for(needed, f"Training this student ({shape.n_layer} layers, width {shape.n_embd}, context {shape.context_length:,})")
 
 
 # --------------------------------------------------------------------------- preparation
+def find_resume_point(run_dir: Path) -> Path | None:
+    """What ``--resume`` continues from: the latest checkpoint, or ``RUN/resume_point`` (a
+    stop between milestones) when that is further along; None: start from scratch."""
+    latest = latest_checkpoint(run_dir)
+    stopped = run_dir / RESUME_POINT
+    if not (stopped / STATE_DIR / STATE_FILE).is_file():
+        return latest
+    if latest is None or read_meta(stopped).step > read_meta(latest).step:
+        return stopped
+    return latest
+
+
+def prepare_run(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> None:
+    """The global main process's checks that touch the outside world, before torch is even
+    imported: Hub access, the corpus (built if absent) and the word target it allows. A bad
+    corpus or an unreachable Hub ends the command within a second; the config is saved only
+    when all of them passed, so a failed new run can be rerun with corrected settings."""
+    from onceupon.corpus.build import ensure_corpus, load_stats
+    from onceupon.student.plan import word_target
+
+    p = cfg.pretrain
+    if p.push_to_hub:
+        from onceupon.student.hub import check_access, push_pending
+
+        check_access(p.push_to_hub, p.hub_private)
+        if resume:
+            push_pending(run_dir, p.push_to_hub)
+    corpus_dir = ensure_corpus(cfg, run_dir)
+    word_target(load_stats(corpus_dir)["words"], p.epochs, p.max_words)
+    if not resume:
+        save_config(cfg, run_dir)
+
+
 def ensure_tokenizer(cfg: ExperimentConfig, run_dir: Path, documents_fn, context_length: int):
     """``RUN/tokenizer``: trained on the corpus the first time, loaded afterwards."""
     from onceupon.student.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
@@ -131,93 +199,13 @@ def ensure_packed(run_dir: Path, tokenizer, documents_fn, context_length: int, s
     return load_packed(directory)
 
 
-def _mixed_precision(precision: str) -> str:
-    import torch
-
-    if precision == "fp32":
-        return "no"
-    if precision == "bf16":
-        return "bf16"
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
-# --------------------------------------------------------------------------- resume state
-def _rng_state() -> dict:
-    import torch
-
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --------------------------------------------------------------------------- the stage
-def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> list[Path]:
-    """Pretrain a student in ``run_dir``; returns the run's checkpoints (programmatic use).
-
-    With ``resume`` the run continues after its latest checkpoint (or starts over when it has
-    none yet); a finished run is left as it is.
-    """
+def prepare_data(cfg: ExperimentConfig, run_dir: Path, accelerator):
+    """Tokenizer and packed data: the main process builds them, the others find them on disk."""
     from onceupon.corpus.build import ensure_corpus, load_documents
 
-    run_dir = Path(run_dir)
-    p = cfg.pretrain
-    validate(cfg)
-
-    start_from = latest_checkpoint(run_dir) if resume else None
-    if start_from is not None and read_meta(start_from).extra.get("final"):
-        if p.push_to_hub:
-            from onceupon.student.hub import push_pending
-
-            push_pending(run_dir, p.push_to_hub)
-        print(f"{run_dir} is already complete ({start_from.name}); nothing to resume.", file=sys.stderr)
-        return list_checkpoints(run_dir)
-    if start_from is not None and not (start_from / STATE_DIR / STATE_FILE).is_file():
-        raise UserError(f"{start_from} has no resume state ({STATE_DIR}/); the run cannot continue from it.")
-
-    # Checks that can fail on user input run before torch is even imported, in the global
-    # main process only (``RANK`` is set by ``accelerate launch``): a bad corpus or an
-    # unreachable Hub ends the command within a second and writes nothing.
-    if os.environ.get("RANK", "0") == "0":
-        if p.push_to_hub:
-            from onceupon.student.hub import check_access, push_pending
-
-            check_access(p.push_to_hub, p.hub_private)
-            if resume:
-                push_pending(run_dir, p.push_to_hub)
-        ensure_corpus(cfg, run_dir)
-        if not resume:
-            save_config(cfg, run_dir)
-
-    import torch
-    import torch.nn.functional as F
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from transformers import AutoModelForCausalLM, get_scheduler
-    from transformers.utils import logging as hf_logging
-
-    from onceupon.student.model import build_student, context_length
-    from onceupon.student.plan import make_plan
-    from onceupon.tracking import MetricsLogger, progress_bar
-
-    hf_logging.disable_progress_bar()  # one "writing shards" bar per checkpoint drowns our own
-    accelerator = Accelerator(mixed_precision=_mixed_precision(p.precision))
-    main = accelerator.is_main_process
-
-    # ---- data: the main process builds, the others then find it on disk
-    shape = resolve_shape(cfg.student)
+    context = resolve_shape(cfg.student).context_length
     with accelerator.main_process_first():
-        corpus_dir = ensure_corpus(cfg, run_dir)  # the main process built it above: a quick check
+        corpus_dir = ensure_corpus(cfg, run_dir)  # the main process built it already: a quick check
         cache: dict[str, list[str]] = {}
 
         def documents() -> list[str]:
@@ -225,32 +213,40 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
                 cache["docs"] = load_documents(corpus_dir)
             return cache["docs"]
 
-        tokenizer = ensure_tokenizer(cfg, run_dir, documents, shape.context_length)
-        packed = ensure_packed(run_dir, tokenizer, documents, shape.context_length, show_progress=main)
-        cache.clear()
+        tokenizer = ensure_tokenizer(cfg, run_dir, documents, context)
+        packed = ensure_packed(run_dir, tokenizer, documents, context, show_progress=accelerator.is_main_process)
+    return tokenizer, packed
 
-    world = accelerator.num_processes
-    global_batch = p.batch_size * p.grad_accum * world
-    plan = make_plan(
-        packed.words,
-        packed.valid,
-        epochs=p.epochs,
-        max_words=p.max_words,
-        global_batch=global_batch,
-        seed=p.seed,
-        shuffle=p.shuffle,
-    )
-    milestones = milestones_for(cfg, plan.target_words)
 
-    # ---- model, optimizer, schedule
-    set_seed(p.seed)
-    if start_from is not None:
-        model = AutoModelForCausalLM.from_pretrained(start_from, dtype=torch.float32)
-    else:
+def load_model(cfg: ExperimentConfig, tokenizer, start_from: Path | None):
+    """A fresh student, or the weights of the resume point (a damaged file is one sentence)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from onceupon.student.model import build_student
+
+    from safetensors import SafetensorError
+
+    if start_from is None:
         model = build_student(cfg.student, tokenizer)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(start_from, dtype=torch.float32)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:  # a truncated, garbage or missing file
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"Cannot resume from {start_from}: its model weights cannot be read ({reason}); "
+                "restore that directory from a backup or start a new run."
+            ) from None
     model.config.use_cache = False
-    if context_length(model) != packed.context_length:
-        raise UserError(f"The student's context ({context_length(model)}) differs from the packed data's ({packed.context_length}).")
+    return model
+
+
+def make_optimizer(model, p, n_steps: int, device_type: str):
+    """AdamW (no weight decay on biases and norms) and the warmup-then-decay schedule."""
+    import torch
+    from transformers import get_scheduler
+
     decay = [t for t in model.parameters() if t.dim() >= 2]
     no_decay = [t for t in model.parameters() if t.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -258,190 +254,376 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
         lr=p.learning_rate,
         betas=(0.9, 0.999),
         eps=1e-8,
-        fused=accelerator.device.type in ("cuda", "cpu"),  # one kernel for all parameters
+        fused=device_type in ("cuda", "cpu"),  # one kernel for all parameters
     )
-    warmup = math.ceil(p.warmup_fraction * plan.n_steps)
+    warmup = math.ceil(p.warmup_fraction * n_steps)
     kind = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[p.schedule]
-    scheduler = get_scheduler(kind, optimizer, num_warmup_steps=warmup, num_training_steps=plan.n_steps)
+    scheduler = get_scheduler(kind, optimizer, num_warmup_steps=warmup, num_training_steps=n_steps)
+    return optimizer, scheduler
+
+
+# --------------------------------------------------------------------------- the run in memory
+@dataclass
+class Counters:
+    """What the loop counts; saved in every resume state so a resumed run continues exactly."""
+
+    step: int = 0  # optimizer steps done
+    train_seconds: float = 0.0  # time spent training (checkpoint writing excluded)
+    loss_sum: Any = 0.0  # token losses since the last metrics row (a device tensor while training)
+    loss_targets: int = 0  # targets those losses are over
+    last_log_step: int = 0  # step of the last metrics row
+
+
+@dataclass
+class Training:
+    """One pretraining run while it trains: what :func:`setup` builds and the steps share."""
+
+    cfg: ExperimentConfig
+    run_dir: Path
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    tokenizer: Any
+    packed: Any
+    plan: Any
+    milestones: list[int]
+    counters: Counters = field(default_factory=Counters)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def global_batch(self) -> int:
+        return self.plan.global_batch
+
+    def words_after(self, step: int) -> int:
+        return int(self.plan.words_after[step - 1])
+
+
+def setup(cfg: ExperimentConfig, run_dir: Path, start_from: Path | None) -> Training:
+    """Data, plan, model, optimizer and schedule; with ``start_from``, its resume state too."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers.utils import logging as hf_logging
+
+    from onceupon.student.model import context_length
+    from onceupon.student.plan import make_plan
+
+    p = cfg.pretrain
+    hf_logging.disable_progress_bar()  # one "writing shards" bar per checkpoint drowns our own
+    accelerator = Accelerator(mixed_precision=runstate.mixed_precision(p.precision))
+    tokenizer, packed = prepare_data(cfg, run_dir, accelerator)
+    global_batch = p.batch_size * p.grad_accum * accelerator.num_processes
+    plan = make_plan(
+        packed.words, packed.valid, epochs=p.epochs, max_words=p.max_words, global_batch=global_batch, seed=p.seed, shuffle=p.shuffle
+    )
+    set_seed(p.seed)
+    model = load_model(cfg, tokenizer, start_from)
+    if context_length(model) != packed.context_length:
+        raise UserError(f"The student's context ({context_length(model)}) differs from the packed data's ({packed.context_length}).")
+    optimizer, scheduler = make_optimizer(model, p, plan.n_steps, accelerator.device.type)
     model, optimizer = accelerator.prepare(model, optimizer)
-
-    step = 0
-    train_seconds = 0.0
+    t = Training(cfg, run_dir, accelerator, model, optimizer, scheduler, tokenizer, packed, plan, milestones_for(cfg, plan.target_words))
     if start_from is not None:
-        meta = read_meta(start_from)
-        state = torch.load(start_from / STATE_DIR / STATE_FILE, map_location="cpu", weights_only=False)
-        if state["global_batch"] != global_batch:
-            raise UserError(
-                f"This run was trained with a global batch of {state['global_batch']} sequences "
-                f"(batch_size x grad_accum x processes) but would now use {global_batch}; resume it with "
-                f"{state['global_batch'] // (p.batch_size * p.grad_accum)} process(es)."
-            )
-        step = int(state["step"])
-        if step > plan.n_steps or plan.words_before(step) != meta.pretrain_words:
-            raise UserError(f"{start_from} does not match this run's data (words seen differ); the corpus or packed data changed.")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        train_seconds = float(state.get("train_seconds", 0.0))
+        load_resume_state(t, start_from)
+    t.counters.loss_sum = torch.tensor(float(t.counters.loss_sum), device=accelerator.device)
+    return t
 
-    logger = MetricsLogger(run_dir, resume_step=step) if main else None
 
-    # ---- helpers bound to this run
-    device = accelerator.device
-    rank = accelerator.process_index
+# --------------------------------------------------------------------------- resume state
+def resume_state(t: Training) -> dict:
+    """Everything a resume needs beyond the weights (written into ``trainer_state/state.pt``)."""
+    c = t.counters
+    return {
+        "step": c.step,
+        "global_batch": t.global_batch,
+        "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict(),
+        "rng": runstate.capture_rng(),
+        "train_seconds": c.train_seconds,
+        "loss_sum": float(c.loss_sum),
+        "loss_targets": c.loss_targets,
+        "last_log_step": c.last_log_step,
+    }
+
+
+def load_resume_state(t: Training, start_from: Path) -> None:
+    """Continue after ``start_from``: refuse a state from other data or another batch size."""
+    import torch
+
+    p = t.cfg.pretrain
+    path = start_from / STATE_DIR / STATE_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as e:  # truncated or garbage
+        raise UserError(f"Cannot resume: {path} cannot be read ({type(e).__name__}); start a new run.") from None
+    if state["global_batch"] != t.global_batch:
+        raise UserError(
+            f"This run was trained with a global batch of {state['global_batch']} sequences "
+            f"(batch_size x grad_accum x processes) but would now use {t.global_batch}; resume it with "
+            f"{state['global_batch'] // (p.batch_size * p.grad_accum)} process(es)."
+        )
+    step = int(state["step"])
+    if step > t.plan.n_steps or t.plan.words_before(step) != read_meta(start_from).pretrain_words:
+        raise UserError(f"{start_from} does not match this run's data (words seen differ); the corpus or packed data changed.")
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.scheduler.load_state_dict(state["scheduler"])
+    runstate.restore_rng(state["rng"])
+    # Older states lack the running loss: the first metrics row after resuming then averages
+    # only the steps since the resume point.
+    t.counters = Counters(
+        step=step,
+        train_seconds=float(state.get("train_seconds", 0.0)),
+        loss_sum=float(state.get("loss_sum", 0.0)),
+        loss_targets=int(state.get("loss_targets", 0)),
+        last_log_step=int(state.get("last_log_step", step)),
+    )
+
+
+def write_state_fn(t: Training):
+    """``save_checkpoint``'s ``write_state``: the resume state and a readable progress file."""
+    import torch
+
+    state = resume_state(t)
+    step = t.counters.step
+
+    def write(directory: Path) -> None:
+        torch.save(state, directory / STATE_FILE)
+        atomic_write_json(directory / PROGRESS_FILE, {"step": step, "words_seen": t.words_after(step), "n_steps": t.plan.n_steps})
+
+    return write
+
+
+def checkpoint_meta(t: Training, name: str, final: bool) -> CheckpointMeta:
+    step = t.counters.step
+    words = t.words_after(step)
+    return CheckpointMeta(
+        name=name,
+        stage="pretrain",
+        pretrain_words=words,
+        step=step,
+        extra={
+            "final": final,
+            "target_words": t.plan.target_words,
+            "corpus_words": t.packed.total_words,
+            "tokens_seen": int(t.plan.tokens_after[step - 1]),
+            "epochs_seen": round(words / t.packed.total_words, 6),
+            "train_seconds": round(t.counters.train_seconds, 3),
+        },
+    )
+
+
+def save_milestone(t: Training, milestone: int) -> Path:
+    """The checkpoint for ``milestone`` (reached at the step just done), then the pruning of
+    older resume states, the stale resume point and, if configured, the Hub push."""
+    p = t.cfg.pretrain
+    final = t.counters.step == t.plan.n_steps and milestone == t.milestones[-1]
+    name = milestone_name(milestone)
+    model = t.accelerator.unwrap_model(t.model)
+    path = save_checkpoint(t.run_dir / "checkpoints" / name, model, t.tokenizer, checkpoint_meta(t, name, final), write_state_fn(t))
+    if p.keep_resume_state == "latest":
+        runstate.prune_resume_states(t.run_dir, path)
+    shutil.rmtree(t.run_dir / RESUME_POINT, ignore_errors=True)
+    if p.push_to_hub:
+        from onceupon.student.hub import push_pending
+
+        push_pending(t.run_dir, p.push_to_hub)
+    return path
+
+
+def save_resume_point(t: Training) -> Path:
+    """``RUN/resume_point``: weights and resume state after the current step (a safe stop)."""
+    model = t.accelerator.unwrap_model(t.model)
+    meta = checkpoint_meta(t, RESUME_POINT, final=False)
+    return save_checkpoint(t.run_dir / RESUME_POINT, model, t.tokenizer, meta, write_state_fn(t))
+
+
+# --------------------------------------------------------------------------- one step
+def make_batch(packed, indices: np.ndarray, device):
+    """Inputs, next-token targets (padding is never a target) and, only for the rare
+    micro-batch holding the padded last sequence, an attention mask. Without padding the
+    model runs plain causal attention, the fastest path."""
+    import torch
+
     seq_len = packed.context_length
     positions = np.arange(seq_len)
-    pin = device.type == "cuda"
+    indices = np.sort(indices)  # reading a memory map in order is faster; order within a step is irrelevant
+    x = np.asarray(packed.tokens[indices], dtype=np.int64)
+    valid = packed.valid[indices]
+    y = np.full_like(x, -100)
+    y[:, :-1] = x[:, 1:]
+    y[positions[None, :] >= valid[:, None] - 1] = -100
+    tensors = [torch.from_numpy(x), torch.from_numpy(y)]
+    if (valid < seq_len).any():
+        tensors.append(torch.from_numpy((positions[None, :] < valid[:, None]).astype(np.int64)))
+    if device.type == "cuda":
+        tensors = [t.pin_memory() for t in tensors]
+    tensors = [t.to(device, non_blocking=True) for t in tensors]
+    return tensors[0], tensors[1], (tensors[2] if len(tensors) == 3 else None)
 
-    def batch(indices: np.ndarray):
-        """Inputs, next-token targets (padding is never a target) and, only for the rare
-        micro-batch holding the padded last sequence, an attention mask. Without padding
-        the model runs plain causal attention, the fastest path."""
-        indices = np.sort(indices)  # reading a memory map in order is faster; order within a step is irrelevant
-        x = np.asarray(packed.tokens[indices], dtype=np.int64)
-        valid = packed.valid[indices]
-        y = np.full_like(x, -100)
-        y[:, :-1] = x[:, 1:]
-        y[positions[None, :] >= valid[:, None] - 1] = -100
-        tensors = [torch.from_numpy(x), torch.from_numpy(y)]
-        if (valid < seq_len).any():
-            tensors.append(torch.from_numpy((positions[None, :] < valid[:, None]).astype(np.int64)))
-        if pin:
-            tensors = [t.pin_memory() for t in tensors]
-        tensors = [t.to(device, non_blocking=True) for t in tensors]
-        return tensors[0], tensors[1], (tensors[2] if len(tensors) == 3 else None)
 
-    def write_state_fn(steps_done: int):
-        def write(directory: Path) -> None:
-            torch.save(
-                {
-                    "step": steps_done,
-                    "global_batch": global_batch,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": _rng_state(),
-                    "train_seconds": train_seconds,
-                },
-                directory / STATE_FILE,
-            )
-            atomic_write_json(
-                directory / PROGRESS_FILE,
-                {"step": steps_done, "words_seen": int(plan.words_after[steps_done - 1]), "n_steps": plan.n_steps},
-            )
+def train_step(t: Training):
+    """One optimizer step on the plan's sequences for ``t.counters.step``; returns the
+    learning rate used and the gradient norm before clipping (None without clipping)."""
+    import torch.nn.functional as F
 
-        return write
+    p, acc, packed, world = t.cfg.pretrain, t.accelerator, t.packed, t.world
+    sequences = t.plan.step_sequences(t.counters.step)
+    # Loss = sum of token losses / all targets of the global step, so the gradient is the
+    # exact per-token mean however the step is split (short last step, several processes).
+    # DDP averages over processes, hence the factor ``world``.
+    scale = world / max(int(packed.valid[sequences].sum()) - len(sequences), 1)
+    for micro in range(p.grad_accum):
+        first = (micro * world + acc.process_index) * p.batch_size
+        mine = sequences[first : first + p.batch_size]
+        weight = 1.0
+        if len(mine) == 0:
+            if world == 1:
+                continue
+            mine, weight = sequences[:1], 0.0  # keep DDP's collectives in step; contributes zero
+        x, y, mask = make_batch(packed, mine, acc.device)
+        # Gradients are all-reduced once per step, on the last micro-batch.
+        last_micro = micro == p.grad_accum - 1
+        with acc.no_sync(t.model) if (world > 1 and not last_micro) else nullcontext():
+            logits = t.model(input_ids=x, attention_mask=mask, use_cache=False).logits
+            # The loss in fp32 even when the model ran in bf16 (a no-op in fp32).
+            logits = logits.float().view(-1, logits.size(-1))
+            token_loss = F.cross_entropy(logits, y.view(-1), ignore_index=-100, reduction="sum")
+            acc.backward(token_loss * (scale * weight))
+        if weight:
+            t.counters.loss_sum += token_loss.detach()
+            t.counters.loss_targets += int(packed.valid[mine].sum()) - len(mine)
+    grad_norm = acc.clip_grad_norm_(t.model.parameters(), p.max_grad_norm) if p.max_grad_norm else None
+    lr = t.scheduler.get_last_lr()[0]
+    t.optimizer.step()
+    t.scheduler.step()
+    t.optimizer.zero_grad(set_to_none=True)
+    t.counters.step += 1
+    return lr, grad_norm
 
-    def save(name: str, steps_done: int, final: bool) -> Path:
-        words = int(plan.words_after[steps_done - 1])
-        meta = CheckpointMeta(
-            name=name,
-            stage="pretrain",
-            pretrain_words=words,
-            step=steps_done,
-            extra={
-                "final": final,
-                "target_words": plan.target_words,
-                "corpus_words": packed.total_words,
-                "tokens_seen": int(plan.tokens_after[steps_done - 1]),
-                "epochs_seen": round(words / packed.total_words, 6),
-                "train_seconds": round(train_seconds, 3),
-            },
-        )
-        path = save_checkpoint(
-            run_dir / "checkpoints" / name, accelerator.unwrap_model(model), tokenizer, meta, write_state=write_state_fn(steps_done)
-        )
-        if p.keep_resume_state == "latest":
-            for older in list_checkpoints(run_dir):
-                if older != path and read_meta(older).step < steps_done:
-                    shutil.rmtree(older / STATE_DIR, ignore_errors=True)
-        if p.push_to_hub:
-            from onceupon.student.hub import push_pending
 
-            push_pending(run_dir, p.push_to_hub)
-        return path
+def log_metrics(t: Training, logger, lr: float, grad_norm, seconds: float) -> None:
+    """One metrics row: mean loss per target since the last row, learning rate, words, speed."""
+    c, plan = t.counters, t.plan
+    words = t.words_after(c.step)
+    tokens = int(plan.tokens_after[c.step - 1]) - (int(plan.tokens_after[c.last_log_step - 1]) if c.last_log_step else 0)
+    logger.log(
+        c.step,
+        {
+            "loss": c.loss_sum.item() / max(c.loss_targets, 1),  # .item() waits for the device: only here
+            "learning_rate": lr,
+            "words_seen": words,
+            "epoch": words / t.packed.total_words,
+            "tokens_per_s": tokens / max(seconds, 1e-9),
+            "grad_norm": float(grad_norm) if grad_norm is not None else None,
+        },
+    )
+    c.loss_sum.zero_()
+    c.loss_targets = 0
+    c.last_log_step = c.step
 
-    # ---- the loop
-    model.train()
-    running_loss = torch.zeros((), device=device)
-    running_targets = 0
-    last_log_step, last_log_time = step, time.perf_counter()
-    grad_norm = None
-    with progress_bar("words", disable=None if main else True) as bar:
-        task = bar.add_task("pretrain", total=plan.target_words, completed=plan.words_before(step))
-        while step < plan.n_steps:
-            t0 = time.perf_counter()
-            sequences = plan.step_sequences(step)
-            # Loss = sum of token losses / all targets of the global step, so the gradient is
-            # the exact per-token mean however the step is split (short last step, several
-            # processes). DDP averages over processes, hence the factor ``world``.
-            n_targets = int(packed.valid[sequences].sum()) - len(sequences)
-            scale = world / max(n_targets, 1)
-            for micro in range(p.grad_accum):
-                first = (micro * world + rank) * p.batch_size
-                mine = sequences[first : first + p.batch_size]
-                last_micro = micro == p.grad_accum - 1
-                if len(mine) == 0:
-                    if world == 1:
-                        continue
-                    mine = sequences[:1]  # keep DDP's collectives in step; contributes zero below
-                    weight = 0.0
-                else:
-                    weight = 1.0
-                x, y, mask = batch(mine)
-                # Gradients are all-reduced once per step, on the last micro-batch.
-                context = accelerator.no_sync(model) if (world > 1 and not last_micro) else nullcontext()
-                with context:
-                    logits = model(input_ids=x, attention_mask=mask, use_cache=False).logits
-                    # The loss in fp32 even when the model ran in bf16 (a no-op in fp32).
-                    logits = logits.float().view(-1, logits.size(-1))
-                    token_loss = F.cross_entropy(logits, y.view(-1), ignore_index=-100, reduction="sum")
-                    accelerator.backward(token_loss * (scale * weight))
-                if weight:
-                    running_loss += token_loss.detach()
-                    running_targets += int(packed.valid[mine].sum()) - len(mine)
-            if p.max_grad_norm:
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), p.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            words = int(plan.words_after[step - 1])
-            bar.update(task, completed=min(words, plan.target_words))
 
-            if logger is not None and (step % p.log_every == 0 or step == plan.n_steps):
-                now = time.perf_counter()  # .item() below waits for the device: only here
-                tokens = int(plan.tokens_after[step - 1]) - (int(plan.tokens_after[last_log_step - 1]) if last_log_step else 0)
-                logger.log(
-                    step,
-                    {
-                        "loss": running_loss.item() / max(running_targets, 1),
-                        "learning_rate": lr,
-                        "words_seen": words,
-                        "epoch": words / packed.total_words,
-                        "tokens_per_s": tokens / max(now - last_log_time, 1e-9),
-                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                    },
-                )
-                running_loss.zero_()
-                running_targets = 0
-                last_log_step, last_log_time = step, time.perf_counter()
-            train_seconds += time.perf_counter() - t0  # everything but checkpoint writing
+def stop_agreed(t: Training) -> bool:
+    """Whether to stop now (Ctrl-C/SIGTERM): every process must take the same decision at
+    the same step, so under DDP the flags are combined (one tiny all-reduce per step)."""
+    if t.world == 1:
+        return runstate.stop_requested()
+    import torch
 
-            reached = crossed(milestones, plan.words_before(step - 1), words)
-            if reached and main:
+    flag = torch.tensor([1.0 if runstate.stop_requested() else 0.0], device=t.accelerator.device)
+    return bool(t.accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+# --------------------------------------------------------------------------- the loop
+def train(t: Training) -> None:
+    """Steps until the word target, a metrics row every ``log_every`` steps, a checkpoint at
+    each milestone; on Ctrl-C/SIGTERM a resume point after the current step, then
+    :class:`~onceupon.student.runstate.Stopped`."""
+    from onceupon.tracking import MetricsLogger, progress_bar
+
+    p, c, plan = t.cfg.pretrain, t.counters, t.plan
+    logger = MetricsLogger(t.run_dir, resume_step=c.step) if t.main else None
+    t.model.train()
+    last_log_time = time.perf_counter()
+    try:
+        with progress_bar("words", disable=None if t.main else True) as bar, runstate.stop_on_signals():
+            task = bar.add_task("pretrain", total=plan.target_words, completed=plan.words_before(c.step))
+            while c.step < plan.n_steps:
+                t0 = time.perf_counter()
+                lr, grad_norm = train_step(t)
+                bar.update(task, completed=min(t.words_after(c.step), plan.target_words))
+                if logger is not None and (c.step % p.log_every == 0 or c.step == plan.n_steps):
+                    log_metrics(t, logger, lr, grad_norm, time.perf_counter() - last_log_time)
+                    last_log_time = time.perf_counter()
+                c.train_seconds += time.perf_counter() - t0  # everything but checkpoint writing
                 paused = time.perf_counter()
-                for milestone in reached:
-                    save(milestone_name(milestone), step, final=(step == plan.n_steps and milestone == milestones[-1]))
+                reached = crossed(t.milestones, plan.words_before(c.step - 1), t.words_after(c.step))
+                if reached and t.main:
+                    for milestone in reached:
+                        save_milestone(t, milestone)
+                if c.step < plan.n_steps and stop_agreed(t):
+                    stop(t, saved=bool(reached))
                 last_log_time += time.perf_counter() - paused  # checkpoint writing is not training time
-    accelerator.wait_for_everyone()
-    if logger is not None:
-        logger.close()
-    checkpoints = list_checkpoints(run_dir)
-    if main:
-        print(
-            f"pretrained {plan.words_after[-1]:,} words in {plan.n_steps} steps; "
-            f"{len(checkpoints)} checkpoints in {run_dir / 'checkpoints'}",
-            file=sys.stderr,
-        )
-    return checkpoints
+    finally:
+        if logger is not None:
+            logger.close()
+
+
+def stop(t: Training, saved: bool) -> None:
+    """End a run that was asked to stop: save a resume point (unless the step just done
+    wrote a checkpoint) and raise :class:`~onceupon.student.runstate.Stopped`."""
+    if t.main and not saved:
+        save_resume_point(t)
+    t.accelerator.wait_for_everyone()  # no process may exit while the main one still writes
+    words = t.words_after(t.counters.step)
+    message = (
+        f"stopped after step {t.counters.step} of {t.plan.n_steps} ({words:,} words seen), progress saved; "
+        f"continue with `onceupon pretrain --resume {t.run_dir}`."
+    )
+    raise runstate.Stopped(message if t.main else "", runstate.stop_exit_code())
+
+
+# --------------------------------------------------------------------------- the stage
+def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> list[Path]:
+    """Pretrain a student in ``run_dir``; returns the run's checkpoints (programmatic use).
+
+    With ``resume`` the run continues after its latest checkpoint or resume point (or starts
+    over when it has none yet); a finished run is left as it is.
+    """
+    run_dir = Path(run_dir)
+    validate(cfg)
+    with runstate.run_lock(run_dir):
+        start_from = find_resume_point(run_dir) if resume else None
+        if start_from is not None and read_meta(start_from).extra.get("final"):
+            return _already_complete(cfg, run_dir, start_from)
+        if start_from is not None and not (start_from / STATE_DIR / STATE_FILE).is_file():
+            raise UserError(f"{start_from} has no resume state ({STATE_DIR}/); the run cannot continue from it.")
+        if os.environ.get("RANK", "0") == "0":  # set by ``accelerate launch``: global main process only
+            prepare_run(cfg, run_dir, resume)
+        t = setup(cfg, run_dir, start_from)
+        train(t)
+        t.accelerator.wait_for_everyone()
+        checkpoints = list_checkpoints(run_dir)
+        if t.main:
+            print(
+                f"pretrained {t.plan.words_after[-1]:,} words in {t.plan.n_steps} steps; "
+                f"{len(checkpoints)} checkpoints in {run_dir / 'checkpoints'}",
+                file=sys.stderr,
+            )
+        return checkpoints
+
+
+def _already_complete(cfg: ExperimentConfig, run_dir: Path, final: Path) -> list[Path]:
+    if cfg.pretrain.push_to_hub:
+        from onceupon.student.hub import push_pending
+
+        push_pending(run_dir, cfg.pretrain.push_to_hub)
+    print(f"{run_dir} is already complete ({final.name}); nothing to resume.", file=sys.stderr)
+    return list_checkpoints(run_dir)

@@ -95,26 +95,31 @@ def prune_resume_states(run_dir: str | Path, keep: str | Path) -> None:
 
 
 # --------------------------------------------------------------------------- new run or resume
-def check_new_run(run_dir: str | Path, stage: str, markers: Iterable[str]) -> None:
-    """Refuse to start a new ``stage`` run where one exists: any of ``markers`` (paths relative
-    to ``run_dir``) present means the directory already holds such a run."""
+_RUN_KIND = {"pretrain": "a pretraining run", "interact": "an interaction run", "corpus": "a corpus"}
+
+
+def check_new_run(run_dir: str | Path, command: str, markers: Iterable[str]) -> None:
+    """Refuse to start a new ``onceupon COMMAND`` run where one exists: any of ``markers``
+    (paths relative to ``run_dir``) present means the directory already holds such a run."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} is a file, not a directory.")
     if any((run_dir / marker).exists() for marker in markers):
+        kind = _RUN_KIND.get(command, f"an `onceupon {command}` run")
         raise UserError(
-            f"{run_dir} already holds a {stage} run; continue it with `onceupon {stage} --resume {run_dir}` "
-            "or pick a new --out."
+            f"{run_dir} already holds {kind}; continue it with `onceupon {command} --resume {run_dir}` or pick a new --out."
         )
 
 
-def check_resume(run_dir: str | Path, stage: str, marker: str) -> None:
-    """Refuse ``--resume`` of a directory that holds no ``stage`` run (``marker`` absent)."""
+def check_resume(run_dir: str | Path, command: str, marker: str) -> None:
+    """Refuse ``onceupon COMMAND --resume`` of a directory that holds no such run (``marker``,
+    a path relative to ``run_dir``, is absent)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"--resume {run_dir} is not a directory.")
     if not (run_dir / marker).exists():
-        raise UserError(f"{run_dir} is not a {stage} run to resume (it has no {marker}).")
+        kind = _RUN_KIND.get(command, f"an `onceupon {command}` run")
+        raise UserError(f"{run_dir} is not {kind} to resume (it has no {marker}).")
 
 
 # --------------------------------------------------------------------------- the run lock
