@@ -87,26 +87,58 @@ def test_shared_context_runs_once(model_and_tokenizer, monkeypatch):
     options = ["the key", "the hat", "the key and the hat", "the stone", "the hat and the stone"]
     scorer.score([(context, o) for o in options])
     prefix_len = len(tok(context.rstrip(" "))["input_ids"])
-    assert widths[0] == (1, prefix_len)  # the context once
+    # The context once; its last token runs with each candidate (its output scores the
+    # candidate's first token), so the prefix pass stops just before it.
+    assert widths[0] == (1, prefix_len - 1)
     assert len(widths) == 2 and widths[1][0] == 5 and widths[1][1] <= 8  # then five short rows
     widths.clear()
     # As one item's candidates, they also share " the" (the scorer is told the group).
     scorer.score([(context, o) for o in options], group_sizes=[5])
-    assert widths[0] == (1, prefix_len + 1)
+    assert widths[0] == (1, prefix_len)
 
 
 def test_long_text_keeps_its_end(model_and_tokenizer):
+    """Text longer than context + 1 tokens keeps its last context + 1 tokens: the model reads
+    the first 16 of them and predicts the last 16, the completion among them."""
     model, tok = model_and_tokenizer
     scorer = Scorer(model, tok, max_length=16)
     long_context = "The fox went to the forest and met a kind bear. " * 4
-    (score,) = scorer.score([(long_context, "The end.")])
-    assert scorer.truncated == 1
-    full = tok(long_context + "The end.")["input_ids"][-16:]
+    (score,) = scorer.score([(long_context, "The end.")], group_sizes=[1])
+    assert scorer.truncated == 1 and scorer.truncated_groups == 1
+    full = tok(long_context + "The end.")["input_ids"][-17:]
     n_completion = len(tok("The end.")["input_ids"]) - 1  # without its BOS
     with torch.no_grad():
-        logp = torch.log_softmax(model(torch.tensor([full])).logits[0], dim=-1)
-    expected = sum(logp[i - 1, full[i]].item() for i in range(16 - n_completion, 16))
+        logp = torch.log_softmax(model(torch.tensor([full[:-1]])).logits[0], dim=-1)
+    expected = sum(logp[i - 1, full[i]].item() for i in range(17 - n_completion, 17))
     assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_text_one_token_longer_than_the_context_is_scored_whole(tiny_checkpoint):
+    """BOS + 16 tokens on a 16-position model: the last token is only predicted, so all 16
+    positions the model has suffice, and the score is the whole sentence's (as the official
+    pipeline, which never cuts, scores it), not a cut one's."""
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    sentence = "The fox went to the forest and met a kind bear and a red hat and a box."
+    ids = tok(sentence)["input_ids"]
+    context = len(ids) - 1
+    torch.manual_seed(0)
+    wide = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()  # more positions than needed
+    assert wide.config.n_positions > len(ids)
+    narrow_cfg = wide.config.__class__.from_dict({**wide.config.to_dict(), "n_positions": context})
+    narrow = AutoModelForCausalLM.from_config(narrow_cfg).eval()
+    state = wide.state_dict()
+    state["transformer.wpe.weight"] = state["transformer.wpe.weight"][:context]
+    narrow.load_state_dict(state)  # the same weights; only `context` positions
+
+    with torch.no_grad():  # by hand: the whole sentence through the wide model, all tokens scored
+        logp = torch.log_softmax(wide(torch.tensor([ids])).logits[0], dim=-1)
+    by_hand = sum(logp[i - 1, ids[i]].item() for i in range(1, len(ids)))
+
+    scorer = Scorer(narrow, tok)
+    assert scorer.max_length == context
+    one_longer, two_longer = scorer.score([("", sentence), ("", sentence + " The")], group_sizes=[1, 1])
+    assert one_longer == pytest.approx(by_hand, abs=1e-4)
+    assert scorer.truncated == 1 and scorer.truncated_groups == 1  # only the context + 2 text
 
 
 def test_progress_counts_every_request(model_and_tokenizer):
@@ -114,3 +146,32 @@ def test_progress_counts_every_request(model_and_tokenizer):
     seen = []
     Scorer(model, tok, batch_size=2).score(REQUESTS, seen.append)
     assert sum(seen) == len(REQUESTS)
+
+
+def test_memory_bounds_keep_every_score(model_and_tokenizer, monkeypatch):
+    """Tokenizing a few requests at a time and capping the tokens of every forward pass (the
+    cached prefix included) change no score, and duplicates in different windows still tie."""
+    from onceupon.evaluate import scoring
+
+    model, tok = model_and_tokenizer
+    expected = Scorer(model, tok).score(REQUESTS, group_sizes=[2, 1, 2, 5, 1])
+    monkeypatch.setattr(scoring, "WINDOW_REQUESTS", 3)
+    scorer = Scorer(model, tok, batch_size=4)
+    scorer.max_tokens = 60
+    shapes = []
+    original = model.base_model.forward
+
+    def spy(*args, **kwargs):
+        past = kwargs.get("cache")
+        width = kwargs["input_ids"].shape[1] + (past.get_seq_length() if past is not None else 0)
+        shapes.append((kwargs["input_ids"].shape[0], width))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model.base_model, "forward", spy)
+    seen = []
+    got = scorer.score(REQUESTS, seen.append, group_sizes=[2, 1, 2, 5, 1])
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert got[0] == got[-1]  # the first and last windows: scored once, tie exactly
+    assert sum(seen) == len(REQUESTS)
+    longest = max(len(tok(c + x)["input_ids"]) for c, x in REQUESTS)
+    assert len(shapes) > 4 and all(rows * width <= max(60, longest) for rows, width in shapes)

@@ -19,14 +19,22 @@ Speed comes from four things, none of which changes a score:
 - when several candidates share their context (entity tracking's five options, EWoK's two
   targets), the context runs once and every candidate reuses its key/value cache.
 
-Text longer than the model's context keeps its last tokens (the completion) and is counted
-in :attr:`Scorer.truncated`; the official pipeline would fail on it instead.
+Memory stays bounded whatever the task's size: requests are tokenized and scored in windows
+of about :data:`WINDOW_REQUESTS` (whole items at a time), and every forward pass, cached
+prefix included, holds at most ``batch_size * TOKENS_PER_ROW`` tokens.
+
+A text of ``context + 1`` tokens fits whole: its last token is only predicted, never read as
+input, so the model sees ``context`` positions (as in the official pipeline). Only longer text
+keeps its last ``context + 1`` tokens (the completion) and is counted in
+:attr:`Scorer.truncated` (requests) and :attr:`Scorer.truncated_groups` (items).
 """
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +50,10 @@ Request = tuple[str, str]
 #: ``batch_size * TOKENS_PER_ROW`` tokens (bounds the logits tensor: tokens x vocabulary).
 TOKENS_PER_ROW = 128
 
+#: Requests tokenized and held at once (rounded up to whole items): bounds the memory of a
+#: task of any size (full BLiMP has over 100,000 sentences, entity tracking long contexts).
+WINDOW_REQUESTS = 2048
+
 
 @dataclass
 class Encoded:
@@ -49,6 +61,13 @@ class Encoded:
 
     ids: list[int]
     scored: list[bool]
+    cut: bool = False  # lost its first tokens to fit the context
+
+    def key(self) -> bytes:
+        """Identity of the token sequence (and which tokens count), compact enough to keep
+        for every request of a task."""
+        raw = array("l", self.ids).tobytes() + bytes(self.scored)
+        return hashlib.blake2b(raw, digest_size=16).digest()
 
     @property
     def first_scored(self) -> int | None:
@@ -84,8 +103,12 @@ class Scorer:
         self.device = next(model.parameters()).device
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
-        #: how many requests were longer than the context and lost their first tokens.
+        #: how many requests were longer than the context (+1) and lost their first tokens,
+        #: and in how many groups (items, when ``score`` is given ``group_sizes``).
         self.truncated = 0
+        self.truncated_groups = 0
+        #: tokens one forward pass may hold (rows x width), cached prefix included.
+        self.max_tokens = batch_size * TOKENS_PER_ROW
         self._head = self._separable_head()
 
     @torch.inference_mode()
@@ -116,11 +139,14 @@ class Scorer:
             # A token is scored when its span ends inside the completion; token 0 never is
             # (nothing precedes it). Special tokens have empty spans (0, 0) and never count.
             scored = [i > 0 and end > start for i, (_, end) in enumerate(offsets)]
-            if len(ids) > self.max_length:
+            # The last token is only predicted, never read: context + 1 tokens fit whole.
+            fits = self.max_length + 1
+            cut = len(ids) > fits
+            if cut:
                 self.truncated += 1
-                ids, scored = ids[-self.max_length :], scored[-self.max_length :]
+                ids, scored = ids[-fits:], scored[-fits:]
                 scored[0] = False
-            encoded.append(Encoded(list(ids), scored))
+            encoded.append(Encoded(list(ids), scored, cut))
         return encoded
 
     # ------------------------------------------------------------------ scoring
@@ -138,17 +164,53 @@ class Scorer:
         candidates share at the start then run once. Without it, only requests with the same
         context share it.
         """
+        sizes = list(group_sizes) if group_sizes is not None else [1] * len(requests)
+        if sum(sizes) != len(requests):
+            raise ValueError("group_sizes must add up to the number of requests")
+        # Scores by token sequence, across windows: identical sentences are scored once and
+        # tie exactly, whatever window or batch they land in.
+        memo: dict[bytes, float] = {}
+        scores: list[float] = []
+        start = 0
+        for window in self._windows(sizes):
+            n = sum(window)
+            part = requests[start : start + n]
+            scores += self._score_window(part, window if group_sizes is not None else None, memo, progress)
+            start += n
+        return scores
+
+    @staticmethod
+    def _windows(sizes: list[int]) -> Iterator[list[int]]:
+        """Group sizes, cut into windows of at least WINDOW_REQUESTS requests (whole groups)."""
+        window: list[int] = []
+        for size in sizes:
+            window.append(size)
+            if sum(window) >= WINDOW_REQUESTS:
+                yield window
+                window = []
+        if window:
+            yield window
+
+    def _score_window(
+        self,
+        requests: Sequence[Request],
+        group_sizes: list[int] | None,
+        memo: dict[bytes, float],
+        progress: Callable[[int], None] | None,
+    ) -> list[float]:
         encoded = self.encode(requests)
+        self._count_cut_groups(encoded, group_sizes)
         # Identical token sequences are scored once.
-        unique: dict[tuple, int] = {}
+        unique: dict[bytes, int] = {}
         owner: list[int] = []
         rows: list[Encoded] = []
         for enc in encoded:
-            key = (tuple(enc.ids), tuple(enc.scored))
+            key = enc.key()
             if key not in unique:
                 unique[key] = len(rows)
                 rows.append(enc)
             owner.append(unique[key])
+        keys = list(unique)
         copies = [0] * len(rows)
         for u in owner:
             copies[u] += 1
@@ -157,14 +219,39 @@ class Scorer:
             if progress is not None:
                 progress(sum(copies[i] for i in indices))
 
+        done([i for i, k in enumerate(keys) if k in memo])  # scored in an earlier window
+        todo = [i for i, k in enumerate(keys) if k not in memo]
+        plain, shared = self._plan(rows, owner, group_sizes, todo)
+        for batch in self._batches(plain, lambda i: len(rows[i].ids)):
+            values, _ = self._run([rows[i].ids for i in batch], [rows[i].scored for i in batch])
+            for i, v in zip(batch, values):
+                memo[keys[i]] = v
+            done(batch)
+        for chunk in self._prefix_chunks(shared):
+            for i, v in self._run_shared(rows, chunk):
+                memo[keys[i]] = v
+            done([i for _, members in chunk for i in members])
+        return [memo[keys[u]] for u in owner]
+
+    def _count_cut_groups(self, encoded: list[Encoded], group_sizes: list[int] | None) -> None:
+        start = 0
+        for size in group_sizes or [1] * len(encoded):
+            self.truncated_groups += any(e.cut for e in encoded[start : start + size])
+            start += size
+
+    def _plan(
+        self, rows: list[Encoded], owner: list[int], group_sizes: list[int] | None, todo: list[int]
+    ) -> tuple[list[int], list[tuple[tuple, list[int]]]]:
+        """Rows to run on their own, and groups of rows that share a prefix run.
+
+        Rows whose first ``p`` tokens (and which of them are scored) agree share one prefix
+        run; the prefix's last token runs again with each candidate (masked out of the
+        cache), because its logits score the candidate's first own token."""
         shared_len = self._shared_lengths(rows, owner, group_sizes)
-        # Rows whose first `p` tokens (and which of them are scored) agree share one prefix
-        # run; the prefix's last token runs again with each candidate (masked out of the
-        # cache), because its logits score the candidate's first own token.
         groups: dict[tuple, list[int]] = defaultdict(list)
         plain: list[int] = []
-        for i, enc in enumerate(rows):
-            p = shared_len[i]
+        for i in todo:
+            enc, p = rows[i], shared_len[i]
             if self.share_prefix and p >= 2:
                 groups[(tuple(enc.ids[:p]), tuple(enc.scored[:p]))].append(i)
             else:
@@ -175,31 +262,35 @@ class Scorer:
                 shared.append((key, members))
             else:
                 plain.extend(members)
+        return plain, shared
 
-        scores = [0.0] * len(rows)
-        for batch in self._batches(plain, lambda i: len(rows[i].ids)):
-            values, _ = self._run([rows[i].ids for i in batch], [rows[i].scored for i in batch])
+    def _prefix_chunks(self, shared: list[tuple[tuple, list[int]]]) -> Iterator[list[tuple[tuple, list[int]]]]:
+        """Prefix groups, longest first, in chunks whose cached keys and values stay within
+        the token budget."""
+        shared = sorted(shared, key=lambda g: len(g[0][0]), reverse=True)
+        i = 0
+        while i < len(shared):
+            width = len(shared[i][0][0])
+            n = max(1, min(self.batch_size, self.max_tokens // max(1, width)))
+            yield shared[i : i + n]
+            i += n
+
+    def _run_shared(self, rows: list[Encoded], chunk: list[tuple[tuple, list[int]]]) -> Iterator[tuple[int, float]]:
+        """Run a chunk's prefixes once, then every candidate from the cached prefix."""
+        prefix_sums, cache = self._run([list(k[0]) for k, _ in chunk], [list(k[1]) for k, _ in chunk], keep_cache=True)
+        cut = {i: len(key[0]) - 1 for key, members in chunk for i in members}
+        group_of = {i: g for g, (_, members) in enumerate(chunk) for i in members}
+        width = max(len(key[0]) for key, _ in chunk)
+        # Each candidate row holds a copy of its prefix's cache (the chunk's width).
+        for batch in self._batches(list(cut), lambda i: width + len(rows[i].ids) - cut[i]):
+            values, _ = self._run(
+                [rows[i].ids[cut[i] :] for i in batch],
+                [rows[i].scored[cut[i] :] for i in batch],
+                cache=cache,
+                cache_rows=[group_of[i] for i in batch],
+            )
             for i, v in zip(batch, values):
-                scores[i] = v
-            done(batch)
-
-        shared.sort(key=lambda g: len(g[0][0]), reverse=True)
-        for start in range(0, len(shared), self.batch_size):
-            chunk = shared[start : start + self.batch_size]
-            prefix_sums, cache = self._run([list(k[0]) for k, _ in chunk], [list(k[1]) for k, _ in chunk], keep_cache=True)
-            cut = {i: len(key[0]) - 1 for key, members in chunk for i in members}
-            group_of = {i: g for g, (_, members) in enumerate(chunk) for i in members}
-            for batch in self._batches(list(cut), lambda i: len(rows[i].ids) - cut[i]):
-                values, _ = self._run(
-                    [rows[i].ids[cut[i] :] for i in batch],
-                    [rows[i].scored[cut[i] :] for i in batch],
-                    cache=cache,
-                    cache_rows=[group_of[i] for i in batch],
-                )
-                for i, v in zip(batch, values):
-                    scores[i] = prefix_sums[group_of[i]] + v
-                done(batch)
-        return [scores[u] for u in owner]
+                yield i, prefix_sums[group_of[i]] + v
 
     @staticmethod
     def _shared_lengths(rows: list[Encoded], owner: list[int], group_sizes: Sequence[int] | None) -> list[int]:
@@ -208,8 +299,6 @@ class Scorer:
         Without groups: its context, i.e. the tokens before its first scored one."""
         if group_sizes is None:
             return [enc.first_scored or 0 for enc in rows]
-        if sum(group_sizes) != len(owner):
-            raise ValueError("group_sizes must add up to the number of requests")
         shared = [0] * len(rows)
         start = 0
         for size in group_sizes:
@@ -230,7 +319,7 @@ class Scorer:
         order = sorted(indices, key=length, reverse=True)
         batches, i = [], 0
         while i < len(order):
-            rows = max(1, min(self.batch_size, self.batch_size * TOKENS_PER_ROW // max(1, length(order[i]))))
+            rows = max(1, min(self.batch_size, self.max_tokens // max(1, length(order[i]))))
             batches.append(order[i : i + rows])
             i += rows
         return batches
@@ -257,30 +346,42 @@ class Scorer:
 
         Returns each sequence's sum of scored-token log-probabilities (token 0 of a sequence
         is never scored here: nothing in this pass predicts it) and, with ``keep_cache``, the
-        keys and values for candidates to continue from: each row's last token is masked out,
+        keys and values for candidates to continue from: each row's last token is left out,
         as every candidate runs that token again.
+
+        The last column is never fed to the model: position t predicts token t+1, so nothing
+        reads the last token's output. This is what lets ``context + 1`` tokens fit.
         """
         ids, mask = self._pad(seqs)
         target = torch.zeros_like(mask, dtype=torch.bool)
         for r, s in enumerate(scored):
             target[r, : len(s)] = torch.tensor(s, dtype=torch.bool)
-        wanted = target[:, 1:]  # position t predicts token t+1
-        steps = torch.arange(ids.shape[1], device=self.device)
+        wanted = target[:, 1:]  # input position t predicts token t+1
+        inputs_ids, input_mask = ids[:, :-1], mask[:, :-1]
+        if inputs_ids.shape[1] == 0:  # one-token rows: nothing to predict, nothing to cache
+            return [0.0] * len(seqs), None
+        steps = torch.arange(inputs_ids.shape[1], device=self.device)
+        lengths = mask.sum(1)
         if cache is None:
             # Right padding under causal attention: real tokens never see the padding, so an
-            # all-ones mask is exact (and keeps the fast causal attention path).
-            past, attention, positions = None, (mask if keep_cache else torch.ones_like(mask)), steps.expand_as(ids)
+            # all-ones mask is exact (and keeps the fast causal attention path). A kept cache
+            # must mask padding and each row's last real token (run again by its candidates).
+            # (The dropped last column held only padding or such a last token.)
+            keep = mask.clone()
+            keep[torch.arange(len(seqs), device=self.device), lengths - 1] = 0
+            keep = keep[:, :-1]
+            past, attention, positions = None, (keep if keep_cache else torch.ones_like(input_mask)), steps.expand_as(inputs_ids)
         else:
             # Each candidate continues its own prefix: cache rows picked per candidate, the
             # prefix's padding (and its re-run last token) masked, positions continuing it.
             pick = torch.tensor(cache_rows, device=self.device)
             past = DynamicCache(ddp_cache_data=[(k[pick], v[pick]) for k, v in cache["layers"]])
-            attention = torch.cat([cache["mask"][pick], mask], dim=1)
+            attention = torch.cat([cache["mask"][pick], input_mask], dim=1)
             # Padding slots of a row with a long prefix could run past the last position;
             # they are masked, so any valid position will do.
             positions = (cache["lengths"][pick].unsqueeze(1) + steps).clamp(max=self.max_length - 1)
         inputs = dict(
-            input_ids=ids,
+            input_ids=inputs_ids,
             attention_mask=attention,
             position_ids=positions,
             cache=past,
@@ -289,11 +390,11 @@ class Scorer:
         any_scored = bool(wanted.any())
         if self._head is not None:
             out = self.model.base_model(**inputs)
-            logits_of = lambda: self._head(out.last_hidden_state[:, :-1][wanted])  # noqa: E731
+            logits_of = lambda: self._head(out.last_hidden_state[wanted])  # noqa: E731
         else:
             # Logits only where needed: none but the last for unscored contexts.
             out = self.model(**inputs, logits_to_keep=0 if any_scored else 1)
-            logits_of = lambda: out.logits[:, :-1][wanted]  # noqa: E731
+            logits_of = lambda: out.logits[wanted]  # noqa: E731
         sums = torch.zeros(len(seqs), dtype=torch.float64, device=self.device)
         if any_scored:
             picked = logits_of().float()
@@ -302,12 +403,9 @@ class Scorer:
             sums.index_add_(0, wanted.nonzero()[:, 0], logprobs.double())
         kept = None
         if keep_cache:
-            lengths = mask.sum(1)
-            reuse = mask.clone()
-            reuse[torch.arange(len(seqs), device=self.device), lengths - 1] = 0
             kept = {
                 "layers": [(layer.keys, layer.values) for layer in out.cache.layers],
-                "mask": reuse,
+                "mask": keep,
                 "lengths": lengths - 1,
             }
         return sums.tolist(), kept
