@@ -3,11 +3,18 @@
 Input, one JSON object per line:
     ``continuation`` (the student's text to rate; or ``text``: a whole story, from which a
     leading ``prompt`` is removed), ``prompt`` (optional, default ""), ``id`` (optional,
-    default the line number). Anthology files of an interaction run are valid input.
+    default the line number). Anthology files of an interaction run are valid input. Ids must
+    be unique (a file that repeats one is refused, naming both lines), so ratings can be
+    matched to other raters' by id.
 Output (``--out``, default ``STORIES.ratings.jsonl``), one line per input line, in order:
     ``id``, ``prompt``, ``continuation`` (cleaned), ``valid``, ``scores`` {criterion: score},
     ``score`` (0..1), ``total`` (sum), ``raw`` (the teacher's answer), ``error``,
-    ``attempts``, ``teacher`` (identity), ``rubric`` (hash). Written atomically at the end.
+    ``attempts``, ``outcome``, ``answers``, ``teacher`` (identity), ``rubric`` (hash).
+    Written atomically at the end.
+While rating, progress advances story by story (done/total, rate, ETA, and for a server the
+requests in flight and retries) and every finished rating is appended to ``OUT.partial``.
+Ctrl-C or SIGTERM stops at once and keeps that file; the same command again continues from it
+(asking again only for failed requests) and removes it once ``OUT`` is written.
 ``--compare OTHER.jsonl``: agreement between these ratings and OTHER's (agreement.py),
 printed as a table and written to ``OUT`` with the suffix ``.agreement.json``.
 ``--as-rated``: STORIES already holds ratings; compare it with OTHER without rating again.
@@ -15,24 +22,36 @@ printed as a table and written to ``OUT`` with the suffix ``.agreement.json``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import queue
+import threading
+from concurrent.futures import CancelledError, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from onceupon import preflight
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_json, atomic_write_text, read_jsonl
+from onceupon.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from onceupon.student.runstate import Stopped, stop_exit_code, stop_on_signals, stop_requested
 from onceupon.teacher.agreement import agreement, load_ratings
-from onceupon.teacher.base import Story
+from onceupon.teacher.base import Outcome, Rating, Story, TeacherUnavailable
 from onceupon.teacher.factory import build_teacher
+from onceupon.teacher.pipeline import RubricTeacher
 from onceupon.teacher.rubric import Rubric, clean_text
 from onceupon.tracking import progress_bar
+
+#: the first line of ``OUT.partial``: what the ratings in it were made from
+PARTIAL_FORMAT = "onceupon-rate-partial/1"
 
 
 def read_stories(path: str | Path) -> list[Story]:
     stories = []
+    first_line: dict[str, int] = {}
     for lineno, record in enumerate(read_jsonl(path), 1):
         prompt = record.get("prompt") or ""
         if not isinstance(prompt, str):
@@ -45,7 +64,14 @@ def read_stories(path: str | Path) -> list[Story]:
         else:
             raise UserError(f"{path}, story {lineno}: needs a 'continuation' (or 'text') string.")
         rid = record.get("id")
-        stories.append(Story(prompt=prompt, continuation=continuation, id=str(rid) if rid is not None else str(lineno)))
+        rid = str(rid) if rid is not None else str(lineno)
+        if rid in first_line:
+            raise UserError(
+                f"{path}: stories {first_line[rid]} and {lineno} both have the id '{rid}' (a story without an id "
+                "gets its line number); give every story its own id so ratings can be matched."
+            )
+        first_line[rid] = lineno
+        stories.append(Story(prompt=prompt, continuation=continuation, id=rid))
     if not stories:
         raise UserError(f"{path} holds no stories.")
     return stories
@@ -56,29 +82,147 @@ def default_out(stories_path: Path) -> Path:
     return stories_path.with_name(f"{name}.ratings.jsonl")
 
 
+def partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
 def rate_file(cfg: ExperimentConfig, stories_path: Path, out: Path) -> list[dict]:
+    """Rate every story of ``stories_path`` into ``out``, continuing from ``OUT.partial``."""
     stories = read_stories(stories_path)
-    records: list[dict] = []
+    partial = partial_path(out)
     with build_teacher(cfg.teacher) as teacher:
-        chunk = max(64, 4 * cfg.teacher.concurrency)
-        with progress_bar("stories") as bar:
-            task = bar.add_task("rate", total=len(stories))
-            for start in range(0, len(stories), chunk):
-                part = stories[start : start + chunk]
-                for story, rating in zip(part, teacher.rate(part), strict=True):
-                    records.append(
-                        {
-                            "id": story.id,
-                            "prompt": clean_text(story.prompt),
-                            "continuation": clean_text(story.continuation),
-                            **rating.to_dict(),
-                            "teacher": teacher.identity,
-                            "rubric": teacher.rubric.hash,
-                        }
-                    )
-                bar.advance(task, len(part))
+        header = _partial_header(cfg, teacher, stories)
+        done = _load_partial(partial, header)
+        if done:
+            print(f"continuing from {partial}: {len(done)} of {len(stories)} stories already rated", flush=True)
+        else:
+            atomic_write_text(partial, json.dumps(header) + "\n")
+        _rate_missing(teacher, stories, done, partial, chunk=max(256, 16 * cfg.teacher.concurrency))
+    records = [done[i] for i in range(len(stories))]
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    partial.unlink(missing_ok=True)
     return records
+
+
+def _record(story: Story, rating: Rating, teacher: RubricTeacher) -> dict:
+    return {
+        "id": story.id,
+        "prompt": clean_text(story.prompt),
+        "continuation": clean_text(story.continuation),
+        **rating.to_dict(),
+        "teacher": teacher.identity,
+        "rubric": teacher.rubric.hash,
+    }
+
+
+def _rate_missing(teacher: RubricTeacher, stories: list[Story], done: dict[int, dict], partial: Path, chunk: int) -> None:
+    """Rate the stories not in ``done`` in a worker thread, while this (main) thread appends
+    each finished rating to ``partial``, shows progress, and stops everything on Ctrl-C or
+    SIGTERM (raising :class:`Stopped`) without losing a finished rating."""
+    todo = [i for i in range(len(stories)) if i not in done]
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def work() -> None:
+        for start in range(0, len(todo), chunk):
+            if stop.is_set():
+                return
+            part = todo[start : start + chunk]
+            teacher.rate([stories[i] for i in part], on_rated=lambda j, r, part=part: finished.put((part[j], r)))
+
+    def save() -> None:  # what finished so far: to the partial file first, then to the bar
+        got = []
+        while not finished.empty():
+            i, rating = finished.get()
+            got.append((i, _record(stories[i], rating, teacher)))
+        if got:
+            append_jsonl(partial, [{"index": i, **record} for i, record in got])
+            done.update(got)
+
+    def halt(future) -> None:
+        stop.set()
+        teacher.cancel()
+        wait_for([future])
+        save()
+
+    with progress_bar("stories") as bar, stop_on_signals(), ThreadPoolExecutor(1, thread_name_prefix="rate") as pool:
+        task = bar.add_task("rate", total=len(stories), completed=len(done))
+        future = pool.submit(work)
+        try:
+            while not future.done():
+                wait_for([future], timeout=0.2)
+                save()
+                bar.update(task, completed=len(done), status=teacher.status())
+                if stop_requested():
+                    halt(future)
+                    raise Stopped(_stopped(done, stories, partial), stop_exit_code())
+            save()
+            future.result()  # raises what the worker raised
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once all the same
+            halt(future)
+            raise Stopped(_stopped(done, stories, partial), 130) from None
+        except CancelledError:
+            raise Stopped(_stopped(done, stories, partial), stop_exit_code()) from None
+        except TeacherUnavailable as e:
+            save()
+            raise TeacherUnavailable(
+                f"{str(e).rstrip('.')}; the {len(done)} ratings so far are kept in {partial}, "
+                "and the same command continues from them once the server answers."
+            ) from None
+        bar.update(task, completed=len(done), status=teacher.status())
+
+
+def _stopped(done: dict, stories: list, partial: Path) -> str:
+    return (
+        f"stopped: {len(done)} of {len(stories)} stories are rated and kept in {partial}; "
+        "run the same command again to rate the rest."
+    )
+
+
+def _partial_header(cfg: ExperimentConfig, teacher: RubricTeacher, stories: list[Story]) -> dict:
+    """What decides the ratings: the stories, the teacher and the settings that change a rating."""
+    digest = hashlib.sha256()
+    for s in stories:
+        digest.update(json.dumps([s.id, s.prompt, s.continuation], ensure_ascii=False).encode("utf-8"))
+    t = cfg.teacher
+    return {
+        "format": PARTIAL_FORMAT,
+        "stories": digest.hexdigest(),
+        "teacher": teacher.identity,
+        "rubric": teacher.rubric.hash,
+        "settings": {"invalid_policy": t.invalid_policy, "invalid_retries": t.invalid_retries, "min_words": t.min_words},
+    }
+
+
+def _load_partial(partial: Path, header: dict) -> dict[int, dict]:
+    """Ratings kept by an interrupted run (index -> record), without failed requests (those
+    are asked again); {} when there is none. A torn last line (killed mid-write) is dropped."""
+    if not partial.is_file():
+        return {}
+    lines = partial.read_text(encoding="utf-8", errors="replace").split("\n")
+    # every complete line ends with "\n": the last element is "" or a torn line
+    complete = lines[:-1]
+    if not complete:
+        return {}
+    try:
+        found = json.loads(complete[0])
+    except ValueError:
+        found = None
+    if found != header:
+        raise UserError(
+            f"{partial} holds ratings of other stories or another teacher setting; "
+            "delete it to start over, or rate into another --out."
+        )
+    done: dict[int, dict] = {}
+    for lineno, line in enumerate(complete[1:], 2):
+        try:
+            record = json.loads(line)
+            index = record.pop("index")
+        except (ValueError, KeyError, AttributeError):
+            raise UserError(f"{partial}, line {lineno}, is damaged; delete the file to start over.") from None
+        if record.get("outcome") not in (Outcome.FAILED.value, Outcome.REJECTED.value):
+            done[int(index)] = record
+    return done
 
 
 def _fmt(value) -> str:
@@ -129,6 +273,10 @@ def run(
         ours_path = out
     if compare is None:
         return None
+    from onceupon.annotate import agreement as annotators  # here: annotate reads stories with this module
+
+    if annotators.is_annotations(compare):  # several people's answers, from `onceupon annotate`
+        return annotators.run(ours_path, compare, rubric, console)
     result = agreement(load_ratings(ours_path, rubric), load_ratings(compare, rubric), rubric)
     result = {"a": str(ours_path), "b": str(compare), **result}
     print_agreement(result, console, Path(ours_path).name, Path(compare).name)

@@ -1,0 +1,121 @@
+"""Agreement when the other ratings come from several people (an ``onceupon annotate`` file).
+
+``onceupon rate --compare human.jsonl`` comes here when the file's records name an
+``annotator``. The file is read as it is: the last record per (annotator, story) is that
+annotator's answer, and a skipped story is no rating. Each comparison below uses the
+statistics of :func:`onceupon.teacher.agreement.agreement` (Spearman, quadratic-weighted
+kappa, exact agreement, mean absolute difference; per criterion and for the total):
+
+- the teacher against each annotator, over the stories that annotator rated;
+- the teacher against the annotators' mean (per story and criterion, over whoever rated the
+  story; kappa rounds the mean, as it does for expected scores);
+- each pair of annotators, over the stories both rated (the shared ones), and the mean of
+  each statistic over the pairs: the ceiling. A teacher that agrees with people about as well
+  as they agree with each other cannot be expected to do much better.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from onceupon.annotate.answers import latest
+from onceupon.errors import UserError
+from onceupon.files import atomic_write_json, read_jsonl
+from onceupon.teacher.agreement import Rated, agreement, load_ratings
+from onceupon.teacher.rubric import Rubric
+
+STATS = ("spearman", "kappa", "exact", "mean_abs_diff")
+
+
+def is_annotations(path: str | Path) -> bool:
+    """Whether a ratings file holds ``onceupon annotate`` answers (records name an annotator)."""
+    first = next(iter(read_jsonl(path)), None)
+    return first is not None and "annotator" in first
+
+
+def load_annotators(path: str | Path, rubric: Rubric) -> dict[str, list[Rated]]:
+    """Each annotator's ratings (their last answer per story; skipped stories left out)."""
+    people: dict[str, list[Rated]] = {}
+    for (who, story), record in latest(list(read_jsonl(path))).items():
+        scores = record.get("scores")
+        if isinstance(scores, dict) and all(isinstance(scores.get(n), (int, float)) for n in rubric.names):
+            people.setdefault(who, []).append(Rated(story, {n: float(scores[n]) for n in rubric.names}))
+    if not people:
+        raise UserError(f"{path} holds no rated stories yet (only skips, or answers for another rubric).")
+    return dict(sorted(people.items()))
+
+
+def mean_of(people: dict[str, list[Rated]]) -> list[Rated]:
+    """Per story, each criterion's mean over the annotators who rated it."""
+    by_story: dict[str, list[dict]] = {}
+    for rated in people.values():
+        for r in rated:
+            by_story.setdefault(r.id, []).append(r.scores)
+    return [Rated(sid, {n: sum(s[n] for s in all_) / len(all_) for n in all_[0]}) for sid, all_ in by_story.items()]
+
+
+def _mean_over_pairs(results: list[dict], rubric: Rubric) -> dict:
+    def mean(parts: list[dict]) -> dict:
+        out = {}
+        for stat in STATS:
+            values = [p[stat] for p in parts if p[stat] is not None]
+            out[stat] = sum(values) / len(values) if values else None
+        return out
+
+    return {
+        "pairs": len(results),
+        "criteria": {n: mean([r["criteria"][n] for r in results]) for n in rubric.names},
+        "total": mean([r["total"] for r in results]),
+    }
+
+
+def compare_with_annotators(teacher: list[Rated], path: str | Path, rubric: Rubric) -> dict:
+    people = load_annotators(path, rubric)
+    between = {f"{a} ~ {b}": agreement(people[a], people[b], rubric) for a, b in combinations(people, 2)}
+    return {
+        "annotators": {who: len(rated) for who, rated in people.items()},
+        "teacher_vs": {who: agreement(teacher, rated, rubric) for who, rated in people.items()},
+        "teacher_vs_mean": agreement(teacher, mean_of(people), rubric),
+        "between": between,
+        "between_mean": _mean_over_pairs(list(between.values()), rubric) if between else None,
+    }
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def print_comparison(result: dict, rubric: Rubric, console: Console, teacher: str) -> None:
+    table = Table(title="agreement with people: quadratic kappa per criterion; the total's kappa and Spearman")
+    table.add_column("comparison")
+    table.add_column("stories", justify="right")
+    for name in [*rubric.names, "total", "total spearman"]:
+        table.add_column(name, justify="right")
+
+    def row(label: str, r: dict, n: int | str) -> None:
+        kappas = [_fmt(r["criteria"][c]["kappa"]) for c in rubric.names]
+        table.add_row(label, str(n), *kappas, _fmt(r["total"]["kappa"]), _fmt(r["total"]["spearman"]))
+
+    for who, r in result["teacher_vs"].items():
+        row(f"{teacher} vs {who}", r, r["both_valid"])
+    r = result["teacher_vs_mean"]
+    row(f"{teacher} vs mean of {len(result['annotators'])} annotator(s)", r, r["both_valid"])
+    for pair, r in result["between"].items():
+        row(pair.replace(" ~ ", " vs "), r, r["both_valid"])
+    if result["between_mean"]:
+        row("between annotators (ceiling: mean of pairs)", result["between_mean"], f"{result['between_mean']['pairs']} pairs")
+    console.print(table)
+
+
+def run(ours_path: str | Path, path: str | Path, rubric: Rubric, console: Console) -> dict:
+    """``onceupon rate --compare`` with an annotations file: print, write OURS.agreement.json."""
+    result = {"a": str(ours_path), "b": str(path), **compare_with_annotators(load_ratings(ours_path, rubric), path, rubric)}
+    print_comparison(result, rubric, console, Path(ours_path).name)
+    report = Path(ours_path).with_name(Path(ours_path).name.removesuffix(".jsonl") + ".agreement.json")
+    atomic_write_json(report, result)
+    console.print(f"agreement written to {report}")
+    return result
