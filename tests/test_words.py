@@ -3,6 +3,7 @@ import pytest
 from onceupon.errors import UserError
 from onceupon.words import (
     babylm_milestones,
+    checkpoint_name,
     count_words,
     crossed,
     every_milestones,
@@ -52,3 +53,13 @@ def test_parse_word_count():
 def test_crossed_milestones():
     assert crossed([10, 20, 30], 10, 25) == [20]
     assert crossed([10, 20, 30], 0, 30) == [10, 20, 30]
+
+
+def test_checkpoint_names_never_understate_what_they_hold():
+    # BabyLM's milestone labels: at least that many words (a step passes a milestone by a few).
+    assert checkpoint_name(2_000_000, 2_000_123) == "chck_2M"
+    assert checkpoint_name(5_000, 5_004) == "chck_5K"
+    # A count that is not a whole thousand reads as exact: it is the exact count held.
+    assert checkpoint_name(300, 304) == "chck_304W"
+    assert checkpoint_name(39_888, 39_888) == "chck_39888W"
+    assert checkpoint_name(997, 1_000) == "chck_1K"

@@ -52,6 +52,19 @@ def milestone_name(words: int) -> str:
     return f"chck_{words}W"
 
 
+def checkpoint_name(milestone: int, words: int) -> str:
+    """Name of a checkpoint written when ``words`` (the exact count held) reached ``milestone``.
+
+    A whole thousand or million is a milestone label, as BabyLM names its checkpoints:
+    ``chck_2M`` holds at least 2M words (a step usually passes the milestone by a few). Any
+    other count reads as exact, so it is the exact count held: a target of 300 words passed
+    by a step that ended at 304 gives ``chck_304W``, never a name that understates it.
+    """
+    if milestone > 0 and milestone % K == 0:
+        return milestone_name(milestone)
+    return milestone_name(words)
+
+
 def parse_word_count(value: str | int) -> int:
     """Parse ``"10M"``, ``"500K"``, ``"1B"``, ``"1_000"`` or an int into a word count."""
     if isinstance(value, int):

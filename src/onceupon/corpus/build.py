@@ -1,7 +1,7 @@
 """Build a run's corpus: read the source, keep a seeded fraction and a word budget, write
 ``RUN/corpus/`` atomically, report words per source.
 
-Layout of ``RUN/corpus/`` (pinned in notes/interfaces.md):
+Layout of ``RUN/corpus/`` (later stages and other tools read it; keep it stable):
 
 - ``documents.jsonl``: one ``{"text": str, "source": str}`` per line, in corpus order;
 - ``stats.json``: ``{"words", "documents", "sources": {name: {"words", "documents"}}}``;
@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from onceupon import preflight
 from onceupon.config import CorpusConfig, ExperimentConfig, save_config
 from onceupon.errors import UserError
 from onceupon.files import append_jsonl, atomic_write_json, fsync_dir, read_jsonl, replace_dir
@@ -198,13 +199,17 @@ def run(cfg: ExperimentConfig, out: str | Path) -> Path:
     """``onceupon corpus``: build (or reuse) ``OUT/corpus``, save the config, print the table."""
     from rich.console import Console
 
+    from onceupon.student.runstate import run_lock
+
     out = Path(out)
-    existed = (out / CORPUS_DIR / STATS).is_file()
-    corpus_dir = ensure_corpus(cfg, out)
-    if not (out / "config.yaml").exists():
-        # An existing run's config.yaml (e.g. a pretraining run's) is its record: keep it.
-        save_config(cfg, out)
-    stats = load_stats(corpus_dir)
+    preflight.output_dir(out)
+    with run_lock(out):  # a pretraining run in OUT may be building or reading this corpus
+        existed = (out / CORPUS_DIR / STATS).is_file()
+        corpus_dir = ensure_corpus(cfg, out)
+        if not (out / "config.yaml").exists():
+            # An existing run's config.yaml (e.g. a pretraining run's) is its record: keep it.
+            save_config(cfg, out)
+        stats = load_stats(corpus_dir)
     verb = "reused" if existed else "built"
     Console().print(stats_table(stats, f"corpus {verb}: {corpus_dir}"))
     return corpus_dir

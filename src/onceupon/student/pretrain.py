@@ -62,7 +62,7 @@ from onceupon.student.checkpoints import (
     save_checkpoint,
 )
 from onceupon.student.model import resolve_shape
-from onceupon.words import babylm_milestones, crossed, every_milestones, milestone_name
+from onceupon.words import babylm_milestones, checkpoint_name, crossed, every_milestones
 
 TOKENIZER_DIR = "tokenizer"
 PACKED_DIR = "packed"
@@ -425,7 +425,7 @@ def save_milestone(t: Training, milestone: int) -> Path:
     older resume states, the stale resume point and, if configured, the Hub push."""
     p = t.cfg.pretrain
     final = t.counters.step == t.plan.n_steps and milestone == t.milestones[-1]
-    name = milestone_name(milestone)
+    name = checkpoint_name(milestone, t.words_after(t.counters.step))
     model = t.accelerator.unwrap_model(t.model)
     path = save_checkpoint(t.run_dir / "checkpoints" / name, model, t.tokenizer, checkpoint_meta(t, name, final), write_state_fn(t))
     if p.keep_resume_state == "latest":

@@ -143,8 +143,9 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
 
     The lock is an OS lock (``flock``) on ``RUN/.lock``, whose text is the holder's PID: the
     kernel drops it when the process ends in any way, ``kill -9`` included, so it can never
-    be stale. It creates ``run_dir`` if needed (and removes it again if the command leaves it
-    holding nothing but the lock file). Re-entering it in the same process is a no-op, and
+    be stale (a ``.lock`` file a killed process leaves behind is simply locked anew). The
+    file is removed on release. It creates ``run_dir`` if needed (and removes it again if the
+    command leaves it empty). Re-entering it in the same process is a no-op, and
     under ``accelerate launch`` only the global main process takes it.
     """
     run_dir = Path(run_dir)
@@ -159,35 +160,51 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
                 del _held[key]
         return
     try:
-        import fcntl
+        import fcntl  # noqa: F401
     except ImportError:  # not POSIX (Windows): no lock, the rest works the same
         yield
         return
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire(run_dir)
+    _held[key] = 1
     try:
+        yield
+    finally:
+        del _held[key]
+        # Remove the file while still holding the lock (a process that opened it meanwhile
+        # sees the inode change in _acquire and tries again), then release by closing.
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        os.close(fd)
+        if created and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # the command failed before writing anything: leave no directory
+
+
+def _acquire(run_dir: Path) -> int:
+    """Open and ``flock`` ``RUN/.lock`` without waiting; returns the descriptor holding it."""
+    import fcntl
+
+    path = run_dir / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
             raise UserError(
                 f"{run_dir} is in use by another onceupon process (PID {holder}); wait for it to end or stop it first."
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _held[key] = 1
         try:
-            yield
-        finally:
-            del _held[key]
-            if created and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
-                # The command failed before writing anything: leave no directory behind.
-                path.unlink(missing_ok=True)
-                run_dir.rmdir()
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed the file as we opened it: lock the new one
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 # --------------------------------------------------------------------------- stopping safely
