@@ -11,16 +11,23 @@
 5. apply the invalid-answer policy (policy.settle) and store new valid ratings in the cache.
 
 It returns exactly one rating per story, in order, and is safe to call from any thread
-(one call at a time per teacher).
+(one call at a time per teacher). ``on_rated(i, rating)``, if given, receives each story's
+final rating as soon as it is known, before ``rate`` returns: at once for the rule and the
+cache, and story by story for a backend that rates concurrently (the openai backend, which
+calls it from its own thread); other backends report when their batch is done. This is how
+``onceupon rate`` shows progress per story and keeps every finished rating when stopped
+(:meth:`RubricTeacher.cancel`).
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
+from collections.abc import Callable
 
 from onceupon.teacher.base import Backend, Outcome, Rating, Story
 from onceupon.teacher.cache import RatingCache
-from onceupon.teacher.policy import settle
+from onceupon.teacher.policy import is_final, settle, settle_one
 from onceupon.teacher.rubric import Rubric, clean_story
 from onceupon.words import count_words
 
@@ -44,15 +51,24 @@ class RubricTeacher:
         self.min_words = min_words
         self.cache = cache
         self._lock = threading.Lock()
+        #: whether the backend reports each rating as it comes (see the module docstring)
+        self.streams = "on_rated" in inspect.signature(backend.rate).parameters
 
     def too_short(self, continuation: str) -> bool:
         n = count_words(continuation)
         return n == 0 or n < self.min_words or not any(ch.isalnum() for ch in continuation)
 
-    def rate(self, stories: list[Story]) -> list[Rating]:
+    def rate(self, stories: list[Story], on_rated: Callable[[int, Rating], None] | None = None) -> list[Rating]:
         with self._lock:
             cleaned = [clean_story(s) for s in stories]
             results: list[Rating | None] = [None] * len(cleaned)
+            reported: set[int] = set()
+
+            def report(i: int, rating: Rating) -> None:
+                if on_rated is not None and i not in reported:
+                    reported.add(i)
+                    on_rated(i, rating)
+
             lowest = self.rubric.lowest()
             todo: list[int] = []
             for i, s in enumerate(cleaned):
@@ -60,23 +76,51 @@ class RubricTeacher:
                     results[i] = self.rubric.rating(
                         self.rubric.answer(lowest), lowest, attempts=0, outcome=Outcome.RULE, extra={"rule": "too_short"}
                     )
+                    report(i, results[i])
                 else:
                     todo.append(i)
             if self.cache is not None and todo:
                 for i, hit in zip(todo, self.cache.get_many([cleaned[i] for i in todo])):
                     results[i] = hit
+                    if hit is not None:
+                        report(i, hit)
                 todo = [i for i in todo if results[i] is None]
             if todo:
                 asked = [cleaned[i] for i in todo]
-                fresh = self.backend.rate(asked)
-                if len(fresh) != len(asked):  # a backend bug, never a user error
-                    raise RuntimeError(f"{self.identity} returned {len(fresh)} ratings for {len(asked)} stories")
+                fresh = self._ask(asked, lambda j, r: report(todo[j], r))
                 fresh = settle(asked, fresh, self.backend.rate, self.invalid_policy, self.invalid_retries, self.rubric)
                 if self.cache is not None:
                     self.cache.put_many(asked, fresh)
                 for i, r in zip(todo, fresh):
                     results[i] = r
+                    report(i, r)
             return results  # type: ignore[return-value]  # every slot is filled above
+
+    def _ask(self, stories: list[Story], report: Callable[[int, Rating], None]) -> list[Rating]:
+        """The backend's ratings; those already final are settled and reported as they come."""
+
+        def arrived(j: int, rating: Rating) -> None:
+            if is_final(rating, self.invalid_policy, self.invalid_retries):
+                report(j, settle_one(rating, self.invalid_policy, self.rubric))
+
+        fresh = self.backend.rate(stories, on_rated=arrived) if self.streams else self.backend.rate(stories)
+        if len(fresh) != len(stories):  # a backend bug, never a user error
+            raise RuntimeError(f"{self.identity} returned {len(fresh)} ratings for {len(stories)} stories")
+        return fresh
+
+    def cancel(self) -> None:
+        """Stop a :meth:`rate` call running in another thread, where the backend can (openai:
+        at once; the call raises ``concurrent.futures.CancelledError``). Ratings already given
+        to ``on_rated`` stand; nothing of the stopped call is cached."""
+        cancel = getattr(self.backend, "cancel", None)
+        if cancel is not None:
+            cancel()
+
+    def status(self) -> str:
+        """A short text for progress lines: requests in flight and retries, where the backend
+        tracks them (openai); "" otherwise."""
+        status = getattr(self.backend, "status", None)
+        return status() if status is not None else ""
 
     def close(self) -> None:
         self.backend.close()

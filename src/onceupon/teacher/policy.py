@@ -23,7 +23,26 @@ from onceupon.teacher.rubric import Rubric
 
 
 def _unparseable(rating: Rating) -> bool:
-    return not rating.valid and not rating.request_failed
+    """An answer came back but could not be read (and no policy has scored it yet)."""
+    return not rating.valid and not rating.request_failed and rating.score is None
+
+
+def is_final(rating: Rating, policy: str, retries: int) -> bool:
+    """Whether ``rating``, fresh from the backend, is already final: it will not be asked
+    again (and :func:`settle_one` completes it)."""
+    return not (policy == "retry" and retries > 0 and _unparseable(rating))
+
+
+def settle_one(rating: Rating, policy: str, rubric: Rubric) -> Rating:
+    """The policy applied to one final rating (``zero`` scores an unparseable answer);
+    idempotent."""
+    if policy == "zero" and _unparseable(rating):
+        rating.scores = rubric.lowest()
+        rating.score = rubric.normalise(rating.scores)
+        rating.extra["policy"] = "zero"
+    elif policy not in ("exclude", "retry", "zero"):
+        raise ValueError(f"unknown invalid_policy {policy!r}")
+    return rating
 
 
 def settle(
@@ -47,12 +66,4 @@ def settle(
                 new.attempts += old.attempts
                 new.answers = [*old.answers, *new.answers]
                 ratings[i] = new
-    elif policy == "zero":
-        for r in ratings:
-            if _unparseable(r):
-                r.scores = rubric.lowest()
-                r.score = rubric.normalise(r.scores)
-                r.extra["policy"] = "zero"
-    elif policy != "exclude":
-        raise ValueError(f"unknown invalid_policy {policy!r}")
-    return ratings
+    return [settle_one(r, policy, rubric) for r in ratings]

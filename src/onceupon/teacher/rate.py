@@ -25,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
+import sys
 import threading
-from concurrent.futures import CancelledError, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from pathlib import Path
 
@@ -94,10 +95,14 @@ def rate_file(cfg: ExperimentConfig, stories_path: Path, out: Path) -> list[dict
         header = _partial_header(cfg, teacher, stories)
         done = _load_partial(partial, header)
         if done:
-            print(f"continuing from {partial}: {len(done)} of {len(stories)} stories already rated", flush=True)
-        else:
-            atomic_write_text(partial, json.dumps(header) + "\n")
-        _rate_missing(teacher, stories, done, partial, chunk=max(256, 16 * cfg.teacher.concurrency))
+            print(f"continuing from {partial}: {len(done)} of {len(stories)} stories already rated", file=sys.stderr, flush=True)
+        # Rewritten whole (atomically) so appends never follow a torn line of a killed run.
+        kept = [json.dumps(header)] + [json.dumps({"index": i, **r}, ensure_ascii=False) for i, r in sorted(done.items())]
+        atomic_write_text(partial, "\n".join(kept) + "\n")
+        # Stories per teacher call: big for a backend that reports story by story (fewer pauses
+        # between calls), a few batches for one that reports per call (progress stays live).
+        chunk = 16 * cfg.teacher.concurrency if teacher.streams else 4 * cfg.teacher.batch_size
+        _rate_missing(teacher, stories, done, partial, chunk=max(64, chunk))
     records = [done[i] for i in range(len(stories))]
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     partial.unlink(missing_ok=True)
@@ -141,8 +146,9 @@ def _rate_missing(teacher: RubricTeacher, stories: list[Story], done: dict[int, 
 
     def halt(future) -> None:
         stop.set()
-        teacher.cancel()
-        wait_for([future])
+        while not future.done():  # cancel until it takes: the worker may be between two calls
+            teacher.cancel()
+            wait_for([future], timeout=0.1)
         save()
 
     with progress_bar("stories") as bar, stop_on_signals(), ThreadPoolExecutor(1, thread_name_prefix="rate") as pool:
@@ -161,8 +167,6 @@ def _rate_missing(teacher: RubricTeacher, stories: list[Story], done: dict[int, 
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once all the same
             halt(future)
             raise Stopped(_stopped(done, stories, partial), 130) from None
-        except CancelledError:
-            raise Stopped(_stopped(done, stories, partial), stop_exit_code()) from None
         except TeacherUnavailable as e:
             save()
             raise TeacherUnavailable(
@@ -267,6 +271,9 @@ def run(
         out = Path(out) if out else default_out(stories_path)
         if out.resolve() == stories_path.resolve():
             raise UserError("--out must differ from the stories file.")
+        preflight.output_file(out)
+        if compare is not None and not Path(compare).is_file():  # found now, not after the rating
+            raise UserError(f"--compare {compare} does not exist or is not a file.")
         records = rate_file(cfg, stories_path, out)
         print_summary(records, rubric, console)
         console.print(f"ratings written to {out}")
