@@ -68,7 +68,7 @@ def annotate(*args: str):
 
 def call(url: str, path: str, body: dict | None = None):
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url.split("?")[0] + path, data=data, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url.split("?")[0].rstrip("/") + path, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -209,3 +209,178 @@ def test_rate_by_keyboard_stop_restart_change_an_answer_and_compare(tmp_path, br
     assert result["annotators"] == {"ada": 5}
     assert result["teacher_vs"]["ada"]["both_valid"] == 5  # d's changed answer counts once
     assert "ada" in proc.stdout
+
+
+def scores_for(key: int) -> dict:
+    return {"readability": key % 4, "coherence": (key // 2) % 4, "creativity": (key // 3) % 4}
+
+
+def test_annotators_at_once_on_one_file_from_two_processes(tmp_path):
+    """Three annotators answer concurrently: two on one server process, one on a second
+    process appending to the same file. No line is lost or broken; shared stories reach
+    everyone, the others one annotator each (per process)."""
+    stories = write_stories(tmp_path / "stories.jsonl", 30)
+    out = tmp_path / "human.jsonl"
+    args = (str(stories), "--out", str(out), "--sample", "30", "--overlap", "0.2")
+    sent: dict[str, list[int]] = {"ada": [], "bob": [], "cy": []}
+
+    def work(url: str, name: str) -> None:
+        while not (story := call(url, "/api/next", {"name": name})).get("done"):
+            scores = scores_for(story["key"]) if name != "cy" else {"readability": 1, "coherence": 1, "creativity": 1}
+            body = {"name": name, "key": story["key"], "scores": scores, "flagged": True, "comment": name * 300}
+            call(url, "/api/answer", body)
+            sent[name].append(story["key"])
+
+    with annotate(*args) as first, annotate(*args) as second:
+        threads = [threading.Thread(target=work, args=a) for a in ((first, "ada"), (second, "bob"), (first, "cy"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+
+    records = read_jsonl(out)  # every line is whole JSON
+    sample = read_jsonl(tmp_path / "human.sample.jsonl")
+    assert [r["id"] for r in records if r["annotator"] == "ada"] == [sample[k]["id"] for k in sent["ada"]]
+    assert len(records) == sum(map(len, sent.values()))
+    assert all(r["comment"] == r["annotator"] * 300 for r in records)
+    shared = {k for k, s in enumerate(sample) if s["shared"]}
+    assert len(shared) == 6
+    assert all(shared <= set(keys) for keys in sent.values())
+    assert not (set(sent["ada"]) - shared) & (set(sent["cy"]) - shared)  # one process hands a story out once
+    assert set().union(*map(set, sent.values())) == set(range(30))
+
+    proc = run_cli("rate", str(stories), "--out", str(tmp_path / "teacher.jsonl"), "--compare", str(out))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "teacher.agreement.json").read_text())
+    ada_bob = result["between"]["ada ~ bob"]
+    assert ada_bob["both_valid"] >= 6  # at least the shared stories
+    assert all(ada_bob["criteria"][c]["kappa"] == pytest.approx(1.0) for c in ("readability", "coherence", "creativity"))
+    assert result["between_mean"]["pairs"] == 3
+    assert result["teacher_vs_mean"]["both_valid"] == 30
+
+
+def test_the_page_needs_its_token(tmp_path):
+    stories = write_stories(tmp_path / "stories.jsonl", 3)
+    with annotate(str(stories), "--out", str(tmp_path / "h.jsonl"), "--token", "s3cret") as url:
+        assert url.endswith("/?token=s3cret")
+        base = url.split("?")[0]
+        for path in ("", "?token=wrong", "api/setup", "api/annotator?name=ada"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(base + path, timeout=30)
+            assert refused.value.code == 403
+        assert urllib.request.urlopen(url, timeout=30).status == 200
+        assert urllib.request.urlopen(base + "api/setup?token=s3cret", timeout=30).status == 200
+    from onceupon.annotate.server import access_token
+
+    assert access_token("127.0.0.1", None) is None and access_token("localhost", None) is None
+    assert len(access_token("0.0.0.0", None)) >= 16 and access_token("0.0.0.0", "mine") == "mine"
+
+
+def test_bad_input_is_one_sentence_and_exit_2_with_nothing_written(tmp_path):
+    stories = write_stories(tmp_path / "stories.jsonl", 3)
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path / "h.jsonl"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cases = {
+            "is in use": [str(stories), "--out", str(out), "--port", str(port)],
+            "holds no stories": [str(tmp_path / "empty.jsonl"), "--out", str(out)],
+            "is a directory": [str(stories), "--out", str(tmp_path)],
+            "is a file, not a directory": [str(stories), "--out", str(tmp_path / "a_file" / "h.jsonl")],
+            "does not exist": [str(tmp_path / "nowhere.jsonl"), "--out", str(out)],
+            "--overlap is a share": [str(stories), "--out", str(out), "--overlap", "1.5"],
+            "--sample must be at least 1": [str(stories), "--out", str(out), "--sample", "0"],
+        }
+        for expected, args in cases.items():
+            proc = run_cli("annotate", *args)
+            assert proc.returncode == 2, (expected, proc.stdout, proc.stderr)
+            assert proc.stderr.startswith("error: ") and expected in proc.stderr, proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty.jsonl", "stories.jsonl"]
+
+
+def test_sampling_is_stratified_shuffled_and_hides_the_origin(tmp_path):
+    from fake_runs import make_interaction_run, make_pretraining_run
+
+    from onceupon.annotate.sample import Item, choose, collect
+
+    # Three origins of 2, 10 and 30 stories: 12 taken as 2 + 5 + 5; more than all: everything.
+    items = [Item(f"{o}{i}", "p", "c", o) for o, size in (("a", 2), ("b", 10), ("c", 30)) for i in range(size)]
+    chosen = choose(items, 12, seed=3, share=0.25)
+    assert sorted(sum(i.origin == o for i in chosen) for o in "abc") == [2, 5, 5]
+    assert [i.shared for i in chosen] == [False, False, False, True] * 3  # evenly spread
+    assert [i.id for i in choose(items, 12, seed=3, share=0.25)] == [i.id for i in chosen]  # seeded
+    assert [i.origin for i in chosen] != sorted(i.origin for i in chosen)  # shuffled
+    assert len(choose(items, 100, seed=0, share=0)) == 42
+
+    # Run directories: their anthology and evaluation stories, ids naming the file.
+    pre = make_pretraining_run(tmp_path, {1_000: 3.0, 10_000: 5.0}, n_stories=6)
+    rl = make_interaction_run(tmp_path, Path("/nowhere/chck_1K"), 1_000, 3.0, 5.0, "rl", steps=2, batch=4, n_stories=6)
+    found = collect([pre, rl])
+    origins = {i.origin for i in found}
+    assert origins == {"pretrain/evaluation/chck_1K/stories.jsonl", "pretrain/evaluation/chck_10K/stories.jsonl",
+                       "rl/anthology.jsonl", "rl/evaluation/chck_200W/stories.jsonl", "rl/evaluation/start/stories.jsonl"}
+    assert {i.id for i in found} >= {"rl/anthology.jsonl:1", "pretrain/evaluation/chck_1K/stories.jsonl:6"}
+    assert sum(i.scores is not None for i in found) > 0  # the source's ratings are kept for --as-rated
+
+
+def test_the_page_gets_nothing_about_run_checkpoint_or_score(tmp_path):
+    from fake_runs import make_interaction_run
+
+    from onceupon.annotate.answers import AnswersFile, Desk
+    from onceupon.annotate.sample import choose, collect
+    from onceupon.teacher.rubric import Rubric
+
+    rl = make_interaction_run(tmp_path, Path("/nowhere/chck_1K"), 1_000, 3.0, 5.0, "rl", steps=2, batch=4, n_stories=6)
+    items = choose(collect([rl]), 10, seed=0, share=0.2)
+    desk = Desk(items, AnswersFile(tmp_path / "h.jsonl"), Rubric())
+    story = desk.next("ada")
+    assert set(story) == {"key", "prompt", "continuation", "answer"} and story["key"] == 0
+    assert desk.next("ada") == story  # the same story until it is answered
+    view = desk.answer("ada", 0, None, True, "not a story")  # skipped and flagged
+    assert view == {"history": [0], "total": 10}
+    assert desk.next("bob")["key"] == 1  # 0 was ada's (not shared); bob gets the next
+    (record,) = read_jsonl(tmp_path / "h.jsonl")
+    assert {k: record[k] for k in ("id", "scores", "skipped", "flagged", "comment")} == {
+        "id": items[0].id, "scores": None, "skipped": True, "flagged": True, "comment": "not a story"}
+    desk.answer("ada", 0, None, True, "not a story")  # the same answer again appends nothing
+    assert len(read_jsonl(tmp_path / "h.jsonl")) == 1
+    with pytest.raises(ValueError, match="from 0 to 3"):
+        desk.answer("ada", 1, {"readability": 4, "coherence": 0, "creativity": 0}, False, "")
+
+
+def test_agreement_with_several_annotators_by_hand(tmp_path):
+    from onceupon.annotate.agreement import compare_with_annotators, mean_of
+    from onceupon.teacher.agreement import Rated
+    from onceupon.teacher.rubric import Rubric
+
+    def answer(who, sid, r, c, k, **extra):
+        return {"id": sid, "annotator": who, "scores": {"readability": r, "coherence": c, "creativity": k},
+                "skipped": False, "flagged": False, "comment": "", **extra}
+
+    rows = [
+        answer("ada", "1", 0, 0, 0), answer("ada", "2", 3, 3, 3), answer("ada", "3", 1, 1, 1),
+        answer("bob", "1", 0, 0, 0), answer("bob", "2", 1, 1, 1), answer("bob", "2", 3, 2, 3),  # bob changed "2"
+        {"id": "3", "annotator": "bob", "scores": None, "skipped": True, "flagged": False, "comment": ""},
+    ]
+    path = tmp_path / "human.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    teacher = [Rated("1", {"readability": 0, "coherence": 0, "creativity": 0}),
+               Rated("2", {"readability": 3, "coherence": 3, "creativity": 3}),
+               Rated("3", {"readability": 2, "coherence": 2, "creativity": 2})]
+    result = compare_with_annotators(teacher, path, Rubric())
+    assert result["annotators"] == {"ada": 3, "bob": 2}  # bob's skip is no rating
+    # ada vs bob on stories 1 and 2: readability identical, coherence 3 vs 2 on story 2
+    ab = result["between"]["ada ~ bob"]
+    assert ab["both_valid"] == 2 and ab["criteria"]["readability"]["exact"] == 1.0
+    assert ab["criteria"]["coherence"]["mean_abs_diff"] == pytest.approx(0.5)
+    assert result["between_mean"]["criteria"]["coherence"]["mean_abs_diff"] == pytest.approx(0.5)
+    # the mean of the annotators: story 2 coherence (3 + 2) / 2, story 3 only ada's
+    means = {r.id: r.scores for r in mean_of({"ada": [Rated("2", {"c": 3.0}), Rated("3", {"c": 1.0})],
+                                             "bob": [Rated("2", {"c": 2.0})]})}
+    assert means == {"2": {"c": 2.5}, "3": {"c": 1.0}}
+    assert result["teacher_vs"]["ada"]["criteria"]["readability"]["mean_abs_diff"] == pytest.approx(1 / 3)
+    assert result["teacher_vs_mean"]["criteria"]["coherence"]["mean_abs_diff"] == pytest.approx((0 + 0.5 + 1) / 3)

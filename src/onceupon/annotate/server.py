@@ -111,6 +111,14 @@ def create_app(desk: Desk, rubric: Rubric, token: str | None):
     return app
 
 
+def access_token(host: str, token: str | None) -> str | None:
+    """The token the URL must carry: the one given, else a random one beyond loopback (where
+    anyone on the network could otherwise read the stories and write answers)."""
+    if token is None and not _is_loopback(host):
+        return secrets.token_urlsafe(16)
+    return token
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -169,6 +177,8 @@ def run(
         raise UserError(f"--sample must be at least 1, got {n}.")
     if not 0.0 <= overlap <= 1.0:
         raise UserError(f"--overlap is a share of the stories, from 0 to 1; got {overlap}.")
+    if token is not None and not token.strip():
+        raise UserError("--token must not be empty.")
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be from 0 to 65535, got {port}.")
     try:
@@ -180,8 +190,7 @@ def run(
     preflight.output_file(out)
     preflight.output_file(sample.sample_path(out), "the sample file")
     rubric = Rubric.from_config(cfg.teacher)
-    if token is None and not _is_loopback(host):
-        token = secrets.token_urlsafe(16)
+    token = access_token(host, token)
     print(f"reading stories from {', '.join(map(str, sources))}", flush=True)
     items, new = _load_sample([Path(s) for s in sources], out, n, seed, overlap)
     sock = bind(host, port)
