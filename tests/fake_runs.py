@@ -15,6 +15,8 @@ from pathlib import Path
 from onceupon.words import milestone_name
 
 CRITERIA = ("readability", "coherence", "creativity")
+#: the judge whose scores the fabricated results rows carry (the main ``stories`` summary)
+FAKE_TEACHER = {"backend": "openai", "model": "fake-judge", "base_url": "http://127.0.0.1:1/v1", "temperature": 0.2}
 PROMPT = "Let me tell you a long, magical tale. Once upon a time, in a faraway land,"
 
 
@@ -69,6 +71,8 @@ def _stories_block(records: list[dict]) -> dict:
         "repetition": 0.1,
         "readability": 80.0,
         "entropy_per_word": 5.0,
+        "teacher": "openai:fake-judge|t=0.2",
+        "teacher_config": FAKE_TEACHER,
     }
 
 
@@ -144,14 +148,18 @@ def make_interaction_run(
     evaluated: bool = True,
     invalid_every: int = 7,
     profile: str = "linear",
+    teacher: dict | None = None,
 ) -> Path:
     """An interaction run from checkpoint ``start``: an anthology whose batch means rise
     linearly from ``start_mean`` to ``final_mean`` (``profile="step"``: the first half of the
     steps at ``start_mean``, the second half at ``final_mean``), a checkpoint at the end, and
     results rows (start and final) whose story means are ``start_mean`` and ``final_mean``.
-    Every ``invalid_every``-th story gets an invalid rating (0: none)."""
+    Every ``invalid_every``-th story gets an invalid rating (0: none). ``teacher``: the
+    teacher section of a ``config.yaml`` (the judge that trained the run), none by default."""
     run = root / name
     run.mkdir(parents=True)
+    if teacher is not None:
+        (run / "config.yaml").write_text(json.dumps({"teacher": teacher}))  # JSON is YAML
     lines = []
     for step in range(1, steps + 1):
         if profile == "step":

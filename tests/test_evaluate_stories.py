@@ -1,5 +1,6 @@
 """Story quality: sampling, the teacher's ratings and the text statistics."""
 
+import json
 import math
 
 import pytest
@@ -80,3 +81,30 @@ def test_stories_rated_by_teacher(model_and_tokenizer):
     assert summary["mean_total"] == pytest.approx(sum(r["total"] for r in valid) / len(valid))
     assert 0 <= summary["mean_score"] <= 1
     assert all(r["prompt"] == cfg.story_prompt for r in records)
+
+
+def test_a_second_judge_rates_the_same_stories_and_is_kept_beside_the_first(tmp_path):
+    from fake_runs import make_interaction_run
+
+    from onceupon.config import ExperimentConfig
+    from onceupon.evaluate.stories import judge_run, judges_for
+
+    run = make_interaction_run(tmp_path, tmp_path / "nowhere", 1_000, 1.0, 2.0, "rl", steps=2, n_stories=5)
+    before = (run / "results.json").read_text()
+    results = judge_run(ExperimentConfig(), run)
+    for row in results["rows"]:
+        (judge,) = row["judges"].values()
+        assert judge["teacher"] == "heuristic:v1" and judge["n"] == 5
+        assert row["stories"] == next(r for r in json.loads(before)["rows"] if r["checkpoint"] == row["checkpoint"])["stories"]
+    assert json.loads((run / "results.json").read_text()) == results
+
+    # Judging again with the same judge asks it nothing: its summary stays as written.
+    (summary,) = (run / "evaluation" / "start" / "judges").glob("*/summary.json")
+    stamp = summary.stat().st_mtime_ns
+    judge_run(ExperimentConfig(), run)
+    assert summary.stat().st_mtime_ns == stamp
+
+    # Stories sampled anew (another evaluation) leave the old judge out: it rated other stories.
+    stories = run / "evaluation" / "start" / "stories.jsonl"
+    stories.write_text(stories.read_text().replace("fox", "cat"))
+    assert judges_for(run / "evaluation" / "start") == {}

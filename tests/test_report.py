@@ -229,3 +229,49 @@ def test_story_text_cannot_inject_markup(tmp_path):
     assert "<title>onceupon: onceupon report</title>" in dom  # the injected script did not run
     assert "&lt;/script&gt;&lt;script&gt;document.title='pwned'&lt;/script&gt;&lt;b id=evil&gt;bold&lt;/b&gt; &amp; more" in dom
     assert len(story_rows(dom)) == 6
+
+
+# --------------------------------------------------------------------------- judges and teacher checks
+def test_report_shows_the_gain_by_every_judge_and_the_teacher_check(tmp_path, cli):
+    """One interaction run, two judges: the fabricated one it trained with (rows' main
+    scores; a different server address is still the same judge) and the heuristic, added
+    with `evaluate --judge` on the very same stories; plus a teacher check section."""
+    from fake_runs import FAKE_TEACHER
+
+    pre = make_pretraining_run(tmp_path, CURVE, n_stories=12)
+    trained_with = FAKE_TEACHER | {"base_url": "http://elsewhere:8000/v1"}
+    run = make_interaction_run(tmp_path, pre / "checkpoints" / "chck_2K", 2_000, 1.0, 2.5, "rl", n_stories=12, teacher=trained_with)
+    proc = cli("evaluate", str(run), "--judge")
+    assert proc.returncode == 0, proc.stderr
+    assert "heuristic:v1" in proc.stdout and "openai:fake-judge" in proc.stdout
+    check = tmp_path / "check"
+    assert cli("check-teacher", "--out", str(check), "--n", "10", "--retest", "0").returncode == 0
+
+    out = tmp_path / "report"
+    proc = cli("report", str(pre), str(run), "--out", str(out), "--check", str(check), "--set", "report.bootstrap=0")
+    assert proc.returncode == 0, proc.stderr
+    assert "teacher check: FAIL: heuristic:v1 does not discriminate on coherence" in proc.stdout
+    data = json.loads((out / "report.json").read_text())
+    (gains,) = data["judge_gains"]
+    trained, heuristic = gains["judges"]
+    assert trained["judge"] == "openai:fake-judge|t=0.2" and trained["trained"] is True
+    assert trained["gain"] == pytest.approx(1.5)  # the fabricated rows: 1.0 -> 2.5
+    assert heuristic["judge"] == "heuristic:v1" and heuristic["trained"] is False
+
+    # The heuristic's gain is its own ratings of the same stories, start vs final.
+    def mean_total(checkpoint):
+        (path,) = (run / "evaluation" / checkpoint / "judges").glob("*/stories.jsonl")
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        main = [json.loads(line) for line in (run / "evaluation" / checkpoint / "stories.jsonl").read_text().splitlines()]
+        assert [r["continuation"] for r in records] == [r["continuation"] for r in main]
+        return np.mean([r["total"] for r in records if r["valid"]])
+
+    assert heuristic["start"] == pytest.approx(mean_total("start"))
+    assert heuristic["gain"] == pytest.approx(mean_total(gains["final_checkpoint"]) - mean_total("start"))
+    html = (out / "index.html").read_text()
+    assert "Gain by judge" in html and "trained this run" in html and "Teacher checks" in html
+    assert data["teacher_checks"][0]["criteria"]["coherence"]["verdict"] == "does not discriminate"
+
+    # A bad --check fails with one sentence before anything is written.
+    proc = cli("report", str(run), "--out", str(tmp_path / "r2"), "--check", str(tmp_path))
+    assert proc.returncode == 2 and "holds no check.json" in proc.stderr and not (tmp_path / "r2").exists()

@@ -121,21 +121,29 @@ def write_report(summary: dict, out: Path, dpi: int = 110) -> Path:
     return out / "index.html"
 
 
-def build(cfg: ReportConfig, runs: list[Path], out: Path, title: str = "onceupon") -> tuple[Path, dict]:
-    """Load the runs, compute the summary, write the report; returns (index.html, summary)."""
+def build(
+    cfg: ReportConfig, runs: list[Path], out: Path, title: str = "onceupon", checks: list[Path] | None = None
+) -> tuple[Path, dict]:
+    """Load the runs (and teacher checks), compute the summary, write the report; returns
+    (index.html, summary)."""
+    from onceupon.teacher.check import read_check
+
+    found = [read_check(c) | {"path": str(c)} for c in checks or []]  # bad input fails before any work
     loaded = load_runs(runs, shown=cfg.stories_shown, seed=cfg.seed)
-    summary = summarize(cfg, loaded, title=title)
+    summary = summarize(cfg, loaded, title=title, checks=found)
     return write_report(summary, out, dpi=cfg.dpi), summary
 
 
-def run(cfg: ExperimentConfig | None, runs: list[Path], out: Path) -> Path:
+def run(cfg: ExperimentConfig | None, runs: list[Path], out: Path, checks: list[Path] | None = None) -> Path:
     """The ``onceupon report`` command: write the report and print where it is and the headline."""
     cfg = cfg or ExperimentConfig()
-    index, summary = build(cfg.report, list(runs), Path(out), title=cfg.name)
+    index, summary = build(cfg.report, list(runs), Path(out), title=cfg.name, checks=checks)
     print(f"report: {index}")
     head = summary.get("headline")
     print(f"headline: {head['text']}" if head else "headline: none (the equivalence needs an interaction run "
           "and at least two pretraining points with story scores)")
+    for check in summary["teacher_checks"]:
+        print(f"teacher check: {check['verdict']['text']}")
     for warning in summary["warnings"]:
         print(f"note: {warning}")
     return index

@@ -192,6 +192,8 @@ class Run:
     start_name: str | None = None
     start_path: str | None = None
     start_words: int | None = None
+    #: the ``teacher`` section of the run's config.yaml: the judge that trained an interaction run
+    teacher: dict | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -253,6 +255,20 @@ def _read_results(path: Path) -> list[dict]:
     return rows
 
 
+def _read_teacher(path: Path) -> dict | None:
+    """The teacher section of a run's saved config, None when there is none to read."""
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return None
+    teacher = data.get("teacher") if isinstance(data, dict) else None
+    return teacher if isinstance(teacher, dict) else None
+
+
 def load_run(path: str | Path, shown: int = 2000, seed: int = 0) -> Run:
     """Read whatever a run directory holds; a UserError when it holds nothing we know."""
     path = Path(path)
@@ -276,6 +292,7 @@ def load_run(path: str | Path, shown: int = 2000, seed: int = 0) -> Run:
         run.metrics = _read_metrics(metrics)
     if anthology.is_file():
         run.anthology = read_anthology(anthology, shown=shown, seed=seed)
+    run.teacher = _read_teacher(path / "config.yaml")
     interactive = (
         run.anthology is not None
         or any(m.stage == "interact" for m in run.checkpoints)

@@ -25,6 +25,7 @@ import numpy as np
 from onceupon.analysis.efficiency import Curve, bootstrap_needed, equivalence
 from onceupon.analysis.runs import TOTAL, Run, row_score
 from onceupon.config import ReportConfig
+from onceupon.teacher.judges import same_judge
 
 #: story-quality fields of a results row shown in the before/after table (key, label)
 STORY_FIELDS = [
@@ -281,6 +282,52 @@ def before_after(run: Run) -> dict | None:
     }
 
 
+def _judged(row: dict) -> dict[str, dict]:
+    """Every judge's story summary of a results row: the main teacher's (key ``main:<teacher>``,
+    so rows evaluated with different main teachers never pair up) and the extra judges'."""
+    out = {}
+    main = row.get("stories")
+    if isinstance(main, dict) and main.get("mean_total") is not None:
+        out[f"main:{main.get('teacher', '?')}"] = main
+    for key, summary in (row.get("judges") or {}).items():
+        if isinstance(summary, dict) and summary.get("mean_total") is not None:
+            out[key] = summary
+    return out
+
+
+def judge_gains(run: Run) -> dict | None:
+    """The gain from the start to the final checkpoint as each judge of both sees it, side by
+    side: does the gain survive a change of judge? ``trained`` marks the judge whose settings
+    are those the run trained with (None: unknown)."""
+    start, final = run.start_row, run.final_row
+    if start is None or final is None:
+        return None
+    before, after = _judged(start), _judged(final)
+    judges = []
+    for key in [k for k in after if k in before]:
+        a, b = before[key], after[key]
+        config = b.get("teacher_config")
+        criteria = sorted(set(a.get("criteria") or {}) & set(b.get("criteria") or {}))
+        judges.append(
+            {
+                "judge": b.get("teacher", key),
+                "role": "main" if key.startswith("main:") else "extra judge",
+                "trained": same_judge(config, run.teacher) if config and run.teacher else None,
+                "start": a["mean_total"],
+                "final": b["mean_total"],
+                "gain": b["mean_total"] - a["mean_total"],
+                "criteria": {c: b["criteria"][c] - a["criteria"][c] for c in criteria
+                             if a["criteria"][c] is not None and b["criteria"][c] is not None},
+                "invalid": [a.get("invalid_rate"), b.get("invalid_rate")],
+                "n": [a.get("n"), b.get("n")],
+            }
+        )
+    if not judges:
+        return None
+    judges.sort(key=lambda j: (j["trained"] is not True, j["role"] != "main", j["judge"]))
+    return {"run": run.name, "start_checkpoint": start.get("checkpoint"), "final_checkpoint": final.get("checkpoint"), "judges": judges}
+
+
 def paper_table(runs: list[Run], batches: int) -> list[dict]:
     """The paper's table: mean total of the first and last ``batches`` RL batches per run."""
     table = []
@@ -322,7 +369,8 @@ def browser(runs: list[Run]) -> dict:
 
 
 # --------------------------------------------------------------------------- everything
-def summarize(cfg: ReportConfig, runs: list[Run], title: str = "onceupon") -> dict:
+def summarize(cfg: ReportConfig, runs: list[Run], title: str = "onceupon", checks: list[dict] | None = None) -> dict:
+    """``checks``: results of ``onceupon check-teacher`` (check.json), shown in their own section."""
     pretraining = [r for r in runs if r.kind == "pretrain"]
     interaction = [r for r in runs if r.kind == "interact"]
     criteria: set[str] = set()
@@ -371,6 +419,8 @@ def summarize(cfg: ReportConfig, runs: list[Run], title: str = "onceupon") -> di
         "headline": headline(eq),
         "before_after": [t for t in (before_after(r) for r in interaction) if t is not None],
         "paper_table": paper_table(interaction, cfg.anthology_batches),
+        "judge_gains": [g for g in (judge_gains(r) for r in interaction) if g is not None],
+        "teacher_checks": checks or [],
         "browser": browser(interaction),
         "warnings": warnings,
     }

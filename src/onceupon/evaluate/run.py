@@ -42,6 +42,7 @@ from onceupon.tracking import progress_bar
 from onceupon.words import parse_word_count
 
 from . import zero_shot
+from .stories import judges_for
 from .zero_shot import BABYLM_TASKS, PROBE_TASK, TASKS, TaskResult
 
 #: Bump when a change to scoring or story statistics should invalidate every cached result.
@@ -188,6 +189,8 @@ def evaluate_checkpoint(cfg: ExperimentConfig, target: Target, data_root: Path |
         "interact_words": target.interact_words,
         "tasks": tasks,
         "stories": stories,
+        # other judges' ratings of these same stories (`onceupon evaluate RUN --judge`)
+        "judges": judges_for(target.out_dir) if stories else {},
     }
 
 
@@ -247,6 +250,7 @@ def _stories(cfg: ExperimentConfig, target: Target, fingerprint: list, lazy: Laz
     finally:
         teacher.close()
     summary["teacher"] = getattr(teacher, "identity", cfg.teacher.backend)
+    summary["teacher_config"] = cfg.teacher.model_dump(mode="json")  # tells the report which judge trained a run
     lines = [json.dumps(r, ensure_ascii=False) for r in records]
     atomic_write_text(target.out_dir / "stories.jsonl", "\n".join(lines) + ("\n" if lines else ""))
     atomic_write_json(summary_path, {"key": key, "summary": summary})

@@ -24,7 +24,10 @@ The stories and their ratings are written to ``stories.jsonl`` beside the result
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ import torch
 from onceupon.errors import UserError
 from onceupon.readability import automated_readability_index
 from onceupon.teacher.base import Rating, Story
+from onceupon.teacher.judges import judge_config
 from onceupon.words import count_words
 
 LN2 = math.log(2.0)
@@ -209,3 +213,123 @@ def evaluate_stories(
     if not criteria:
         criteria = sorted({name for r in ratings if r.scores for name in r.scores})
     return summarize(samples, ratings, criteria), story_records(samples, ratings)
+
+
+# --------------------------------------------------------------------------- more judges
+# A second judge rates the very stories a checkpoint already told (stories.jsonl), so two
+# judges' scores of one checkpoint differ only by the judge. Each judge's ratings live in
+# ``evaluation/<checkpoint>/judges/<judge>/`` (stories.jsonl + summary.json) and its summary
+# appears in the checkpoint's results row under ``judges``, keyed by that directory's name
+# (the summary names the teacher), beside (never instead of) the main ``stories`` summary.
+JUDGES_DIR = "judges"
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+
+
+def judge_slug(identity: str, rubric_hash: str) -> str:
+    """A directory name for a judge: readable, and distinct for distinct prompts."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", identity)[:60].strip("_") + "-" + rubric_hash[:8]
+
+
+def judges_for(out_dir: Path) -> dict[str, dict]:
+    """The summaries of the judges that rated the stories now in ``out_dir/stories.jsonl``
+    (a judge of stories sampled before, by an older evaluation, is left out)."""
+    stories = Path(out_dir) / "stories.jsonl"
+    root = Path(out_dir) / JUDGES_DIR
+    if not stories.is_file() or not root.is_dir():
+        return {}
+    digest = _file_digest(stories)
+    found = {}
+    for path in sorted(root.glob("*/summary.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if data.get("stories_digest") == digest:
+            found[path.parent.name] = data["summary"]
+    return found
+
+
+def _samples(records: list[dict]) -> list[Sample]:
+    return [Sample(r["prompt"], r["continuation"], int(r.get("n_tokens") or 0), float(r.get("entropy_bits") or 0.0)) for r in records]
+
+
+def _rated_rows(run_dir: Path) -> tuple[dict, list[tuple[dict, Path]]]:
+    """results.json and the rows whose checkpoint told stories, with their evaluation dirs."""
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        raise UserError(f"{run_dir} has no results.json; run `onceupon evaluate {run_dir}` first, then add judges.")
+    try:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+        rows = results["rows"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise UserError(f"{results_path} is not an evaluation's results; run `onceupon evaluate {run_dir}` again.") from None
+    rated = [(row, run_dir / "evaluation" / str(row.get("checkpoint"))) for row in rows]
+    rated = [(row, d) for row, d in rated if (d / "stories.jsonl").is_file()]
+    if not rated:
+        raise UserError(f"No checkpoint of {run_dir} has sampled stories (evaluate.stories was 0?); nothing to judge.")
+    return results, rated
+
+
+def judge_run(cfg, run_dir: str | Path) -> dict:
+    """``onceupon evaluate RUN --judge``: rate every evaluated checkpoint's stories with
+    ``cfg.teacher`` as one more judge, keep the results beside the others, update results.json."""
+    from onceupon.files import atomic_write_json, atomic_write_text, read_jsonl
+    from onceupon.teacher.factory import build_teacher
+    from onceupon.tracking import progress_bar
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoints").is_dir():
+        raise UserError(f"--judge rates the stories of a run's evaluated checkpoints; {run_dir} is not a run directory.")
+    results, rated = _rated_rows(run_dir)
+    teacher_cfg = cfg.teacher.model_dump(mode="json")
+    with build_teacher(cfg.teacher) as teacher:
+        slug = judge_slug(teacher.identity, teacher.rubric.hash)
+        todo = []
+        for row, out_dir in rated:
+            digest = _file_digest(out_dir / "stories.jsonl")
+            key = hashlib.sha256(json.dumps([digest, teacher.identity, teacher.rubric.hash, judge_config(teacher_cfg)], sort_keys=True).encode()).hexdigest()[:20]
+            old = out_dir / JUDGES_DIR / slug / "summary.json"
+            if old.is_file() and json.loads(old.read_text(encoding="utf-8")).get("key") == key:
+                continue
+            todo.append((out_dir, digest, key, list(read_jsonl(out_dir / "stories.jsonl"))))
+        with progress_bar("stories") as bar:
+            task = bar.add_task("judge", total=sum(len(t[3]) for t in todo))
+            for out_dir, digest, key, records in todo:
+                ratings = teacher.rate([Story(r["prompt"], r["continuation"], str(i)) for i, r in enumerate(records)])
+                samples = _samples(records)
+                summary = summarize(samples, ratings, teacher.rubric.names)
+                summary.update(teacher=teacher.identity, rubric=teacher.rubric.hash, teacher_config=teacher_cfg)
+                lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in story_records(samples, ratings)]
+                atomic_write_text(out_dir / JUDGES_DIR / slug / "stories.jsonl", "".join(lines))
+                atomic_write_json(out_dir / JUDGES_DIR / slug / "summary.json", {"key": key, "stories_digest": digest, "summary": summary})
+                bar.advance(task, len(records))
+    for row, out_dir in rated:
+        row["judges"] = judges_for(out_dir)
+    atomic_write_json(run_dir / "results.json", results)
+    return results
+
+
+def judges_table(results: dict):
+    """Mean total per checkpoint, one column per judge (the main teacher first)."""
+    from rich.table import Table
+
+    rows = results["rows"]
+    names = {"": (rows[0].get("stories") or {}).get("teacher", "main")} if rows else {}
+    for row in rows:
+        for slug, summary in (row.get("judges") or {}).items():
+            names.setdefault(slug, summary.get("teacher", slug))
+    table = Table(title="story scores by judge (mean total; invalid ratings excluded)")
+    table.add_column("checkpoint")
+    for label in names.values():
+        table.add_column(label, justify="right")
+    for row in rows:
+        cells = [str(row.get("checkpoint"))]
+        for slug in names:
+            summary = row.get("stories") if slug == "" else (row.get("judges") or {}).get(slug)
+            value = (summary or {}).get("mean_total")
+            cells.append("—" if value is None else f"{value:.2f}")
+        table.add_row(*cells)
+    return table
