@@ -35,7 +35,6 @@ from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
 from onceupon.teacher.rubric import Rubric
 
-PAGE = ("index.html", "annotate.js", "annotate.css")
 MEDIA = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
 
 
@@ -156,6 +155,7 @@ def _load_sample(sources: list[Path], out: Path, n: int, seed: int, overlap: flo
         return sample.read(path), False
     if out.exists() and out.stat().st_size > 0:
         raise UserError(f"{out} holds answers but its sample file {path} is missing; give a new --out.")
+    print(f"reading stories from {', '.join(map(str, sources))}", flush=True)
     items = sample.choose(sample.collect(sources), n, seed, overlap)
     return items, True
 
@@ -191,7 +191,6 @@ def run(
     preflight.output_file(sample.sample_path(out), "the sample file")
     rubric = Rubric.from_config(cfg.teacher)
     token = access_token(host, token)
-    print(f"reading stories from {', '.join(map(str, sources))}", flush=True)
     items, new = _load_sample([Path(s) for s in sources], out, n, seed, overlap)
     sock = bind(host, port)
     if new:
@@ -204,11 +203,15 @@ def run(
     shown = socket.gethostname() if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{sock.getsockname()[1]}/" + (f"?token={quote(token)}" if token else "")
     n_shared = sum(i.shared for i in items)
-    print(
-        f"{'sampled' if new else 'resuming with'} {len(items)} stories ({n_shared} shown to every annotator); "
-        f"sample in {sample.sample_path(out)}, answers appended to {out}",
-        flush=True,
-    )
+    if new:
+        print(f"sampled {len(items)} stories ({n_shared} shown to every annotator) into {sample.sample_path(out)}", flush=True)
+    else:
+        print(
+            f"resuming with the {len(items)} stories of {sample.sample_path(out)} ({n_shared} shown to every annotator); "
+            "SOURCE, --sample, --seed and --overlap apply to a new --out",
+            flush=True,
+        )
+    print(f"answers are appended to {out}", flush=True)
     print(f"annotate at {url}  (Ctrl-C stops; every answer is saved as it is given)", flush=True)
     server = _server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     server.run(sockets=[sock])
