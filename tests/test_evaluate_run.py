@@ -5,8 +5,11 @@ import shutil
 
 import pytest
 
+from transformers import AutoConfig, AutoTokenizer
+
 from conftest import make_tiny_checkpoint
 from onceupon.config import ExperimentConfig
+from onceupon.evaluate import zero_shot
 from onceupon.errors import UserError
 from onceupon.evaluate.run import evaluate_checkpoint_dir, evaluate_run, run
 from onceupon.files import atomic_write_json
@@ -69,6 +72,23 @@ def test_cli_evaluates_every_checkpoint(pretrain_run, data_dir, cli):
     stories = row["stories"]
     assert stories["n"] == 3 and {"mean_total", "mean_score", "criteria", "distinct_1", "entropy_per_word"} <= set(stories)
     assert len((pretrain_run / "evaluation" / "chck_2K" / "stories.jsonl").read_text().splitlines()) == 3
+    # Progress of every task and checkpoint went to the run's log (and, every
+    # ONCEUPON_PROGRESS_INTERVAL seconds while a task runs, to stderr).
+    logged = (pretrain_run / "log.txt").read_text()
+    assert "evaluate chck_2K" in logged and "chck_2K blimp: 2/2 pairs (100%)" in logged
+    assert "chck_2K storyworld_entity_tracking: 6/6 items (100%)" in logged
+    assert "chck_2K stories sampled: 3/3 stories (100%)" in logged
+    # Truncation happens only beyond context + 1 tokens, is counted in items and flagged.
+    checkpoint = pretrain_run / "checkpoints" / "chck_2K"
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    context = AutoConfig.from_pretrained(checkpoint).n_positions
+    probe = zero_shot.probe_items(6, ExperimentConfig().evaluate.probe_seed)
+    too_long = sum(any(len(tok(c + x)["input_ids"]) > context + 1 for c, x in item.requests) for item in probe)
+    assert 0 < too_long and row["tasks"]["storyworld_entity_tracking"]["truncated_items"] == too_long
+    assert "truncated_items" not in row["tasks"]["blimp"]
+    # Piped, not a terminal: the table is printed whole, never cut to 80 columns.
+    assert "…" not in proc.stdout and f"cut {100 * too_long / 6:.0f}%" in proc.stdout
+    assert "scored on their last tokens" in proc.stdout and str(pretrain_run / "results.json") in proc.stdout
 
 
 def test_evaluated_parts_are_cached_until_config_changes(pretrain_run, data_dir):

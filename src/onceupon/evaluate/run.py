@@ -34,11 +34,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from onceupon import preflight
 from onceupon.config import EvaluateConfig, ExperimentConfig
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, atomic_write_text
 from onceupon.student.checkpoints import META_FILE, list_checkpoints, read_meta
-from onceupon.tracking import progress_bar
+from onceupon.student.runstate import run_lock
+from onceupon.tracking import log, progress_bar, run_log
 from onceupon.words import parse_word_count
 
 from . import zero_shot
@@ -46,7 +48,9 @@ from .stories import judges_for
 from .zero_shot import BABYLM_TASKS, PROBE_TASK, TASKS, TaskResult
 
 #: Bump when a change to scoring or story statistics should invalidate every cached result.
-EVAL_VERSION = 1
+#: 2: text of context + 1 tokens is scored whole (it was cut by one token).
+EVAL_VERSION = 2
+LOG_FILE = "log.txt"
 RESULTS_FILE = "results.json"
 
 console = Console()
@@ -103,11 +107,13 @@ class LazyModel:
             device = self.device
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
+            from safetensors import SafetensorError
+
             try:
                 tokenizer = AutoTokenizer.from_pretrained(self.path)
                 # float32 as the official pipeline loads it: bf16 would create ties.
                 model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, SafetensorError) as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise UserError(f"Cannot load a model and tokenizer from {self.path}: {first}") from None
             self._loaded = (model.to(device).eval(), tokenizer)
@@ -175,7 +181,8 @@ def evaluate_checkpoint(cfg: ExperimentConfig, target: Target, data_root: Path |
             if hit is not None:
                 tasks[task] = hit["summary"]
                 continue
-            result = _score_task(task, items, lazy, ecfg)
+            result = _score_task(f"{target.name} {task}", task, items, lazy, ecfg)
+            del items  # the next task's items are read while this one's are freed
             _write_task(task_dir, task, key, result)
             tasks[task] = result.summary
         stories = _stories(cfg, target, fingerprint, lazy) if ecfg.stories > 0 else None
@@ -194,18 +201,21 @@ def evaluate_checkpoint(cfg: ExperimentConfig, target: Target, data_root: Path |
     }
 
 
-def _score_task(task: str, items: list, lazy: LazyModel, ecfg: EvaluateConfig) -> TaskResult:
+def _score_task(label: str, task: str, items: list, lazy: LazyModel, ecfg: EvaluateConfig) -> TaskResult:
     from .scoring import Scorer
 
     model, tokenizer = lazy.get()
     scorer = Scorer(model, tokenizer, batch_size=ecfg.batch_size, share_prefix=ecfg.share_prefix)
     with progress_bar(_task_unit(task)) as bar:
-        handle = bar.add_task(task, total=len(items))
+        handle = bar.add_task(label, total=len(items))
         result = zero_shot.evaluate_items(
             task, items, scorer.score, lambda n: bar.advance(handle, n)
         )
     if scorer.truncated:
+        # Candidates, and items with at least one candidate, longer than context + 1 tokens:
+        # scored on their last tokens only (the table flags the share of items).
         result.summary["truncated"] = scorer.truncated
+        result.summary["truncated_items"] = scorer.truncated_groups
     return result
 
 
@@ -245,7 +255,7 @@ def _stories(cfg: ExperimentConfig, target: Target, fingerprint: list, lazy: Laz
     teacher = build_teacher(cfg.teacher)
     try:
         with progress_bar("stories") as bar:
-            handle = bar.add_task("stories", total=ecfg.stories * len(prompts))
+            handle = bar.add_task(f"{target.name} stories sampled", total=ecfg.stories * len(prompts))
             summary, records = evaluate_stories(model, tokenizer, ecfg, teacher, lambda n: bar.advance(handle, n))
     finally:
         teacher.close()
@@ -286,7 +296,7 @@ def run_targets(run_dir: Path) -> list[Target]:
         if start_path.is_dir():
             targets.append(_target_for(start_path, "start", run_dir / "evaluation" / "start", interact_words=0))
         else:
-            err_console.print(f"warning: the start checkpoint {start} no longer exists; no 'start' row.")
+            err_console.print(f"warning: the start checkpoint {start} no longer exists; no 'start' row.", soft_wrap=True)
     for c in checkpoints:
         targets.append(_target_for(c, c.name, run_dir / "evaluation" / c.name))
     return targets
@@ -312,12 +322,37 @@ def _with_data(cfg: ExperimentConfig, data_dir: str | Path | None) -> Experiment
     return cfg
 
 
-def evaluate_targets(cfg: ExperimentConfig, targets: list[Target]) -> list[dict]:
-    _selected_tasks(cfg.evaluate)  # an unknown task name fails before any work
-    data_root = _data_root(cfg.evaluate)
+def check_weights(checkpoint: Path) -> None:
+    """Refuse a checkpoint whose weights cannot be read (a truncated copy, a garbage file)
+    before any work: reading each safetensors header is cheap and sees both."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(Path(checkpoint).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"The model weights {path} cannot be read ({reason}); copy or save that checkpoint again."
+            ) from None
+
+
+def _validate(cfg: ExperimentConfig, targets: list[Target]) -> Path | None:
+    """Everything that can be checked before work starts; returns the data root."""
+    _selected_tasks(cfg.evaluate)  # an unknown task name
+    preflight.device(cfg.evaluate.device, "evaluate.device")
+    for t in targets:
+        check_weights(t.path)
+        preflight.output_dir(t.out_dir, "the evaluation directory")
+    return _data_root(cfg.evaluate)
+
+
+def evaluate_targets(cfg: ExperimentConfig, targets: list[Target], data_root: Path | None) -> list[dict]:
     rows = []
     for t in targets:
-        err_console.print(f"[bold]evaluate[/bold] {t.name} ({t.path})")
+        err_console.print(f"[bold]evaluate[/bold] {t.name} ({t.path})", soft_wrap=True)
+        log(f"evaluate {t.name} ({t.path})")
         rows.append(evaluate_checkpoint(cfg, t, data_root))
     return rows
 
@@ -326,9 +361,14 @@ def evaluate_run(cfg: ExperimentConfig | None, run_dir: str | Path, data_dir: st
     """Evaluate every checkpoint of a run; write and return ``RUN/results.json``'s content."""
     run_dir = Path(run_dir)
     cfg = _with_data(cfg or ExperimentConfig(), data_dir)
-    rows = evaluate_targets(cfg, run_targets(run_dir))
-    results = {"rows": rows}
-    atomic_write_json(run_dir / RESULTS_FILE, results)
+    targets = run_targets(run_dir)
+    data_root = _validate(cfg, targets)
+    # The lock is on RUN/evaluation (not the run itself): a run can be evaluated while it
+    # trains, but two evaluations of one run never interleave their writes.
+    with run_lock(run_dir / "evaluation"), run_log(run_dir / LOG_FILE):
+        rows = evaluate_targets(cfg, targets, data_root)
+        results = {"rows": rows}
+        atomic_write_json(run_dir / RESULTS_FILE, results)
     return results
 
 
@@ -338,6 +378,8 @@ def evaluate_checkpoint_dir(
     """Evaluate one checkpoint; returns (results, results.json path). See the module doc."""
     checkpoint = Path(checkpoint)
     cfg = _with_data(cfg or ExperimentConfig(), data_dir)
+    if out is not None:
+        preflight.output_dir(out)
     run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
     if out is None and run_dir is not None and (checkpoint / META_FILE).is_file():
         target = next((t for t in run_targets(run_dir) if t.path.resolve() == checkpoint.resolve()), None)
@@ -348,11 +390,19 @@ def evaluate_checkpoint_dir(
     if run_dir is None:
         out_dir = Path(out) if out is not None else checkpoint / "evaluation"
         target = _target_for(checkpoint, checkpoint.name, out_dir)
-        results = {"rows": evaluate_targets(cfg, [target])}
-        path = out_dir / RESULTS_FILE
-        atomic_write_json(path, results)
+        data_root = _validate(cfg, [target])
+        with run_lock(out_dir):
+            results = {"rows": evaluate_targets(cfg, [target], data_root)}
+            path = out_dir / RESULTS_FILE
+            atomic_write_json(path, results)
         return results, path
-    row = evaluate_targets(cfg, [target])[0]
+    data_root = _validate(cfg, [target])
+    with run_lock(run_dir / "evaluation"), run_log(run_dir / LOG_FILE):
+        return _update_run_row(run_dir, evaluate_targets(cfg, [target], data_root)[0])
+
+
+def _update_run_row(run_dir: Path, row: dict) -> tuple[dict, Path]:
+    """Add or replace one checkpoint's row in RUN/results.json, in the run's order."""
     path = run_dir / RESULTS_FILE
     rows = []
     if path.is_file():
@@ -385,12 +435,41 @@ SHORT = {
 }
 
 
+def _task_cell(res: dict) -> str:
+    if "spearman" in res:
+        cell = _fmt(res["spearman"], 3)
+    elif res.get("tie_rate"):
+        cell = f"{res['accuracy']:.1f} ({res['accuracy_ties_wrong']:.1f})"
+    else:
+        cell = f"{res['accuracy']:.1f}"
+    if res.get("truncated_items"):
+        share = 100 * res["truncated_items"] / max(1, res.get("n", 0))
+        cell += f" cut {share:.0f}%" if share >= 1 else " cut <1%"
+    return cell
+
+
+def print_table(table: Table) -> None:
+    """On a terminal, the terminal's width; otherwise (a file, a pipe) the table's full
+    width, so no number is cut to "53…"."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    width = Measurement.get(console, console.options.update(width=100_000), table).maximum
+    Console(file=console.file, width=max(width, 20), soft_wrap=True).print(table)
+
+
 def results_table(results: dict) -> Table:
     """The terminal view: one line per checkpoint; official accuracies with the ties-wrong
     accuracy in brackets when ties occurred; WUG Spearman correlations; story quality."""
     rows = results["rows"]
     tasks = [t for t in TASKS if any(not r["tasks"].get(t, {"absent": True}).get("absent") for r in rows)]
-    table = Table(title="onceupon evaluation", caption="accuracy % (ties counted wrong); wug: Spearman rho")
+    cut_any = any(r["tasks"].get(t, {}).get("truncated_items") for r in rows for t in tasks)
+    caption = "accuracy % (ties counted wrong); wug: Spearman rho"
+    if cut_any:
+        caption += "; cut N% = share of items longer than the model's context, scored on their last tokens"
+    table = Table(title="onceupon evaluation", caption=caption)
     table.add_column("checkpoint", no_wrap=True)
     table.add_column("pretrain", justify="right")
     table.add_column("interact", justify="right")
@@ -404,12 +483,8 @@ def results_table(results: dict) -> Table:
             res = r["tasks"].get(t, {"absent": True})
             if res.get("absent"):
                 cells.append("absent")
-            elif "spearman" in res:
-                cells.append(_fmt(res["spearman"], 3))
-            elif res.get("tie_rate"):
-                cells.append(f"{res['accuracy']:.1f} ({res['accuracy_ties_wrong']:.1f})")
             else:
-                cells.append(f"{res['accuracy']:.1f}")
+                cells.append(_task_cell(res))
         s = r.get("stories")
         if s:
             cells += [_fmt(s["mean_total"], 2), f"{100 * s['invalid_rate']:.0f}%", _fmt(s["words"])]
@@ -434,6 +509,6 @@ def run(cfg: ExperimentConfig | None, target: str | Path, data_dir: str | Path |
         path = target / RESULTS_FILE
     else:
         raise UserError(f"{target} is neither a run directory (no checkpoints/) nor a checkpoint (no config.json).")
-    console.print(results_table(results))
-    console.print(f"results: {path}")
+    print_table(results_table(results))
+    console.print(f"results: {path}", soft_wrap=True, highlight=False)
     return results
