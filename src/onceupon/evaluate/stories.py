@@ -19,7 +19,9 @@ entropy_per_word  the model's predictive entropy summed over the generated token
                   student was per word it wrote)
 ================  ==========================================================================
 
-The stories and their ratings are written to ``stories.jsonl`` beside the results.
+The stories and their ratings are written to ``stories.jsonl`` beside the results;
+``onceupon evaluate RUN --judge`` has another teacher rate those very stories and keeps its
+ratings beside them (:func:`judge_run`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 import torch
 
 from onceupon.errors import UserError
+from onceupon.files import atomic_write_json, atomic_write_text, read_jsonl
 from onceupon.readability import automated_readability_index
 from onceupon.teacher.base import Rating, Story
 from onceupon.teacher.judges import judge_config
@@ -276,40 +279,48 @@ def _rated_rows(run_dir: Path) -> tuple[dict, list[tuple[dict, Path]]]:
 def judge_run(cfg, run_dir: str | Path) -> dict:
     """``onceupon evaluate RUN --judge``: rate every evaluated checkpoint's stories with
     ``cfg.teacher`` as one more judge, keep the results beside the others, update results.json."""
-    from onceupon.files import atomic_write_json, atomic_write_text, read_jsonl
+    from onceupon.student.runstate import run_lock
     from onceupon.teacher.factory import build_teacher
-    from onceupon.tracking import progress_bar
 
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoints").is_dir():
         raise UserError(f"--judge rates the stories of a run's evaluated checkpoints; {run_dir} is not a run directory.")
-    results, rated = _rated_rows(run_dir)
-    teacher_cfg = cfg.teacher.model_dump(mode="json")
-    with build_teacher(cfg.teacher) as teacher:
-        slug = judge_slug(teacher.identity, teacher.rubric.hash)
-        todo = []
+    _rated_rows(run_dir)  # bad input fails before the teacher starts
+    # The lock `onceupon evaluate` takes: a judge and an evaluation never interleave writes.
+    with build_teacher(cfg.teacher) as teacher, run_lock(run_dir / "evaluation"):
+        results, rated = _rated_rows(run_dir)  # read again under the lock
+        _judge_rows(teacher, cfg.teacher.model_dump(mode="json"), rated)
         for row, out_dir in rated:
-            digest = _file_digest(out_dir / "stories.jsonl")
-            key = hashlib.sha256(json.dumps([digest, teacher.identity, teacher.rubric.hash, judge_config(teacher_cfg)], sort_keys=True).encode()).hexdigest()[:20]
-            old = out_dir / JUDGES_DIR / slug / "summary.json"
-            if old.is_file() and json.loads(old.read_text(encoding="utf-8")).get("key") == key:
-                continue
-            todo.append((out_dir, digest, key, list(read_jsonl(out_dir / "stories.jsonl"))))
-        with progress_bar("stories") as bar:
-            task = bar.add_task("judge", total=sum(len(t[3]) for t in todo))
-            for out_dir, digest, key, records in todo:
-                ratings = teacher.rate([Story(r["prompt"], r["continuation"], str(i)) for i, r in enumerate(records)])
-                samples = _samples(records)
-                summary = summarize(samples, ratings, teacher.rubric.names)
-                summary.update(teacher=teacher.identity, rubric=teacher.rubric.hash, teacher_config=teacher_cfg)
-                lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in story_records(samples, ratings)]
-                atomic_write_text(out_dir / JUDGES_DIR / slug / "stories.jsonl", "".join(lines))
-                atomic_write_json(out_dir / JUDGES_DIR / slug / "summary.json", {"key": key, "stories_digest": digest, "summary": summary})
-                bar.advance(task, len(records))
-    for row, out_dir in rated:
-        row["judges"] = judges_for(out_dir)
-    atomic_write_json(run_dir / "results.json", results)
+            row["judges"] = judges_for(out_dir)
+        atomic_write_json(run_dir / "results.json", results)
     return results
+
+
+def _judge_rows(teacher, teacher_cfg: dict, rated: list[tuple[dict, Path]]) -> None:
+    """Rate the stories of each row not yet rated by this judge; write its files per row."""
+    from onceupon.tracking import progress_bar
+
+    slug = judge_slug(teacher.identity, teacher.rubric.hash)
+    todo = []
+    for _row, out_dir in rated:
+        digest = _file_digest(out_dir / "stories.jsonl")
+        judge = [digest, teacher.identity, teacher.rubric.hash, judge_config(teacher_cfg)]
+        key = hashlib.sha256(json.dumps(judge, sort_keys=True).encode()).hexdigest()[:20]
+        old = out_dir / JUDGES_DIR / slug / "summary.json"
+        if old.is_file() and json.loads(old.read_text(encoding="utf-8")).get("key") == key:
+            continue
+        todo.append((out_dir, digest, key, list(read_jsonl(out_dir / "stories.jsonl"))))
+    with progress_bar("stories") as bar:
+        task = bar.add_task("judge", total=sum(len(t[3]) for t in todo))
+        for out_dir, digest, key, records in todo:
+            ratings = teacher.rate([Story(r["prompt"], r["continuation"], str(i)) for i, r in enumerate(records)])
+            samples = _samples(records)
+            summary = summarize(samples, ratings, teacher.rubric.names)
+            summary.update(teacher=teacher.identity, rubric=teacher.rubric.hash, teacher_config=teacher_cfg)
+            lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in story_records(samples, ratings)]
+            atomic_write_text(out_dir / JUDGES_DIR / slug / "stories.jsonl", "".join(lines))
+            atomic_write_json(out_dir / JUDGES_DIR / slug / "summary.json", {"key": key, "stories_digest": digest, "summary": summary})
+            bar.advance(task, len(records))
 
 
 def judges_table(results: dict):
