@@ -251,9 +251,10 @@ def test_annotators_at_once_on_one_file_from_two_processes(tmp_path):
     assert not (set(sent["ada"]) - shared) & (set(sent["cy"]) - shared)  # one process hands a story out once
     assert set().union(*map(set, sent.values())) == set(range(30))
 
-    proc = run_cli("rate", str(stories), "--out", str(tmp_path / "teacher.jsonl"), "--compare", str(out))
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "teacher.agreement.json").read_text())
+    from onceupon.config import ExperimentConfig
+    from onceupon.teacher import rate
+
+    result = rate.run(ExperimentConfig(), stories, tmp_path / "teacher.jsonl", out)  # the heuristic teacher
     ada_bob = result["between"]["ada ~ bob"]
     assert ada_bob["both_valid"] >= 6  # at least the shared stories
     assert all(ada_bob["criteria"][c]["kappa"] == pytest.approx(1.0) for c in ("readability", "coherence", "creativity"))
