@@ -183,3 +183,20 @@ def test_heuristic_through_the_command_line(tmp_path, cli):
     assert "below --fail-under 50 %: coherence" in proc.stdout
     redo = json.loads((again / "check.json").read_text())
     assert redo["criteria"]["readability"]["discrimination"] == result["criteria"]["readability"]["discrimination"]
+
+
+def test_a_real_server_that_always_answers_the_same_fails_the_check(tmp_path, cli, teacher_server):
+    """The openai backend against `transformers serve` on a tiny model trained to answer
+    "2 3 1" to every rubric prompt: valid answers, no judgement, and the check says so."""
+    out = tmp_path / "check"
+    proc = cli(
+        "check-teacher", "--out", str(out), "--n", "10", "--retest", "5", "--fail-under", "55",
+        "--set", "teacher.backend=openai", "--set", f"teacher.base_url={teacher_server}",
+    )
+    assert proc.returncode == 1, proc.stderr  # below --fail-under
+    result = json.loads((out / "check.json").read_text())
+    assert result["teacher"].startswith("openai:")
+    assert set(verdicts(result).values()) == {"does not discriminate"}
+    assert result["diversity"]["answer"]["most_frequent"] == "2 3 1"
+    assert result["answers"]["invalid_rate"] < 0.1
+    assert "FAIL: openai:" in proc.stdout
