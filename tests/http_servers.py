@@ -7,6 +7,12 @@
 - :func:`start_logprob_server` runs a minimal OpenAI-compatible server of our own over the
   same model that returns ``top_logprobs`` (``transformers serve`` does not), for the
   expected-score mode.
+- :func:`start_garbage_server` answers HTTP 200 with an HTML page, plain text or broken JSON
+  (everything, or only the chat requests), like a web server behind the wrong URL.
+- :func:`start_shared_cpu_server` answers every chat request with "2 3 1" after a fixed amount
+  of work, shared between the requests it holds (as one CPU is shared by threads): ``n``
+  requests in flight each take ``n`` times longer. A slow teacher in miniature, for the
+  adaptive-concurrency test and benchmark; it counts the most requests it held at once.
 - ``python tests/http_servers.py proxy --upstream URL --port P`` runs a fault-injecting
   reverse proxy (a real process) in front of any server. A story asks for faults by carrying
   a marker in its text, so each test decides exactly which story suffers what:
@@ -15,6 +21,8 @@
   ``[[fault:429x1]]``  one 429 (with ``Retry-After: 0``), then pass
   ``[[fault:delay3x1]]`` the first request waits 3 s before being forwarded (client timeout)
   ``[[fault:dropx1]]`` the first request's connection is closed without an answer
+  ``[[fault:htmlx2]]`` ``[[fault:textx1]]`` ``[[fault:badjsonx1]]`` HTTP 200 with an HTML page,
+  plain text or broken JSON instead of a chat completion (a misrouted proxy, the wrong URL)
   ``[[fault:503x2:any-tag]]`` a tag makes a marker unique to one story
 
   ``GET /_stats`` returns, per marker (and ``"*"`` for all POST requests, ``"GET"`` for the
@@ -207,7 +215,14 @@ def proxy_stats(base_url: str) -> dict:
 
 
 # --------------------------------------------------------------------------- the proxy
-_MARKER = re.compile(r"\[\[fault:(503|500|429|delay(\d+(?:\.\d+)?)|drop)x(\d+)(?::[\w-]+)?\]\]")
+_MARKER = re.compile(r"\[\[fault:(503|500|429|delay(\d+(?:\.\d+)?)|drop|html|text|badjson)x(\d+)(?::[\w-]+)?\]\]")
+
+#: what a server that does not speak the OpenAI API answers with HTTP 200: (body, content type)
+GARBAGE = {
+    "html": (b"<!DOCTYPE html><html><body><h1>Welcome to nginx!</h1></body></html>", "text/html"),
+    "text": (b"upstream connect error or disconnect/reset before headers", "text/plain"),
+    "badjson": (b'{"id": "cmpl-1", "choices": [{"message": {"content": "2 3', "application/json"),
+}
 
 
 def run_proxy(upstream: str, port: int) -> None:
@@ -278,6 +293,14 @@ def run_proxy(upstream: str, port: int) -> None:
                 if kind == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if kind in GARBAGE:
+                    body, content_type = GARBAGE[kind]
+                    self.send_response(200)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
                     return
                 time.sleep(float(m.group(2)))  # delay, then forward: the client has given up
             self._forward("POST", body, marker)
@@ -370,6 +393,104 @@ def start_logprob_server(model_dir: Path, log: Path | None = None) -> tuple[Proc
     return Process(args, f"{base}/v1/models", log=log), f"{base}/v1"
 
 
+# --------------------------------------------------------------------------- garbage and slow servers
+def _completion(answer: str) -> dict:
+    return {
+        "id": "cmpl-1", "object": "chat.completion", "created": int(time.time()), "model": "shared-cpu",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}],
+    }
+
+
+class _Quiet(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+
+def run_garbage_server(kind: str, port: int, models_ok: bool) -> None:
+    body, content_type = GARBAGE[kind]
+    models = json.dumps({"object": "list", "data": [{"id": "m", "object": "model", "created": 0, "owned_by": "x"}]})
+
+    class Handler(_Quiet):
+        def do_GET(self):
+            if models_ok or self.path == "/_ready":
+                return self.send(200, models.encode())
+            self.send(200, body, content_type)
+
+        def do_POST(self):
+            self.body()
+            self.send(200, body, content_type)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def start_garbage_server(kind: str, models_ok: bool = False) -> tuple[Process, str]:
+    """A server answering 200 with ``kind`` (html, text, badjson) to everything, or (with
+    ``models_ok``) to chat requests only, so the start-up check passes and rating meets it."""
+    port = free_port()
+    args = [sys.executable, str(Path(__file__).resolve()), "garbage", kind, "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    return Process([*args, *(["--models-ok"] if models_ok else [])], f"{base}/_ready", timeout=60), f"{base}/v1"
+
+
+def run_shared_cpu_server(port: int, work: float) -> None:
+    """Each chat request needs ``work`` seconds of one shared 'CPU' (see the module docstring)."""
+    lock = threading.Lock()
+    state = {"active": 0, "most": 0, "requests": 0}
+    tick = min(0.01, work / 10)
+
+    class Handler(_Quiet):
+        def do_GET(self):
+            if self.path == "/_stats":
+                with lock:
+                    return self.send(200, json.dumps(state).encode())
+            self.send(200, json.dumps({"object": "list", "data": [{"id": "shared-cpu", "object": "model"}]}).encode())
+
+        def do_POST(self):
+            self.body()
+            with lock:
+                state["active"] += 1
+                state["requests"] += 1
+                state["most"] = max(state["most"], state["active"])
+            left = work
+            try:
+                while left > 0:
+                    time.sleep(tick)
+                    with lock:
+                        left -= tick / state["active"]
+            finally:
+                with lock:
+                    state["active"] -= 1
+            try:
+                self.send(200, json.dumps(_completion(ANSWER)).encode())
+            except OSError:
+                pass  # the client gave up (timeout): its share of the work is wasted, as on a real server
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def start_shared_cpu_server(work: float) -> tuple[Process, str]:
+    port = free_port()
+    args = [sys.executable, str(Path(__file__).resolve()), "shared-cpu", "--port", str(port), "--work", str(work)]
+    base = f"http://127.0.0.1:{port}"
+    return Process(args, f"{base}/_stats", timeout=60), f"{base}/v1"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -381,8 +502,19 @@ def main() -> None:
     lp = sub.add_parser("logprob-server")
     lp.add_argument("dir", type=Path)
     lp.add_argument("--port", type=int, required=True)
+    g = sub.add_parser("garbage")
+    g.add_argument("kind", choices=sorted(GARBAGE))
+    g.add_argument("--port", type=int, required=True)
+    g.add_argument("--models-ok", action="store_true")
+    c = sub.add_parser("shared-cpu")
+    c.add_argument("--port", type=int, required=True)
+    c.add_argument("--work", type=float, required=True)
     args = parser.parse_args()
-    if args.cmd == "proxy":
+    if args.cmd == "garbage":
+        run_garbage_server(args.kind, args.port, args.models_ok)
+    elif args.cmd == "shared-cpu":
+        run_shared_cpu_server(args.port, args.work)
+    elif args.cmd == "proxy":
         run_proxy(args.upstream, args.port)
     elif args.cmd == "logprob-server":
         run_logprob_server(args.dir, args.port)

@@ -186,3 +186,89 @@ def test_expected_score_mode_over_http_with_logprobs(tiny_teacher_model, tmp_pat
         assert r.valid and r.extra["expected"] is True and r.extra["sampled"] == EXPECTED
         assert all(isinstance(v, float) and abs(v - EXPECTED[k]) < 0.5 for k, v in r.scores.items())
         assert r.score == pytest.approx(sum(r.scores.values()) / 9)
+
+
+# --------------------------------------------------------------------------- replies that are not chat completions
+def test_html_text_and_broken_json_replies_are_retried_like_failed_requests(proxy):
+    stories = [
+        story("[[fault:htmlx2]] tag-html", 0),
+        story("[[fault:textx1]] tag-text", 1),
+        story("[[fault:badjsonx1]] tag-json", 2),
+        story("[[fault:htmlx9:doomed]] never a completion", 3),
+        story("plain", 4),
+    ]
+    with build_teacher(config(proxy, max_retries=2)) as teacher:
+        ratings = teacher.rate(stories)
+        stats = dict(teacher.backend.stats)
+    assert [r.attempts for r in ratings] == [3, 2, 2, 3, 1]
+    assert all(r.valid and r.scores == EXPECTED and r.outcome is Outcome.ANSWERED for r in ratings[:3] + ratings[4:])
+    doomed = ratings[3]
+    assert not doomed.valid and doomed.score is None and doomed.outcome is Outcome.FAILED and doomed.answers == []
+    assert "HTML page" in doomed.error and doomed.raw == ""
+    assert stats["retries"] == 2 + 1 + 1 + 2 and stats["failed"] == 1
+
+
+@pytest.mark.parametrize("kind, described", [("html", "an HTML page"), ("text", "plain text"), ("badjson", "malformed JSON")])
+def test_a_server_that_never_answers_in_json_is_teacher_unavailable(kind, described):
+    from http_servers import start_garbage_server
+
+    proc, url = start_garbage_server(kind, models_ok=True)  # the start-up check passes; every rating meets garbage
+    with proc, build_teacher(config(url, max_retries=1)) as teacher:
+        with pytest.raises(TeacherUnavailable) as caught:
+            teacher.rate([story("one", 0), story("two", 1)])
+    message = str(caught.value)
+    assert "stopped answering" in message and described in message and "\n" not in message
+
+
+@pytest.mark.parametrize("kind, described", [("html", "an HTML page"), ("text", "plain text"), ("badjson", "malformed JSON")])
+def test_a_server_that_is_not_openai_is_a_user_error_at_start(kind, described):
+    from http_servers import start_garbage_server
+
+    proc, url = start_garbage_server(kind)
+    with proc, pytest.raises(UserError) as caught:
+        build_teacher(config(url))
+    assert "does not speak the OpenAI API" in str(caught.value) and described in str(caught.value)
+
+
+# --------------------------------------------------------------------------- adaptive concurrency
+def test_adaptive_limit_grows_while_answers_stay_fast_and_cuts_on_overload():
+    from onceupon.teacher.concurrency import AdaptiveLimit
+
+    limit = AdaptiveLimit(16)
+    assert limit.allowed == 1  # starts low: a slow server is never flooded first
+    for _ in range(6):
+        limit._adapt(started=0.0, latency=1.0, outcome="answered")
+    assert limit.allowed == 7  # one more per fast answer: doubling every round trip
+    limit._adapt(started=0.0, latency=5.0, outcome="answered")  # slower than 2x the fastest: queueing
+    assert limit.allowed == 6
+    limit._adapt(started=1.0, latency=1.0, outcome="overloaded")  # timeout / 429 / 5xx: halve
+    assert limit.allowed == 3
+    limit._adapt(started=0.5, latency=1.0, outcome="overloaded")  # started before that cut: no second cut
+    assert limit.allowed == 3
+    for _ in range(40):
+        limit._adapt(started=0.0, latency=1.0, outcome="answered")
+    assert 3 < limit.allowed <= 16  # additive increase now: about one per round trip
+    fixed = AdaptiveLimit(16, adaptive=False)
+    fixed._adapt(started=0.0, latency=1.0, outcome="overloaded")
+    assert fixed.allowed == 16
+
+
+def test_a_slow_shared_server_is_not_flooded_into_timeouts():
+    # The server shares one "CPU" between the requests it holds: 8 in flight take 8 x 0.15 s =
+    # 1.2 s each, past the 1 s timeout, so a fixed 8 in flight times out again and again.
+    # Adapting keeps it at a few in flight, and every story is rated without a retry storm.
+    from http_servers import proxy_stats, start_shared_cpu_server
+
+    proc, url = start_shared_cpu_server(work=0.15)
+    with proc:
+        with build_teacher(config(url, concurrency=8, timeout=1.0, max_retries=3)) as teacher:
+            ratings = teacher.rate([story("shared", i) for i in range(16)])
+            stats = dict(teacher.backend.stats)
+        server = proxy_stats(url)
+    assert all(r.valid and r.scores == EXPECTED for r in ratings)
+    assert stats["retries"] <= 2 and server["most"] <= 5
+    # the same server with a fixed 8 in flight: every request times out, the run stops
+    proc, url = start_shared_cpu_server(work=0.15)
+    with proc, build_teacher(config(url, concurrency=8, timeout=1.0, max_retries=1, adapt_concurrency=False)) as teacher:
+        with pytest.raises(TeacherUnavailable, match="timed out"):
+            teacher.rate([story("shared", i) for i in range(16)])

@@ -70,8 +70,7 @@ class AdaptiveLimit:
     def release(self, started: float, outcome: str) -> None:
         """A request that started at ``started`` ended: ``"answered"``, ``"overloaded"``
         (timeout, 429, 5xx, refused connection) or ``"other"`` (e.g. a rejected request)."""
-        if self.adaptive:
-            self._adapt(started, time.monotonic() - started, outcome)
+        self._adapt(started, time.monotonic() - started, outcome)
         self.release_slot()
 
     def release_slot(self) -> None:
@@ -83,6 +82,8 @@ class AdaptiveLimit:
                 ticket.set_result(None)
 
     def _adapt(self, started: float, latency: float, outcome: str) -> None:
+        if not self.adaptive:
+            return
         if outcome == "overloaded":
             if started >= self._last_cut:  # one cut per round trip
                 self.limit = max(1.0, self.limit / 2)
