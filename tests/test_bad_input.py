@@ -1,0 +1,312 @@
+"""Every class of bad input and fault, run as a real ``onceupon`` command in a subprocess.
+
+A user who gets something wrong (an output path that cannot be used, a setting that cannot
+work, a damaged file, a second process on the same run, Ctrl-C) must see one sentence and
+exit code 2 (or, for a requested stop, how to resume), never a traceback, and must find
+nothing half-done that looks complete or that blocks the corrected command.
+
+Other stages append their cases below, one section each; :func:`assert_one_sentence` and
+:func:`assert_nothing_left` are the shared assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.yaml")
+ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def assert_one_sentence(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit code 2, no traceback, exactly one non-empty line ``error: ...`` on stderr holding
+    every needle; returns that line."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def assert_nothing_left(run: Path) -> None:
+    """No run directory, or one without anything that looks like a finished part of a run."""
+    if run.exists():
+        made = {p.name for p in run.iterdir()}
+        assert not made & {"checkpoints", "tokenizer", "packed", "config.yaml", "resume_point", ".lock"}, made
+
+
+def _pretrain(out: Path, *settings: str, **kwargs) -> subprocess.CompletedProcess:
+    args = ["pretrain", "--out", str(out), "--config", TINY]
+    for setting in settings:
+        args += ["--set", setting]
+    return run_cli(*args, env=ENV, **kwargs)
+
+
+# --------------------------------------------------------------------------- output locations
+@pytest.mark.parametrize("command", ["pretrain", "corpus"])
+def test_out_that_is_a_file_is_refused_and_kept(command, tmp_path):
+    out = tmp_path / "notes.txt"
+    out.write_text("precious\n")
+    result = run_cli(command, "--out", str(out), "--config", TINY, env=ENV)
+    assert_one_sentence(result, str(out), "is a file")
+    assert out.read_text() == "precious\n"
+
+
+def _read_only_dir() -> Path:
+    """A directory the test's user cannot write to, in a place every user can reach."""
+    base = Path(tempfile.mkdtemp(prefix="onceupon-ro-"))
+    base.chmod(0o755)
+    locked = base / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    return locked
+
+
+@pytest.mark.parametrize("command", ["pretrain", "corpus"])
+@pytest.mark.parametrize("where", ["the directory itself", "a new directory inside it"])
+def test_out_in_a_read_only_directory_is_refused_before_any_work(command, where, tmp_path):
+    """Root may write anywhere, so as root the command runs as the unprivileged user
+    ``nobody`` (``setpriv``), exactly what a user without write permission meets."""
+    locked = _read_only_dir()
+    out = locked if where == "the directory itself" else locked / "run"
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot become an unprivileged user")
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    try:
+        result = subprocess.run(
+            [*prefix, sys.executable, "-m", "onceupon.cli", command, "--out", str(out), "--config", TINY],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **ENV, "HOME": str(locked.parent)},
+        )
+        assert_one_sentence(result, "not writable")
+        assert list(locked.iterdir()) == []
+    finally:
+        shutil.rmtree(locked.parent, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- settings
+@pytest.mark.parametrize(
+    "settings, needle",
+    [
+        (["pretrain.milestones=every", "pretrain.milestone_every=0"], "milestone_every"),
+        (["pretrain.epochs=1e-5"], "pretrain.epochs"),
+        (["student.context_length=1000000000"], "GB"),
+        (["student.n_layer=100000"], "GB"),
+    ],
+    ids=["milestone_every=0", "epochs=1e-5", "context_length=1e9", "n_layer=1e5"],
+)
+def test_settings_that_cannot_work_are_refused_before_the_run_exists(settings, needle, tmp_path):
+    run = tmp_path / "run"
+    assert_one_sentence(_pretrain(run, *settings), needle)
+    assert not run.exists()
+
+
+def test_a_failed_new_run_does_not_block_the_corrected_one(tmp_path):
+    """The word target is known only once the corpus is read (no word budget here): the
+    corpus is kept, nothing else, and the corrected command in the same --out runs."""
+    text = tmp_path / "stories.txt"
+    text.write_text("\n".join(f"The fox number {i} found a red box and a blue hat in the wood." for i in range(60)))
+    run = tmp_path / "run"
+    small = [
+        "corpus.source=files", f"corpus.paths=[{text}]", "corpus.word_budget=null", "tokenizer.vocab_size=300",
+        "student.context_length=32", "pretrain.milestones=every", "pretrain.milestone_every=200",
+    ]  # fmt: skip
+    assert_one_sentence(_pretrain(run, *small, "pretrain.epochs=0.0001"), "word target is zero")
+    assert_nothing_left(run)
+    corrected = _pretrain(run, *small, "pretrain.epochs=0.5")
+    assert corrected.returncode == 0, corrected.stderr
+    assert (run / "checkpoints").is_dir() and not (run / ".lock").exists()
+
+
+def test_a_device_that_is_not_there_is_one_sentence(tmp_path, tiny_checkpoint):
+    out = tmp_path / "evaluation"
+    result = run_cli("evaluate", str(tiny_checkpoint), "--out", str(out), "--set", "evaluate.device=cuda", env=ENV)
+    assert_one_sentence(result, "cuda")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- stop, resume, lock
+# A run long enough to be interrupted mid-way, small enough for the default suite:
+# 25 steps, a milestone every 4K words, a word target (9,990) that no step ends on exactly.
+RUN_SETTINGS = [
+    "corpus.word_budget=12K", "pretrain.epochs=1", "pretrain.max_words=9990", "pretrain.log_every=1",
+    "pretrain.milestones=every", "pretrain.milestone_every=4K",
+]  # fmt: skip
+
+
+def _checkpoints(run: Path) -> dict[str, dict]:
+    return {p.name: json.loads((p / "onceupon.json").read_text()) for p in sorted((run / "checkpoints").glob("chck_*"))}
+
+
+def _same_run(run: Path, reference: Path) -> None:
+    """Same checkpoints at the same words and steps, bit-identical final weights, and the
+    same metrics rows (each step once)."""
+    from safetensors.numpy import load_file
+
+    ours, theirs = _checkpoints(run), _checkpoints(reference)
+    assert {n: (m["pretrain_words"], m["step"]) for n, m in ours.items()} == {
+        n: (m["pretrain_words"], m["step"]) for n, m in theirs.items()
+    }
+    final = max(theirs, key=lambda n: theirs[n]["step"])
+    a = load_file(run / "checkpoints" / final / "model.safetensors")
+    b = load_file(reference / "checkpoints" / final / "model.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    rows = [line.split(",")[:3] for line in (run / "metrics.csv").read_text().splitlines()]
+    assert rows == [line.split(",")[:3] for line in (reference / "metrics.csv").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("reference") / "run"
+    result = _pretrain(run, *RUN_SETTINGS)
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+def test_the_final_checkpoint_is_named_for_the_words_it_holds(reference_run):
+    checkpoints = _checkpoints(reference_run)
+    final = max(checkpoints.values(), key=lambda m: m["step"])
+    assert final["extra"]["final"] and final["pretrain_words"] > 9990  # the last step overshoots the target
+    assert final["name"] == f"chck_{final['pretrain_words']}W"
+    assert {"chck_4K", "chck_8K"} <= set(checkpoints)
+
+
+def _start(run: Path) -> subprocess.Popen:
+    args = [sys.executable, "-m", "onceupon.cli", "pretrain", "--out", str(run), "--config", TINY]
+    for setting in RUN_SETTINGS:
+        args += ["--set", setting]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV})
+
+
+def _wait_for_step(proc: subprocess.Popen, run: Path, step: int) -> None:
+    """Until the metrics log has ``step`` rows (the process is then mid-run)."""
+    deadline = time.time() + 300
+    metrics = run / "metrics.csv"
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) > step:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the run ended or stalled before step {step}: {proc.communicate()[1]}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_stop_safely_and_resume_identically(signum, reference_run, tmp_path):
+    run = tmp_path / "run"
+    proc = _start(run)
+    _wait_for_step(proc, run, 5)
+    proc.send_signal(signum)
+    stderr = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    last = [line for line in stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("stopped after step") and f"onceupon pretrain --resume {run}" in last, stderr
+    assert not any(m["extra"]["final"] for m in _checkpoints(run).values())  # it really stopped early
+
+    if signum == signal.SIGINT:  # a damaged resume state is one sentence, and the run is not touched
+        damaged = tmp_path / "damaged"
+        shutil.copytree(run, damaged)
+        weights = damaged / "resume_point" / "model.safetensors"
+        if not weights.exists():
+            weights = max((damaged / "checkpoints").glob("chck_*/model.safetensors"), key=os.path.getmtime)
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        before = sorted(p.relative_to(damaged) for p in damaged.rglob("*"))
+        assert_one_sentence(run_cli("pretrain", "--resume", str(damaged), env=ENV), "cannot be read")
+        assert sorted(p.relative_to(damaged) for p in damaged.rglob("*")) == before
+
+    resumed = run_cli("pretrain", "--resume", str(run), env=ENV)
+    assert resumed.returncode == 0, resumed.stderr
+    _same_run(run, reference_run)
+    assert not (run / "resume_point").exists() and not (run / ".lock").exists()
+
+
+def test_a_second_process_on_the_same_run_is_refused_and_the_first_is_unharmed(reference_run, tmp_path):
+    run = tmp_path / "run"
+    first = _start(run)
+    _wait_for_step(first, run, 1)
+    first.send_signal(signal.SIGSTOP)  # paused mid-run, still holding the lock: no race with its end
+    try:
+        others = [
+            subprocess.Popen([sys.executable, "-m", "onceupon.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV})
+            for args in (["pretrain", "--resume", str(run)], ["corpus", "--out", str(run), "--config", TINY])
+        ]
+        results = [subprocess.CompletedProcess(o.args, o.wait(timeout=120), *o.communicate()) for o in others]
+    finally:
+        first.send_signal(signal.SIGCONT)
+    stderr = first.communicate(timeout=300)[1]
+    assert first.returncode == 0, stderr
+    for result in results:
+        assert_one_sentence(result, f"PID {first.pid}", "in use")
+    _same_run(run, reference_run)
+
+
+# --------------------------------------------------------------------------- evaluate
+def _evaluate_run(tmp_path: Path, tiny_checkpoint: Path) -> Path:
+    """A pretraining run with one checkpoint (a copy of the tiny one)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint, run / "checkpoints" / "chck_0W")
+    return run
+
+
+def test_evaluate_out_that_is_a_file_is_refused_and_kept(tmp_path, tiny_checkpoint):
+    out = tmp_path / "results.txt"
+    out.write_text("precious\n")
+    result = run_cli("evaluate", str(tiny_checkpoint), "--out", str(out), env=ENV)
+    assert_one_sentence(result, str(out), "is a file")
+    assert out.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_evaluate_refuses_damaged_weights_before_any_work(damage, tmp_path, tiny_checkpoint):
+    run = _evaluate_run(tmp_path, tiny_checkpoint)
+    weights = run / "checkpoints" / "chck_0W" / "model.safetensors"
+    raw = weights.read_bytes()
+    weights.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"<html>not a model</html>" * 40)
+    result = run_cli("evaluate", str(run), env=ENV)
+    assert_one_sentence(result, str(weights), "cannot be read")
+    assert not (run / "evaluation").exists() and not (run / "results.json").exists()
+    # One checkpoint given directly: nothing made beside it either.
+    result = run_cli("evaluate", str(run / "checkpoints" / "chck_0W"), "--out", str(tmp_path / "out"), env=ENV)
+    assert_one_sentence(result, "cannot be read")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_second_evaluation_of_one_run_is_refused_and_the_first_finishes(tmp_path, tiny_checkpoint):
+    run = _evaluate_run(tmp_path, tiny_checkpoint)
+    slow = ["--set", "evaluate.stories=0", "--set", "evaluate.probe_items=400"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "onceupon.cli", "evaluate", str(run), *slow],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV},
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "evaluation" / ".lock").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.send_signal(signal.SIGSTOP)  # holding the lock, paused: no race with its end
+    try:
+        assert first.poll() is None, "the first evaluation ended before it could be paused"
+        second = run_cli("evaluate", str(run), *slow, env=ENV)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert_one_sentence(second, f"PID {first.pid}", "in use")
+    rows = json.loads((run / "results.json").read_text())["rows"]
+    assert [r["checkpoint"] for r in rows] == ["chck_0W"] and rows[0]["tasks"]["storyworld_entity_tracking"]["n"] == 400
