@@ -265,7 +265,7 @@ def measure(probes, ratings, first, second, rubric, *, seconds: float, temperatu
         "text": (
             f"PASS: {identity} discriminates on {', '.join(criteria_rows)}"
             if not failing
-            else f"FAIL: {identity} does not discriminate on {', '.join(failing)}; its ratings would not teach a student those criteria"
+            else f"FAIL: {identity} does not discriminate on {', '.join(failing)}, so training with it cannot reward {' or '.join(failing)}"
         ),
     }
     return result
@@ -398,6 +398,8 @@ def print_check(result: dict, console: Console) -> None:
     for row in result["criteria"].values():
         style = "green" if row["verdict"].startswith("discriminates") else "red"
         console.print(row["text"], style=style, markup=False, highlight=False, soft_wrap=True)
+        kinds = ", ".join(f"{kind} {_pct(v['discrimination'])} ({v['tied']} tied)" for kind, v in row["variants"].items())
+        console.print(f"  clean higher than: {kinds}", style="dim", markup=False, highlight=False, soft_wrap=True)
     answers, div, retest = result["answers"], result["diversity"]["answer"], result["retest"]
     copy = _pct(answers["example_copy_rate"]) if answers["shown_example"] else "- (the prompt shows no example)"
     lines = [
