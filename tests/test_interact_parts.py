@@ -11,7 +11,7 @@ from onceupon.interact.kl import KLController
 from onceupon.interact.ppo import PPO, gae
 from onceupon.interact.prompts import PromptSource, load_prompts
 from onceupon.interact.reward import story_reward
-from onceupon.interact.rloo import group_advantages
+from onceupon.interact.group import group_advantages
 from onceupon.interact.update import masked_whiten
 from onceupon.teacher.base import Rating
 
@@ -256,12 +256,13 @@ def test_too_long_prompts_are_a_user_error(student):
 # --------------------------------------------------------------------------- exclusion
 @pytest.mark.parametrize("algorithm", ["ppo", "rloo"])
 def test_excluded_stories_contribute_nothing_to_the_update(student, algorithm):
-    """Updating on 8 stories of which 4 are excluded (NaN reward) moves the weights exactly as
+    """Updating on 8 stories of which 4 are excluded (no reward) moves the weights exactly as
     updating on the 4 included stories alone."""
     import copy
 
-    from onceupon.interact.loop import make_algorithm
+    from onceupon.interact.objective import make_objective
     from onceupon.interact.rollout import PolicyWithValue, generate_rollout, score_rollout
+    from onceupon.interact.update import Experience
 
     tok, model = student
     torch.manual_seed(0)
@@ -273,17 +274,17 @@ def test_excluded_stories_contribute_nothing_to_the_update(student, algorithm):
     ref = PolicyWithValue(model, False)
     lp, v, _ = score_rollout(base, r, 1.0)
     rlp, _, _ = score_rollout(ref, r, 1.0)
-    scores = torch.tensor([0.9, 0.1, 0.5, 0.3, float("nan"), float("nan"), float("nan"), float("nan")])
+    scores = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.0, 0.0, 0.0, 0.0])
     include = torch.tensor([True] * 4 + [False] * 4)
 
     def updated(idx):
         policy = copy.deepcopy(base)
         opt = torch.optim.SGD(policy.parameters(), lr=0.1)  # Adam would magnify float noise in ~0 gradients
-        batch = dict(sequences=r.sequences[idx], attention_mask=r.attention_mask[idx], prompt_width=r.prompt_width,
-                     response_mask=r.response_mask[idx], old_logprobs=lp[idx], ref_logprobs=rlp[idx],
-                     values=None if v is None else v[idx])
+        exp = Experience(sequences=r.sequences[idx], attention_mask=r.attention_mask[idx], prompt_width=r.prompt_width,
+                         response_mask=r.response_mask[idx], old_logprobs=lp[idx], ref_logprobs=rlp[idx],
+                         values=None if v is None else v[idx], rewards=scores[idx], include=include[idx])
         torch.manual_seed(2)
-        make_algorithm(cfg).update(policy, opt, batch, scores[idx], include[idx])
+        make_objective(cfg).update(policy, opt, exp)
         return torch.cat([p.detach().flatten() for p in policy.parameters()])
 
     everything, only_included = updated(torch.arange(8)), updated(torch.arange(4))

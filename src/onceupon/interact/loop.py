@@ -2,12 +2,13 @@
 
 One RL step, top to bottom (:meth:`Interaction.step`):
 
-1. take the step's prompts (``group_size`` copies of each for rloo/grpo) and sample a story
-   for each, the whole batch at once (rollout.py);
+1. take the step's prompts (``group_size`` copies of each when the objective learns from
+   groups) and sample a story for each, the whole batch at once (rollout.py);
 2. hand the stories to the teacher in a background thread and, meanwhile, score their tokens
    under the policy and the frozen reference (nothing there waits for the ratings);
 3. admit the longest prefix of the batch that fits the word budgets (budget.py), turn the
-   ratings into rewards (reward.py) and update the policy (ppo.py or rloo.py);
+   ratings into rewards (reward.py) and let the objective update the policy on one
+   :class:`Experience` (objective.py names the algorithms; the loop knows none by name);
 4. append the batch to the anthology, log metrics, write ``state.json``, and save a checkpoint
    when the input words crossed a ``checkpoint_every`` milestone.
 
@@ -25,7 +26,6 @@ process), gradients are averaged by DDP, and the main process writes files.
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import time
@@ -39,9 +39,11 @@ from onceupon.errors import UserError
 from onceupon.files import atomic_write_json
 from onceupon.interact.anthology import Anthology, record
 from onceupon.interact.budget import Budget
+from onceupon.interact.objective import Objective, make_objective
 from onceupon.interact.prompts import PromptSource, load_prompts
 from onceupon.interact.reward import story_reward
 from onceupon.interact.rollout import PolicyWithValue, generate_rollout, score_rollout
+from onceupon.interact.update import Experience
 from onceupon.student.checkpoints import STATE_DIR, CheckpointMeta, list_checkpoints, read_meta, save_checkpoint
 from onceupon.student.model import context_length
 from onceupon.teacher.base import Rating, Story, Teacher
@@ -71,10 +73,12 @@ def interact(
     *,
     resume: bool = False,
     teacher: Teacher | None = None,
+    objective: Objective | None = None,
 ) -> Path:
     """Run (or resume) an interaction run; returns the final checkpoint's directory.
 
-    ``teacher`` replaces the one ``cfg.teacher`` describes (programmatic use and tests).
+    ``teacher`` replaces the one ``cfg.teacher`` describes, ``objective`` the one
+    ``interact.algorithm`` names (programmatic use, new objectives, tests).
     """
     run_dir = Path(run_dir)
     if resume:
@@ -92,20 +96,21 @@ def interact(
             raise UserError("A new interaction run needs a config and a start checkpoint.")
         if (run_dir / STATE_FILE).exists() or (run_dir / "anthology.jsonl").exists():
             raise UserError(f"{run_dir} already holds an interaction run; use --resume {run_dir} to continue it.")
-    validate(cfg.interact)
-    session = Interaction(cfg, Path(start), run_dir, teacher=teacher, resume=resume)
+    objective = objective or make_objective(cfg.interact)
+    validate(cfg.interact, objective)
+    session = Interaction(cfg, Path(start), run_dir, objective, teacher=teacher, resume=resume)
     try:
         return session.train()
     finally:
         session.close()
 
 
-def validate(c: InteractConfig) -> None:
+def validate(c: InteractConfig, objective: Objective) -> None:
     """Configuration mistakes that pydantic's per-field checks cannot see."""
-    if c.algorithm in ("rloo", "grpo") and c.batch_size % c.group_size:
+    if c.batch_size % objective.group_size:
         raise UserError(
-            f"interact.batch_size ({c.batch_size}) must be a multiple of interact.group_size ({c.group_size}) "
-            f"for {c.algorithm}."
+            f"interact.batch_size ({c.batch_size}) must be a multiple of interact.group_size "
+            f"({objective.group_size}) for {objective.name}."
         )
     if c.input_budget <= 0 or c.generation_budget <= 0:
         raise UserError("interact.input_budget and interact.generation_budget must be positive.")
@@ -134,19 +139,11 @@ def load_start(start: Path):
     return tokenizer, model, meta
 
 
-def make_algorithm(c: InteractConfig):
-    if c.algorithm == "ppo":
-        from onceupon.interact.ppo import PPO
-
-        return PPO(c)
-    from onceupon.interact.rloo import GroupObjective
-
-    return GroupObjective(c, c.algorithm)
-
-
 # --------------------------------------------------------------------------- the run
 class Interaction:
-    def __init__(self, cfg: ExperimentConfig, start: Path, run_dir: Path, *, teacher=None, resume: bool = False):
+    def __init__(
+        self, cfg: ExperimentConfig, start: Path, run_dir: Path, objective: Objective, *, teacher=None, resume=False
+    ):
         from accelerate import Accelerator
 
         self.cfg = cfg
@@ -162,14 +159,14 @@ class Interaction:
         if c.batch_size % world:
             raise UserError(f"interact.batch_size ({c.batch_size}) must be divisible by the {world} processes.")
         self.local_n = c.batch_size // world
-        if c.algorithm in ("rloo", "grpo") and self.local_n % c.group_size:
+        if self.local_n % objective.group_size:
             raise UserError("Each process's share of the batch must hold whole groups (batch_size / processes / group_size).")
 
         # What the run is made of ------------------------------------------------------
         self.prompts = PromptSource(load_prompts(c), c.seed)
         self.tokenizer, start_model, start_meta = load_start(self.start)
         self.pretrain_words = start_meta.pretrain_words if start_meta else 0
-        self.algo = make_algorithm(c)
+        self.objective = objective
         self.budget = Budget(c.input_budget, c.generation_budget, c.count_prompt)
         self.step_no = 0
         self.milestones = every_milestones(c.checkpoint_every, c.input_budget)
@@ -186,7 +183,7 @@ class Interaction:
         # Seeded before the value head is initialised; each process samples its own stories.
         torch.manual_seed(c.seed + self.acc.process_index)
         random.seed(c.seed + self.acc.process_index)
-        self.policy = PolicyWithValue(lm, self.algo.needs_value_head)
+        self.policy = PolicyWithValue(lm, objective.needs_value_head)
         self.ref = PolicyWithValue(start_model if resume_from is not None else _copy_model(start_model), False)
         self.ref.requires_grad_(False).eval()
         self.optimizer = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=c.learning_rate)
@@ -224,12 +221,12 @@ class Interaction:
 
     def _load_state(self, ckpt: Path) -> None:
         state = torch.load(ckpt / STATE_DIR / "state.pt", map_location="cpu", weights_only=False)
-        if state["algorithm"] != self.c.algorithm:
-            raise UserError(f"{ckpt} was written by {state['algorithm']}, not {self.c.algorithm}.")
+        if state["algorithm"] != self.objective.name:
+            raise UserError(f"{ckpt} was written by {state['algorithm']}, not {self.objective.name}.")
         if self.policy.value_head is not None:
             self.policy.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.algo.load_state_dict(state["algo"])
+        self.objective.load_state_dict(state["algo"])
         self.budget.load_state_dict(state["budget"])
         self.prompts.drawn = state["prompts_drawn"]
         self.step_no = state["step"]
@@ -259,11 +256,11 @@ class Interaction:
         if self.main:
             policy = self.acc.unwrap_model(self.policy)
             state = {
-                "algorithm": self.c.algorithm,
+                "algorithm": self.objective.name,
                 "step": self.step_no,
                 "value_head": None if policy.value_head is None else policy.value_head.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
-                "algo": self.algo.state_dict(),
+                "algo": self.objective.state_dict(),
                 "budget": self.budget.state_dict(),
                 "prompts_drawn": self.prompts.drawn,
                 "finished": self.finished,
@@ -282,7 +279,11 @@ class Interaction:
                 generated_words=self.budget.generated_words,
                 step=self.step_no,
                 start_checkpoint=str(self.start),
-                extra={"algorithm": self.c.algorithm, "stories": self.budget.stories, "kl_coef": _kl_value(self.algo)},
+                extra={
+                    "algorithm": self.objective.name,
+                    "stories": self.budget.stories,
+                    "kl_coef": self.objective.kl_coef,
+                },
             )
             save_checkpoint(final, policy.lm, self.tokenizer, meta, write_state=write_state)
             if self.c.keep_resume_state == "latest":
@@ -305,7 +306,7 @@ class Interaction:
     def train(self) -> Path:
         c = self.c
         with progress_bar("words") as bar:
-            task = bar.add_task(f"interact ({c.algorithm})", total=c.input_budget, completed=self.budget.input_words)
+            task = bar.add_task(f"interact ({self.objective.name})", total=c.input_budget, completed=self.budget.input_words)
             while not self.finished:
                 if (c.max_steps is not None and self.step_no >= c.max_steps) or self.budget.spent:
                     break
@@ -323,11 +324,8 @@ class Interaction:
         return self.run_dir / "checkpoints" / self.last_ckpt[0]
 
     def _step_prompts(self) -> list[str]:
-        c = self.c
-        if c.algorithm == "ppo":
-            prompts = self.prompts.take(c.batch_size)
-        else:
-            prompts = [p for p in self.prompts.take(c.batch_size // c.group_size) for _ in range(c.group_size)]
+        group = self.objective.group_size
+        prompts = [p for p in self.prompts.take(self.c.batch_size // group) for _ in range(group)]
         rank = self.acc.process_index
         return prompts[rank * self.local_n : (rank + 1) * self.local_n]
 
@@ -371,8 +369,7 @@ class Interaction:
         all_prompts = gather_object(list(prompts))
         all_replies = gather_object(replies)
         all_words = gather_object(list(rollout.n_words))
-        group = 1 if c.algorithm == "ppo" else c.group_size
-        admission = self.budget.admit(all_prompts, all_replies, all_words, group)
+        admission = self.budget.admit(all_prompts, all_replies, all_words, self.objective.group_size)
         offset = self.acc.process_index * self.local_n
         local_admitted = max(0, min(self.local_n, admission.n - offset))
 
@@ -380,26 +377,21 @@ class Interaction:
             story_reward(r, w, length_bonus=c.length_bonus, length_norm_words=c.length_norm_words)
             for r, w in zip(ratings, rollout.n_words)
         ]
-        include = torch.tensor(
-            [i < local_admitted and rw is not None for i, rw in enumerate(rewards)], device=self.acc.device
+        include = [i < local_admitted and rw is not None for i, rw in enumerate(rewards)]
+        exp = Experience(
+            sequences=rollout.sequences,
+            attention_mask=rollout.attention_mask,
+            prompt_width=rollout.prompt_width,
+            response_mask=rollout.response_mask,
+            old_logprobs=old_logprobs,
+            ref_logprobs=ref_logprobs,
+            values=values,
+            rewards=torch.tensor([rw if inc else 0.0 for rw, inc in zip(rewards, include)], device=self.acc.device),
+            include=torch.tensor(include, device=self.acc.device),
         )
-        scores = torch.tensor([math.nan if rw is None else rw for rw in rewards], device=self.acc.device)
-        batch = {
-            "sequences": rollout.sequences,
-            "attention_mask": rollout.attention_mask,
-            "prompt_width": rollout.prompt_width,
-            "response_mask": rollout.response_mask,
-            "old_logprobs": old_logprobs,
-            "ref_logprobs": ref_logprobs,
-            "values": values,
-        }
-        n_included = int(sum(gather_object([int(include.sum())])))
-        if n_included > 0:
-            stats = self.algo.update(self.policy, self.optimizer, batch, scores, include, accelerator=self.acc)
-            mean_kl = sum(gather_object([stats["kl"] * float(include.sum())])) / n_included
-            self.algo.after_batch(mean_kl, n_included)
-        else:
-            stats = {}
+        stats = {}
+        if sum(gather_object([sum(include)])) > 0:  # every process updates, or none does
+            stats = self.objective.update(self.policy, self.optimizer, exp, accelerator=self.acc).metrics
         t_upd = time.perf_counter()
         self.budget.commit(admission)
 
@@ -440,10 +432,7 @@ class Interaction:
         m["invalid_rate"] = (sum(1 for r in recs if not r["valid"]) / len(recs)) if recs else None
         m["words/continuation"] = _mean(words)
         m["entropy/per_word"] = ent_sum / sum(words) if sum(words) else None
-        for key in ("kl", "kl_coef", "policy_loss", "value_loss", "clipfrac", "value_clipfrac", "approx_kl", "ratio",
-                    "returns_mean", "values_mean", "kl_loss", "skipped_chunks", "stories_without_baseline"):
-            if key in stats:
-                m[_metric_name(key)] = stats[key]
+        m.update(stats)  # the objective's, under their final names
         step_time = sum(v for k, v in times.items() if k in ("generation", "forward", "rating_wait", "update"))
         m["perf/stories_per_s"] = len(recs) / step_time if step_time > 0 else None
         for k, v in times.items():
@@ -471,7 +460,7 @@ class Interaction:
             self.run_dir / STATE_FILE,
             {
                 "start_checkpoint": str(self.start),
-                "algorithm": self.c.algorithm,
+                "algorithm": self.objective.name,
                 "step": self.step_no,
                 **self._counters(),
                 "checkpoint": self.last_ckpt[0] if self.last_ckpt else None,
@@ -497,29 +486,6 @@ def _copy_model(model):
     import copy
 
     return copy.deepcopy(model)
-
-
-def _kl_value(algo) -> float | None:
-    kl = getattr(algo, "kl", None)
-    return None if kl is None else kl.value
-
-
-def _metric_name(key: str) -> str:
-    return {
-        "kl": "kl/mean",
-        "kl_coef": "kl/coef",
-        "policy_loss": "loss/policy",
-        "value_loss": "loss/value",
-        "kl_loss": "loss/kl",
-        "clipfrac": "policy/clipfrac",
-        "ratio": "policy/ratio",
-        "approx_kl": "policy/approx_kl",
-        "value_clipfrac": "value/clipfrac",
-        "returns_mean": "value/returns",
-        "values_mean": "value/mean",
-        "skipped_chunks": "policy/skipped_chunks",
-        "stories_without_baseline": "group/without_baseline",
-    }[key]
 
 
 def _mean(xs) -> float | None:

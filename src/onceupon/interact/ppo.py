@@ -22,13 +22,17 @@ scored as it was sampled, and logits are divided by the sampling temperature.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from onceupon.config import InteractConfig
 from onceupon.interact.kl import KLController
+from onceupon.interact.objective import UpdateResult
 from onceupon.interact.update import (
     Experience,
     clipped_policy_loss,
+    gathered_sum,
     masked_mean,
     masked_sum,
     masked_whiten,
@@ -53,11 +57,16 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 class PPO:
     name = "ppo"
+    group_size = 1  # one story per prompt: the value head is the baseline
     needs_value_head = True
 
     def __init__(self, cfg: InteractConfig):
         self.cfg = cfg
         self.kl = KLController(cfg.init_kl_coef, cfg.adaptive_kl, cfg.target_kl, cfg.kl_horizon)
+
+    @property
+    def kl_coef(self) -> float:
+        return self.kl.value
 
     def token_rewards(self, scores, old_logprobs, ref_logprobs, mask):
         """KL penalty on every token, the story's reward added on its last response token."""
@@ -65,7 +74,7 @@ class PPO:
         rewards = -self.kl.value * kl
         last = (mask.cumsum(1) * mask).argmax(1)  # index of the last response token
         rows = torch.arange(mask.shape[0], device=mask.device)
-        rewards[rows, last] += torch.nan_to_num(scores) * (mask.sum(1) > 0)
+        rewards[rows, last] += scores * (mask.sum(1) > 0)
         return rewards, kl
 
     def loss(self, part: Experience, logprobs, vpreds, n_tok):
@@ -76,33 +85,31 @@ class PPO:
         vf2 = (v_clipped - part.returns) ** 2
         vf_loss = 0.5 * masked_sum(torch.max(vf1, vf2), part.mask) / n_tok
         stats = {
-            "policy_loss": (pg_loss * n_tok).item(),
-            "value_loss": (vf_loss * n_tok).item(),
-            "value_clipfrac": masked_sum((vf2 > vf1).float(), part.mask).item(),
-            "approx_kl": masked_sum(0.5 * (logprobs - part.old_logprobs).detach() ** 2, part.mask).item(),
+            "loss/policy": (pg_loss * n_tok).item(),
+            "loss/value": (vf_loss * n_tok).item(),
+            "value/clipfrac": masked_sum((vf2 > vf1).float(), part.mask).item(),
+            "policy/approx_kl": masked_sum(0.5 * (logprobs - part.old_logprobs).detach() ** 2, part.mask).item(),
         }
         return pg_loss + c.vf_coef * vf_loss, stats
 
-    def update(self, policy, optimizer, batch: dict, scores: torch.Tensor, include: torch.Tensor, accelerator=None):
-        """One PPO update on a scored batch. ``scores`` [B] (NaN where excluded), ``include`` [B]."""
+    def update(self, policy, optimizer, exp: Experience, accelerator=None) -> UpdateResult:
+        """One PPO update (steps 2-5 above) on a scored batch."""
         c = self.cfg
-        mask = batch["response_mask"] * include[:, None].float()
-        rewards, kl = self.token_rewards(scores, batch["old_logprobs"], batch["ref_logprobs"], mask)
-        advantages, returns = gae(rewards, batch["values"], mask, c.gamma, c.lam)
+        mask = exp.mask
+        rewards, kl = self.token_rewards(exp.rewards, exp.old_logprobs, exp.ref_logprobs, mask)
+        advantages, returns = gae(rewards, exp.values, mask, c.gamma, c.lam)
         advantages = masked_whiten(advantages, mask).detach()
-        exp = Experience.from_batch(
-            batch, mask, advantages, values=batch["values"] * mask, returns=returns.detach()
-        )
-        stats = optimise(policy, optimizer, exp, self.loss, c, accelerator=accelerator)
-        n_included = include.sum().clamp(min=1)
-        stats["kl"] = (kl.sum() / n_included).item()  # per story, summed over its tokens
-        stats["kl_coef"] = self.kl.value
-        stats["returns_mean"] = masked_mean(returns, mask).item()
-        stats["values_mean"] = masked_mean(batch["values"], mask).item()
-        return stats
-
-    def after_batch(self, mean_kl: float, n_stories: int) -> None:
-        self.kl.update(mean_kl, n_stories)
+        train = replace(exp, advantages=advantages, values=exp.values * mask, returns=returns.detach())
+        stats = optimise(policy, optimizer, train, self.loss, c, accelerator=accelerator)
+        n_local = float(exp.include.sum())
+        kl_per_story = (kl.sum() / exp.include.sum().clamp(min=1)).item()  # summed over each story's tokens
+        metrics = {"kl/mean": kl_per_story, "kl/coef": self.kl.value, **stats}
+        metrics["value/returns"] = masked_mean(returns, mask).item()
+        metrics["value/mean"] = masked_mean(exp.values, mask).item()
+        # The controller adapts to the whole batch's mean KL (every process's stories).
+        n_all = gathered_sum(n_local, accelerator)
+        self.kl.update(gathered_sum(kl_per_story * n_local, accelerator) / n_all, int(n_all))
+        return UpdateResult(metrics, exp.include)
 
     def state_dict(self) -> dict:
         return {"kl": self.kl.state_dict()}

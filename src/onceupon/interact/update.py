@@ -9,7 +9,7 @@ every data-parallel process still runs the same number of forward/backward passe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -37,35 +37,40 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
 
 @dataclass
 class Experience:
-    """One batch, scored before the update (all tensors on the training device)."""
+    """One batch from rollout to update: the sampled stories, their scores under the policy and
+    the reference, their rewards, and which of them may be learned from.
 
-    sequences: torch.Tensor  # [B, P+T]
+    ``include`` is the one exclusion mask: a story without a reward (invalid rating, failed
+    request) or not admitted by the budget is False there, and its ``reward`` is 0. Objectives
+    narrow it (a group without a baseline) and add ``advantages`` (and PPO's ``returns``) with
+    :func:`dataclasses.replace` before :func:`optimise`. All tensors are on the training device.
+    """
+
+    sequences: torch.Tensor  # [B, P+T] left-padded prompt | response
     attention_mask: torch.Tensor  # [B, P+T]
-    prompt_width: int
-    mask: torch.Tensor  # [B, T] response tokens of included stories
+    prompt_width: int  # P
+    response_mask: torch.Tensor  # [B, T] response tokens, up to and including the first EOS
     old_logprobs: torch.Tensor  # [B, T] under the policy that sampled them
     ref_logprobs: torch.Tensor  # [B, T] under the frozen reference
-    advantages: torch.Tensor  # [B, T]
-    values: torch.Tensor | None = None  # [B, T] (ppo)
-    returns: torch.Tensor | None = None  # [B, T] (ppo)
+    values: torch.Tensor | None  # [B, T] value head's estimates (objectives with a value head)
+    rewards: torch.Tensor  # [B] the story rewards (0 where not included)
+    include: torch.Tensor  # [B] bool: stories the update may learn from
+    advantages: torch.Tensor | None = None  # [B, T] set by the objective
+    returns: torch.Tensor | None = None  # [B, T] set by an objective with a value head
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """[B, T] the tokens losses are taken over: response tokens of included stories."""
+        return self.response_mask * self.include[:, None].float()
 
     @property
     def responses(self) -> torch.Tensor:
         return self.sequences[:, self.prompt_width :]
 
-    @classmethod
-    def from_batch(cls, batch: dict, mask: torch.Tensor, advantages: torch.Tensor, **extra) -> "Experience":
-        """The batch's sequences and scored log-probs, with an objective's mask and advantages."""
-        return cls(
-            sequences=batch["sequences"],
-            attention_mask=batch["attention_mask"],
-            prompt_width=batch["prompt_width"],
-            mask=mask,
-            old_logprobs=batch["old_logprobs"],
-            ref_logprobs=batch["ref_logprobs"],
-            advantages=advantages,
-            **extra,
-        )
+    def select(self, idx: torch.Tensor) -> "Experience":
+        """The stories at ``idx`` (a minibatch or micro-batch)."""
+        rows = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{k: v[idx] for k, v in rows.items() if isinstance(v, torch.Tensor)})
 
 
 def clipped_policy_loss(part: Experience, logprobs: torch.Tensor, cliprange: float, n_tok: torch.Tensor) -> torch.Tensor:
@@ -79,21 +84,6 @@ def clipped_policy_loss(part: Experience, logprobs: torch.Tensor, cliprange: flo
 #: loss(micro-batch experience, new log-probs, new values, tokens in the minibatch)
 #:   -> (loss to backpropagate, {stat name: sum over the micro-batch's tokens})
 LossFn = Callable[[Experience, torch.Tensor, torch.Tensor | None, torch.Tensor], tuple[torch.Tensor, dict]]
-
-
-def _select(exp: Experience, idx: torch.Tensor) -> Experience:
-    pick = lambda t: None if t is None else t[idx]  # noqa: E731
-    return Experience(
-        sequences=exp.sequences[idx],
-        attention_mask=exp.attention_mask[idx],
-        prompt_width=exp.prompt_width,
-        mask=exp.mask[idx],
-        old_logprobs=exp.old_logprobs[idx],
-        ref_logprobs=exp.ref_logprobs[idx],
-        advantages=exp.advantages[idx],
-        values=pick(exp.values),
-        returns=pick(exp.returns),
-    )
 
 
 def optimise(
@@ -110,7 +100,7 @@ def optimise(
 
     Returns token-weighted means over all minibatches of the loss functions' statistics, plus
     the clip fraction, the mean ratio and the number of micro-batches skipped for an extreme
-    ratio.
+    ratio, all under the names they are logged with.
     """
     epochs, mini_batch_size, temperature = cfg.epochs, cfg.mini_batch_size, cfg.temperature
     cliprange, ratio_threshold, max_grad_norm = cfg.cliprange, cfg.ratio_threshold, cfg.max_grad_norm
@@ -127,7 +117,7 @@ def optimise(
             optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
             for mc_start in range(0, len(mb_idx), micro):
-                part = _select(exp, mb_idx[mc_start : mc_start + micro])
+                part = exp.select(mb_idx[mc_start : mc_start + micro])
                 logits, vpreds = policy(part.sequences, part.attention_mask, part.prompt_width, temperature)
                 logprobs = logprobs_of(logits, part.responses)
                 ratio = torch.exp(logprobs - part.old_logprobs)
@@ -136,8 +126,8 @@ def optimise(
                 skip = bool(part.mask.sum() > 0 and masked_mean(ratio.detach(), part.mask) > ratio_threshold)
                 loss, stats = loss_fn(part, logprobs, vpreds, n_tok.clamp(min=1))
                 clipped = ((ratio < 1 - cliprange) | (ratio > 1 + cliprange)).float()
-                stats["clipfrac"] = masked_sum(clipped, part.mask).item()
-                stats["ratio"] = masked_sum(ratio.detach(), part.mask).item()
+                stats["policy/clipfrac"] = masked_sum(clipped, part.mask).item()
+                stats["policy/ratio"] = masked_sum(ratio.detach(), part.mask).item()
                 if skip:
                     loss = loss * 0.0
                     skipped += 1
@@ -158,8 +148,17 @@ def optimise(
             for k, v in sums.items():
                 totals[k] = totals.get(k, 0.0) + v
     out = {k: v / max(tokens_total, 1.0) for k, v in totals.items()}
-    out["skipped_chunks"] = float(skipped)
+    out["policy/skipped_chunks"] = float(skipped)
     return out
+
+
+def gathered_sum(value: float, accelerator=None) -> float:
+    """``value`` summed over the data-parallel processes (``value`` itself without accelerate)."""
+    if accelerator is None:
+        return value
+    from accelerate.utils import gather_object
+
+    return sum(gather_object([value]))
 
 
 def group_slices(n: int, group_size: int) -> list[slice]:

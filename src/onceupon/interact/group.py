@@ -16,9 +16,12 @@ valid stories has no baseline and is left out of the update.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from onceupon.config import InteractConfig
+from onceupon.interact.objective import UpdateResult
 from onceupon.interact.update import Experience, clipped_policy_loss, group_slices, masked_sum, optimise
 
 
@@ -46,50 +49,48 @@ def group_advantages(
 
 
 class GroupObjective:
+    """``rloo`` or ``grpo`` (``kind``): the group's other stories are the baseline."""
+
     needs_value_head = False
+    kl_coef = None  # no adaptive KL penalty to record in checkpoint metadata
 
     def __init__(self, cfg: InteractConfig, kind: str):
         if kind not in ("rloo", "grpo"):
             raise ValueError(kind)
         self.cfg = cfg
         self.name = kind
+        self.group_size = cfg.group_size
 
     def loss(self, part: Experience, logprobs, vpreds, n_tok):
         c = self.cfg
         pg_loss = clipped_policy_loss(part, logprobs, c.cliprange, n_tok)
         loss = pg_loss
-        stats = {"policy_loss": (pg_loss * n_tok).item()}
+        stats = {"loss/policy": (pg_loss * n_tok).item()}
         if self.name == "grpo" and c.group_kl_coef > 0:
             d = part.ref_logprobs - logprobs
             kl_term = masked_sum(torch.exp(d) - d - 1.0, part.mask) / n_tok
             loss = loss + c.group_kl_coef * kl_term
-            stats["kl_loss"] = (kl_term * n_tok).item()
+            stats["loss/kl"] = (kl_term * n_tok).item()
         return loss, stats
 
-    def update(self, policy, optimizer, batch: dict, scores: torch.Tensor, include: torch.Tensor, accelerator=None):
+    def update(self, policy, optimizer, exp: Experience, accelerator=None) -> UpdateResult:
         c = self.cfg
-        response_mask = batch["response_mask"]
-        kl_tok = (batch["old_logprobs"] - batch["ref_logprobs"]) * response_mask
-        seq_kl = kl_tok.sum(1)
-        rewards = torch.nan_to_num(scores)
+        seq_kl = ((exp.old_logprobs - exp.ref_logprobs) * exp.response_mask).sum(1)
+        rewards = exp.rewards
         if self.name == "rloo" and c.group_kl_coef > 0:
             rewards = rewards - c.group_kl_coef * seq_kl
-        adv, keep = group_advantages(rewards, include.bool(), c.group_size, self.name)
-        mask = response_mask * keep[:, None].float()
-        exp = Experience.from_batch(batch, mask, adv[:, None].expand_as(mask).contiguous() * mask)
-        stats = optimise(policy, optimizer, exp, self.loss, c, accelerator=accelerator)
+        adv, keep = group_advantages(rewards, exp.include, self.group_size, self.name)
+        # Only stories with a baseline are learned from: they become the update's include mask.
+        mask = exp.response_mask * keep[:, None].float()
+        train = replace(exp, include=keep, advantages=adv[:, None].expand_as(mask).contiguous() * mask)
+        stats = optimise(policy, optimizer, train, self.loss, c, accelerator=accelerator)
         n_kept = keep.sum().clamp(min=1)
-        stats["kl"] = ((seq_kl * keep).sum() / n_kept).item()
-        stats["kl_coef"] = c.group_kl_coef
-        stats["stories_without_baseline"] = float((include.bool() & ~keep.bool()).sum())
-        return stats
-
-    def after_batch(self, mean_kl: float, n_stories: int) -> None:
-        pass
+        metrics = {"kl/mean": ((seq_kl * keep).sum() / n_kept).item(), "kl/coef": c.group_kl_coef, **stats}
+        metrics["group/without_baseline"] = float((exp.include & ~keep).sum())
+        return UpdateResult(metrics, keep)
 
     def state_dict(self) -> dict:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         pass
-
