@@ -159,3 +159,70 @@ def test_rate_command_with_an_unreachable_server_leaves_no_output(tmp_path, cli)
     res = cli("rate", str(stories), "--set", "teacher.backend=openai", "--set", f"teacher.base_url={url}")
     assert res.returncode == 2 and "Cannot reach the teacher server" in res.stderr
     assert not (tmp_path / "s.ratings.jsonl").exists()
+
+
+# ------------------------------------------------------------------ never silent, nothing lost
+def _wait_for_lines(path, n, proc, timeout=60):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never reached {n} lines (exit {proc.poll()})")
+
+
+@pytest.mark.parametrize("signum, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_rate_stopped_keeps_every_finished_rating_and_continues(tmp_path, signum, code):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from http_servers import proxy_stats, start_shared_cpu_server
+
+    n = 30
+    stories = write_jsonl(tmp_path / "s.jsonl", [{"id": f"s{i}", "prompt": PROMPT, "continuation": f"{GOOD} ({i})"} for i in range(n)])
+    out, partial = tmp_path / "r.jsonl", tmp_path / "r.jsonl.partial"
+    proc, url = start_shared_cpu_server(work=0.1)  # one request at a time takes 0.1 s: ~3 s for all
+    args = [sys.executable, "-m", "onceupon.cli", "rate", str(stories), "--out", str(out),
+            "--set", "teacher.backend=openai", "--set", f"teacher.base_url={url}", "--set", "teacher.concurrency=4"]
+    env = {**os.environ, "ONCEUPON_PROGRESS": "plain", "ONCEUPON_PROGRESS_INTERVAL": "0.2"}
+    with proc:
+        first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        _wait_for_lines(partial, 1 + 5, first)  # the header and five ratings
+        first.send_signal(getattr(signal, signum))
+        _, err = first.communicate(timeout=60)
+        assert first.returncode == code, err
+        assert "Traceback" not in err and not out.exists()
+        kept = [json.loads(line) for line in partial.read_text().splitlines()[1:]]
+        assert 5 <= len(kept) < n and all(r["valid"] for r in kept)
+        last = err.strip().splitlines()[-1]
+        assert last == f"stopped: {len(kept)} of {n} stories are rated and kept in {partial}; run the same command again to rate the rest."
+        before = proxy_stats(url)["requests"]
+
+        second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+        assert second.returncode == 0, second.stderr
+        asked_again = proxy_stats(url)["requests"] - before
+    assert asked_again == n - len(kept)  # nothing already rated was asked for again
+    assert f"continuing from {partial}: {len(kept)} of {n} stories already rated" in second.stderr
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == [f"s{i}" for i in range(n)] and all(r["valid"] for r in rows)
+    assert not partial.exists()
+    by_id = {r["id"]: r for r in rows}
+    assert all(by_id[k["id"]] == {key: v for key, v in k.items() if key != "index"} for k in kept)
+    # progress advanced story by story (not per chunk of 64), with requests in flight and retries
+    progress = [line for line in (err + second.stderr).splitlines() if line.startswith("rate: ")]
+    done = {int(line.split()[1].split("/")[0]) for line in progress}
+    assert any(0 < d < n for d in done), progress
+    assert any("in flight" in line and "retries" in line for line in progress), progress
+
+
+def test_rate_refuses_a_partial_file_from_other_stories(tmp_path, cli):
+    stories = write_jsonl(tmp_path / "s.jsonl", [{"continuation": GOOD}])
+    partial = tmp_path / "s.ratings.jsonl.partial"
+    partial.write_text(json.dumps({"format": "onceupon-rate-partial/1", "stories": "0" * 64}) + "\n")
+    res = cli("rate", str(stories))
+    assert res.returncode == 2 and "holds ratings of other stories" in res.stderr and "Traceback" not in res.stderr
+    assert partial.exists() and not (tmp_path / "s.ratings.jsonl").exists()  # nothing lost
