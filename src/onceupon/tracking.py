@@ -143,7 +143,7 @@ class ProgressBar(Progress):
     # -------------------------------------------------------------- plain lines
     def line(self, task: Task) -> str:
         """``desc: done/total unit (pct), elapsed, rate, eta, status`` for one task."""
-        done = task.completed
+        done = round(task.completed, 6)  # fractional advances (items of several requests) add up inexactly
         parts = [f"{task.description}: {_count(done)}"]
         if task.total:
             parts[0] += f"/{_count(task.total)} {self.unit} ({100 * done / task.total:.0f}%)"
