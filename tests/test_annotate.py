@@ -387,3 +387,34 @@ def test_agreement_with_several_annotators_by_hand(tmp_path):
     assert means == {"2": {"c": 2.5}, "3": {"c": 1.0}}
     assert result["teacher_vs"]["ada"]["criteria"]["readability"]["mean_abs_diff"] == pytest.approx(1 / 3)
     assert result["teacher_vs_mean"]["criteria"]["coherence"]["mean_abs_diff"] == pytest.approx((0 + 0.5 + 1) / 3)
+
+
+def test_report_shows_the_teacher_against_people(tmp_path):
+    from fake_runs import make_pretraining_run
+
+    from onceupon.analysis.report import build
+    from onceupon.config import ReportConfig
+    from onceupon.errors import UserError
+
+    human = tmp_path / "human.jsonl"
+    human.write_text("".join(
+        json.dumps({"id": str(i), "annotator": who, "scores": scores_for(i + shift), "skipped": False}) + "\n"
+        for who, shift in (("ada", 0), ("bob", 1)) for i in range(8)
+    ))
+    teacher = tmp_path / "teacher.jsonl"
+    teacher.write_text("".join(json.dumps({"id": str(i), "scores": scores_for(i)}) + "\n" for i in range(8)))
+    proc = run_cli("rate", str(teacher), "--as-rated", "--compare", str(human))
+    assert proc.returncode == 0, proc.stderr
+    agreement = tmp_path / "teacher.agreement.json"
+    result = json.loads(agreement.read_text())
+    assert result["teacher_vs"]["ada"]["criteria"]["readability"]["kappa"] == pytest.approx(1.0)
+
+    run = make_pretraining_run(tmp_path / "runs", {1_000: 3.0, 10_000: 5.0}, n_stories=6)
+    index, summary = build(ReportConfig(bootstrap=0), [run], tmp_path / "report", agreements=[agreement])
+    html = index.read_text()
+    assert 'id="people"' in html and "teacher.jsonl vs ada" in html and "between annotators (ceiling: mean of pairs)" in html
+    bob = next(r for r in summary["human_agreement"][0]["rows"] if r["label"] == "teacher.jsonl vs bob")
+    assert bob["kappa"]["readability"] == pytest.approx(result["teacher_vs"]["bob"]["criteria"]["readability"]["kappa"])
+    with pytest.raises(UserError, match="not an agreement with people"):
+        build(ReportConfig(bootstrap=0), [run], tmp_path / "report2", agreements=[run / "results.json"])
+    assert not (tmp_path / "report2").exists()

@@ -208,6 +208,10 @@ def report(
     check: Annotated[
         Optional[list[Path]], typer.Option("--check", help="A `check-teacher` output directory to show (repeatable).")
     ] = None,
+    agreement: Annotated[
+        Optional[list[Path]],
+        typer.Option("--agreement", help="A teacher-vs-people OURS.agreement.json from `rate --compare` (repeatable)."),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -215,7 +219,7 @@ def report(
     cfg = load_config(config, set_)
     from onceupon.analysis.report import run
 
-    run(cfg, runs, out, checks=check)
+    run(cfg, runs, out, checks=check, agreements=agreement)
 
 
 @app.command()

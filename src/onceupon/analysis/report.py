@@ -122,22 +122,31 @@ def write_report(summary: dict, out: Path, dpi: int = 110) -> Path:
 
 
 def build(
-    cfg: ReportConfig, runs: list[Path], out: Path, title: str = "onceupon", checks: list[Path] | None = None
+    cfg: ReportConfig,
+    runs: list[Path],
+    out: Path,
+    title: str = "onceupon",
+    checks: list[Path] | None = None,
+    agreements: list[Path] | None = None,
 ) -> tuple[Path, dict]:
     """Load the runs (and teacher checks), compute the summary, write the report; returns
     (index.html, summary)."""
+    from onceupon.annotate.agreement import read_agreement
     from onceupon.teacher.check import read_check
 
     found = [read_check(c) | {"path": str(c)} for c in checks or []]  # bad input fails before any work
+    people = [read_agreement(a) for a in agreements or []]  # teacher vs people, from `rate --compare`
     loaded = load_runs(runs, shown=cfg.stories_shown, seed=cfg.seed)
-    summary = summarize(cfg, loaded, title=title, checks=found)
+    summary = summarize(cfg, loaded, title=title, checks=found) | {"human_agreement": people}
     return write_report(summary, out, dpi=cfg.dpi), summary
 
 
-def run(cfg: ExperimentConfig | None, runs: list[Path], out: Path, checks: list[Path] | None = None) -> Path:
+def run(
+    cfg: ExperimentConfig | None, runs: list[Path], out: Path, checks: list[Path] | None = None, agreements: list[Path] | None = None
+) -> Path:
     """The ``onceupon report`` command: write the report and print where it is and the headline."""
     cfg = cfg or ExperimentConfig()
-    index, summary = build(cfg.report, list(runs), Path(out), title=cfg.name, checks=checks)
+    index, summary = build(cfg.report, list(runs), Path(out), title=cfg.name, checks=checks, agreements=agreements)
     print(f"report: {index}")
     head = summary.get("headline")
     print(f"headline: {head['text']}" if head else "headline: none (the equivalence needs an interaction run "

@@ -16,6 +16,7 @@ kappa, exact agreement, mean absolute difference; per criterion and for the tota
 
 from __future__ import annotations
 
+import json
 from itertools import combinations
 from pathlib import Path
 
@@ -85,36 +86,54 @@ def compare_with_annotators(teacher: list[Rated], path: str | Path, rubric: Rubr
     }
 
 
+def comparison_rows(result: dict) -> list[dict]:
+    """The comparisons of a result, one row each, as the table and the report show them:
+    label, stories (or pairs), quadratic kappa per criterion, the total's kappa and Spearman."""
+    names = list(result["teacher_vs_mean"]["criteria"])
+    teacher = Path(result.get("a", "teacher")).name
+
+    def row(label: str, r: dict, n) -> dict:
+        kappa = {c: r["criteria"][c]["kappa"] for c in names}
+        return {"label": label, "n": n, "kappa": kappa, "total_kappa": r["total"]["kappa"], "total_spearman": r["total"]["spearman"]}
+
+    rows = [row(f"{teacher} vs {who}", r, r["both_valid"]) for who, r in result["teacher_vs"].items()]
+    rows.append(row(f"{teacher} vs mean of {len(result['annotators'])} annotator(s)", result["teacher_vs_mean"], result["teacher_vs_mean"]["both_valid"]))
+    rows += [row(pair.replace(" ~ ", " vs "), r, r["both_valid"]) for pair, r in result["between"].items()]
+    if result["between_mean"]:
+        rows.append(row("between annotators (ceiling: mean of pairs)", result["between_mean"], f"{result['between_mean']['pairs']} pair(s)"))
+    return rows
+
+
+def read_agreement(path: str | Path) -> dict:
+    """An ``OURS.agreement.json`` written with people's answers, for ``onceupon report``."""
+    try:
+        result = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(f"{path} is not a readable agreement file (OURS.agreement.json from onceupon rate --compare).") from None
+    if not isinstance(result, dict) or "teacher_vs" not in result:
+        raise UserError(f"{path} is not an agreement with people: compare with an onceupon annotate file to write one.")
+    return {"path": str(path), "annotators": result["annotators"], "criteria": list(result["teacher_vs_mean"]["criteria"]),
+            "rows": comparison_rows(result)}
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def print_comparison(result: dict, rubric: Rubric, console: Console, teacher: str) -> None:
+def print_comparison(result: dict, console: Console) -> None:
+    rows = comparison_rows(result)
     table = Table(title="agreement with people: quadratic kappa per criterion; the total's kappa and Spearman")
-    table.add_column("comparison")
-    table.add_column("stories", justify="right")
-    for name in [*rubric.names, "total", "total spearman"]:
-        table.add_column(name, justify="right")
-
-    def row(label: str, r: dict, n: int | str) -> None:
-        kappas = [_fmt(r["criteria"][c]["kappa"]) for c in rubric.names]
-        table.add_row(label, str(n), *kappas, _fmt(r["total"]["kappa"]), _fmt(r["total"]["spearman"]))
-
-    for who, r in result["teacher_vs"].items():
-        row(f"{teacher} vs {who}", r, r["both_valid"])
-    r = result["teacher_vs_mean"]
-    row(f"{teacher} vs mean of {len(result['annotators'])} annotator(s)", r, r["both_valid"])
-    for pair, r in result["between"].items():
-        row(pair.replace(" ~ ", " vs "), r, r["both_valid"])
-    if result["between_mean"]:
-        row("between annotators (ceiling: mean of pairs)", result["between_mean"], f"{result['between_mean']['pairs']} pairs")
+    for column in ["comparison", "stories", *rows[0]["kappa"], "total", "total spearman"]:
+        table.add_column(column, justify="left" if column == "comparison" else "right")
+    for r in rows:
+        table.add_row(r["label"], str(r["n"]), *map(_fmt, r["kappa"].values()), _fmt(r["total_kappa"]), _fmt(r["total_spearman"]))
     console.print(table)
 
 
 def run(ours_path: str | Path, path: str | Path, rubric: Rubric, console: Console) -> dict:
     """``onceupon rate --compare`` with an annotations file: print, write OURS.agreement.json."""
     result = {"a": str(ours_path), "b": str(path), **compare_with_annotators(load_ratings(ours_path, rubric), path, rubric)}
-    print_comparison(result, rubric, console, Path(ours_path).name)
+    print_comparison(result, console)
     report = Path(ours_path).with_name(Path(ours_path).name.removesuffix(".jsonl") + ".agreement.json")
     atomic_write_json(report, result)
     console.print(f"agreement written to {report}")
