@@ -275,3 +275,29 @@ def test_report_shows_the_gain_by_every_judge_and_the_teacher_check(tmp_path, cl
     # A bad --check fails with one sentence before anything is written.
     proc = cli("report", str(run), "--out", str(tmp_path / "r2"), "--check", str(tmp_path))
     assert proc.returncode == 2 and "holds no check.json" in proc.stderr and not (tmp_path / "r2").exists()
+
+
+@pytest.mark.slow
+def test_a_real_run_rated_by_two_judges(tiny_checkpoint, tmp_path, cli, teacher_server):
+    """A real (tiny) interaction run trained with the heuristic, evaluated with it, then
+    judged again by an LLM behind a real server: the report shows both gains side by side."""
+    run = tmp_path / "rl"
+    small = ["--set", "interact.batch_size=4", "--set", "interact.max_new_tokens=12", "--set", "interact.max_steps=2"]
+    proc = cli("interact", "--from", str(tiny_checkpoint), "--out", str(run), *small)
+    assert proc.returncode == 0, proc.stderr
+    evaluation = ["--set", "evaluate.stories=8", "--set", "evaluate.story_max_new_tokens=16", "--set", "evaluate.probe_items=0"]
+    proc = cli("evaluate", str(run), *evaluation)
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("evaluate", str(run), "--judge", "--set", "teacher.backend=openai", "--set", f"teacher.base_url={teacher_server}")
+    assert proc.returncode == 0, proc.stderr
+
+    out = tmp_path / "report"
+    proc = cli("report", str(run), "--out", str(out), "--set", "report.bootstrap=0")
+    assert proc.returncode == 0, proc.stderr
+    (gains,) = json.loads((out / "report.json").read_text())["judge_gains"]
+    trained, other = gains["judges"]
+    assert trained["judge"] == "heuristic:v1" and trained["trained"] is True and trained["role"] == "main"
+    assert other["judge"].startswith("openai:") and other["trained"] is False and other["role"] == "extra judge"
+    for judge in (trained, other):
+        assert judge["gain"] == pytest.approx(judge["final"] - judge["start"]) and judge["n"] == [8, 8]
+    assert "trained this run" in (out / "index.html").read_text()
