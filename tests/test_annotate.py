@@ -121,11 +121,15 @@ class Browser:
             time.sleep(0.05)
         pytest.fail(f"the page never became {state!r}: {self.js('return document.body.innerText')}")
 
+    def type(self, text: str) -> None:
+        """Key presses into whatever has the focus, without waiting for the page."""
+        actions = [{"type": t, "value": key} for key in text for t in ("keyDown", "keyUp")]
+        self._call("POST", f"/session/{self.session}/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})
+
     def press(self, *keys: str) -> None:
         """Press keys one by one as a person would, waiting for the page after each."""
         for key in keys:
-            actions = [{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]
-            self._call("POST", f"/session/{self.session}/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})
+            self.type(key)
             time.sleep(0.05)
             self.wait(self.js("return document.body.dataset.state === 'done' ? 'done' : 'ready'"))
 
@@ -170,8 +174,11 @@ def test_rate_by_keyboard_stop_restart_change_an_answer_and_compare(tmp_path, br
     with annotate(*args) as url:
         sample = read_jsonl(tmp_path / "human.sample.jsonl")
         assert len(sample) == 8
-        browser.go(url + "?name=ada")
+        browser.go(url)
+        browser.wait("login")  # the page asks for a name first
+        browser.type("ada" + ENTER)
         browser.wait()
+        assert browser.text("who-name") == "ada"
         assert browser.text("progress") == "story 1 of 8"
         page = browser.js("return document.body.innerText")
         assert "Narrative coherence" in page and "Many serious grammar mistakes; hard to understand." in page

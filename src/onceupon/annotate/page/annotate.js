@@ -97,20 +97,33 @@ async function begin(who) {
   $("who-name").textContent = who;
   $("who").hidden = false;
   setState("busy");
-  const view = await api("api/annotator?name=" + encodeURIComponent(who));
-  history = view.history;
-  total = view.total;
-  await open(history.length);  // resume where this annotator left off
+  try {
+    const view = await api("api/annotator?name=" + encodeURIComponent(who));
+    history = view.history;
+    total = view.total;
+  } catch (e) {
+    show("login");
+    setState("login");
+    say("The server did not answer: " + e.message);
+    return;
+  }
+  await showStory(history.length);  // resume where this annotator left off
 }
 
-async function open(p) {
+async function showStory(p) {
   setState("busy");
   say("");
   let next;
-  if (p < history.length) {
-    next = await api(`api/story?name=${encodeURIComponent(name)}&key=${history[p]}`);
-  } else {
-    next = await api("api/next", {name});
+  try {
+    next = p < history.length
+      ? await api(`api/story?name=${encodeURIComponent(name)}&key=${history[p]}`)
+      : await api("api/next", {name});
+  } catch (e) {  // the server stopped or refused: say so and let the annotator retry
+    say("The server did not answer (" + e.message + "); nothing is lost, try again.");
+    setState(story ? "ready" : "login");
+    return;
+  }
+  if (p >= history.length) {
     if (next.done) {
       pos = history.length;
       story = null;
@@ -164,7 +177,7 @@ async function save(skip) {
     setState("ready");
     return;
   }
-  await open(history.indexOf(story.key) + 1);
+  await showStory(history.indexOf(story.key) + 1);
 }
 
 function onKey(event) {
@@ -177,7 +190,7 @@ function onKey(event) {
   const state = document.body.dataset.state;
   if (state === "done" && event.key === "Backspace" && history.length) {
     event.preventDefault();
-    open(history.length - 1);
+    showStory(history.length - 1);
     return;
   }
   if (state !== "ready") return;
@@ -198,7 +211,7 @@ function onKey(event) {
       delete values[criteria[cursor].name];
       render();
     } else if (pos > 0) {
-      open(pos - 1);
+      showStory(pos - 1);
     }
   } else if (event.key === "Enter") {
     event.preventDefault();
@@ -227,7 +240,7 @@ async function main() {
   }
   buildRubric();
   document.addEventListener("keydown", onKey);
-  $("back").addEventListener("click", () => { if (ready() && pos > 0) open(pos - 1); });
+  $("back").addEventListener("click", () => { if (ready() && pos > 0) showStory(pos - 1); });
   $("skip").addEventListener("click", () => { if (ready()) save(true); });
   $("flag").addEventListener("click", () => { if (ready()) toggleFlag(); });
   $("next").addEventListener("click", () => { if (ready()) save(false); });
