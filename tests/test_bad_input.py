@@ -310,3 +310,41 @@ def test_a_second_evaluation_of_one_run_is_refused_and_the_first_finishes(tmp_pa
     assert_one_sentence(second, f"PID {first.pid}", "in use")
     rows = json.loads((run / "results.json").read_text())["rows"]
     assert [r["checkpoint"] for r in rows] == ["chck_0W"] and rows[0]["tasks"]["storyworld_entity_tracking"]["n"] == 400
+
+
+# --------------------------------------------------------------------------- check-teacher, evaluate --judge
+def _stories_file(path: Path, n: int) -> Path:
+    story = "The fox found a red box. She put a stone in it. Then she ran home to tell the bear about it all."
+    path.write_text("".join(json.dumps({"continuation": story}) + "\n" for _ in range(n)))
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, needles",
+    [
+        ("unreachable server", ["Cannot reach the teacher server"]),
+        ("empty stories file", ["holds no stories"]),
+        ("stories file not JSON", ["line 1: not valid JSON"]),
+        ("too few usable stories", ["has 4 usable stories of 4", "needs at least 10"]),
+        ("too few stories asked for", ["--n 3 is too few", "at least 10"]),
+    ],
+)
+def test_check_teacher_bad_input_is_one_sentence_and_makes_nothing(case, needles, tmp_path):
+    out = tmp_path / "check"
+    args = {
+        "unreachable server": ["--set", "teacher.backend=openai", "--set", "teacher.base_url=http://127.0.0.1:9/v1"],
+        "empty stories file": ["--stories", str(tmp_path / "empty.jsonl")],
+        "stories file not JSON": ["--stories", str(tmp_path / "notes.jsonl")],
+        "too few usable stories": ["--stories", str(_stories_file(tmp_path / "few.jsonl", 4))],
+        "too few stories asked for": ["--n", "3"],
+    }[case]
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "notes.jsonl").write_text("my stories, one per line\n")
+    assert_one_sentence(run_cli("check-teacher", "--out", str(out), *args, env=ENV), *needles)
+    assert not out.exists()
+
+
+def test_judging_a_run_that_was_never_evaluated_is_one_sentence(tmp_path, tiny_checkpoint):
+    run = _evaluate_run(tmp_path, tiny_checkpoint)
+    assert_one_sentence(run_cli("evaluate", str(run), "--judge", env=ENV), "no results.json", "onceupon evaluate")
+    assert not (run / "evaluation").exists()
