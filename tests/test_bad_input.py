@@ -312,6 +312,66 @@ def test_a_second_evaluation_of_one_run_is_refused_and_the_first_finishes(tmp_pa
     assert [r["checkpoint"] for r in rows] == ["chck_0W"] and rows[0]["tasks"]["storyworld_entity_tracking"]["n"] == 400
 
 
+# --------------------------------------------------------------------------- rate
+RATE_STORY = {"id": "a", "prompt": "Once upon a time,", "continuation": "there lived a fox. It found a red box and took it home."}
+
+
+def _rate(tmp_path: Path, url: str | None = None, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    stories = tmp_path / "stories.jsonl"
+    if not stories.exists():
+        stories.write_text(json.dumps(RATE_STORY) + "\n")
+    server = ["--set", "teacher.backend=openai", "--set", f"teacher.base_url={url}"] if url else []
+    return run_cli("rate", str(stories), *server, *args, env=ENV), tmp_path / "stories.ratings.jsonl"
+
+
+def _nothing_rated_left(tmp_path: Path) -> None:
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stories.jsonl"]
+
+
+@pytest.mark.parametrize("kind, described", [("html", "an HTML page"), ("text", "plain text"), ("badjson", "malformed JSON")])
+def test_rate_against_a_server_that_is_not_openai(kind, described, tmp_path):
+    from http_servers import start_garbage_server
+
+    proc, url = start_garbage_server(kind)  # answers everything, GET /models too, with garbage
+    with proc:
+        result, _ = _rate(tmp_path, url)
+    assert_one_sentence(result, "does not speak the OpenAI API", described, "teacher.base_url")
+    _nothing_rated_left(tmp_path)
+
+
+@pytest.mark.parametrize("kind, described", [("html", "an HTML page"), ("text", "plain text"), ("badjson", "malformed JSON")])
+def test_rate_when_every_answer_is_garbage(kind, described, tmp_path):
+    from http_servers import start_garbage_server
+
+    proc, url = start_garbage_server(kind, models_ok=True)  # passes the start-up check, then garbage
+    with proc:
+        result, _ = _rate(tmp_path, url, "--set", "teacher.max_retries=1", "--set", "teacher.backoff=0.01")
+    assert_one_sentence(result, "stopped answering", described)
+    _nothing_rated_left(tmp_path)
+
+
+def test_rate_with_an_unreachable_server(tmp_path):
+    from http_servers import free_port
+
+    result, _ = _rate(tmp_path, f"http://127.0.0.1:{free_port()}/v1")
+    assert_one_sentence(result, "Cannot reach the teacher server")
+    _nothing_rated_left(tmp_path)
+
+
+def test_rate_out_that_is_a_directory_is_refused_before_any_request(tmp_path):
+    (tmp_path / "ratings").mkdir()
+    result, _ = _rate(tmp_path, None, "--out", str(tmp_path / "ratings"))
+    assert_one_sentence(result, "is a directory")
+    assert list((tmp_path / "ratings").iterdir()) == []
+
+
+def test_rate_with_duplicate_ids_is_refused(tmp_path):
+    (tmp_path / "stories.jsonl").write_text(json.dumps(RATE_STORY) + "\n" + json.dumps({**RATE_STORY, "continuation": "another tale."}) + "\n")
+    result, out = _rate(tmp_path)
+    assert_one_sentence(result, "stories 1 and 2 both have the id 'a'")
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- check-teacher, evaluate --judge
 def _stories_file(path: Path, n: int) -> Path:
     story = "The fox found a red box. She put a stone in it. Then she ran home to tell the bear about it all."

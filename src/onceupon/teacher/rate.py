@@ -48,6 +48,8 @@ from onceupon.tracking import progress_bar
 
 #: the first line of ``OUT.partial``: what the ratings in it were made from
 PARTIAL_FORMAT = "onceupon-rate-partial/1"
+#: outcomes a continued run asks for again (the request got no answer)
+_ASK_AGAIN = (Outcome.FAILED.value, Outcome.REJECTED.value)
 
 
 def read_stories(path: str | Path) -> list[Story]:
@@ -102,7 +104,12 @@ def rate_file(cfg: ExperimentConfig, stories_path: Path, out: Path) -> list[dict
         # Stories per teacher call: big for a backend that reports story by story (fewer pauses
         # between calls), a few batches for one that reports per call (progress stays live).
         chunk = 16 * cfg.teacher.concurrency if teacher.streams else 4 * cfg.teacher.batch_size
-        _rate_missing(teacher, stories, done, partial, chunk=max(64, chunk))
+        try:
+            _rate_missing(teacher, stories, done, partial, chunk=max(64, chunk))
+        except BaseException:
+            if not _rated(done):  # nothing worth keeping: leave no file behind
+                partial.unlink(missing_ok=True)
+            raise
     records = [done[i] for i in range(len(stories))]
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     partial.unlink(missing_ok=True)
@@ -169,16 +176,25 @@ def _rate_missing(teacher: RubricTeacher, stories: list[Story], done: dict[int, 
             raise Stopped(_stopped(done, stories, partial), 130) from None
         except TeacherUnavailable as e:
             save()
+            if not _rated(done):
+                raise
             raise TeacherUnavailable(
-                f"{str(e).rstrip('.')}; the {len(done)} ratings so far are kept in {partial}, "
+                f"{str(e).rstrip('.')}; the {_rated(done)} ratings so far are kept in {partial}, "
                 "and the same command continues from them once the server answers."
             ) from None
         bar.update(task, completed=len(done), status=teacher.status())
 
 
+def _rated(done: dict[int, dict]) -> int:
+    """Ratings worth keeping: all but failed requests (asked again when continuing)."""
+    return sum(r.get("outcome") not in _ASK_AGAIN for r in done.values())
+
+
 def _stopped(done: dict, stories: list, partial: Path) -> str:
+    if not _rated(done):
+        return "stopped before any story was rated."
     return (
-        f"stopped: {len(done)} of {len(stories)} stories are rated and kept in {partial}; "
+        f"stopped: {_rated(done)} of {len(stories)} stories are rated and kept in {partial}; "
         "run the same command again to rate the rest."
     )
 
@@ -224,7 +240,7 @@ def _load_partial(partial: Path, header: dict) -> dict[int, dict]:
             index = record.pop("index")
         except (ValueError, KeyError, AttributeError):
             raise UserError(f"{partial}, line {lineno}, is damaged; delete the file to start over.") from None
-        if record.get("outcome") not in (Outcome.FAILED.value, Outcome.REJECTED.value):
+        if record.get("outcome") not in _ASK_AGAIN:
             done[int(index)] = record
     return done
 
