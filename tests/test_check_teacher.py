@@ -200,3 +200,19 @@ def test_a_real_server_that_always_answers_the_same_fails_the_check(tmp_path, cl
     assert result["diversity"]["answer"]["most_frequent"] == "2 3 1"
     assert result["answers"]["invalid_rate"] < 0.1
     assert "FAIL: openai:" in proc.stdout
+
+
+def test_stories_from_a_file_are_a_seeded_sample_of_the_usable_ones(tmp_path):
+    from onceupon.teacher.probes import file_stories
+
+    lines = [json.dumps({"prompt": "Once upon a time,", "continuation": f"This is story {i}. " * 3 + "The fox ran home to the old red box by the tree."})
+             for i in range(30)]
+    lines.insert(5, json.dumps({"continuation": "Too short."}))
+    path = tmp_path / "stories.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    clean, total = file_stories(path, 12, seed=0)
+    assert total == 31 and len(clean) == 12
+    assert [c.id for c in clean] == sorted(c.id for c in clean)  # file order kept
+    assert clean != file_stories(path, 12, seed=1)[0] and clean == file_stories(path, 12, seed=0)[0]
+    assert all(c.prompt == "Once upon a time," and len(c.sentences) == 4 for c in clean)
+    assert len(file_stories(path, 100)[0]) == 30  # the short one is not usable

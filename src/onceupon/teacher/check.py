@@ -352,7 +352,7 @@ def load_probes(cfg: ExperimentConfig, rubric: Rubric, stories: Path | None, pro
         if stories is None:
             clean = storyworld_stories(n, seed)
         else:
-            clean, total = file_stories(stories, n)
+            clean, total = file_stories(stories, n, seed)
             if len(clean) < MIN_STORIES:
                 raise UserError(
                     f"{stories} has {len(clean)} usable stories of {total} (at least 3 sentences and 20 words each); "

@@ -131,8 +131,12 @@ def storyworld_stories(n: int, seed: int = 0) -> list[Clean]:
     return out
 
 
-def file_stories(path: str | Path, n: int | None = None) -> tuple[list[Clean], int]:
-    """The usable stories of a JSONL file (at most ``n``), and how many it holds in all."""
+def file_stories(path: str | Path, n: int, seed: int = 0) -> tuple[list[Clean], int]:
+    """Up to ``n`` usable stories of a JSONL file, and how many stories it holds in all.
+
+    The ``n`` are a seeded sample in file order, so an anthology contributes stories from
+    the whole run, not only its first (and worst) steps.
+    """
     from onceupon.teacher.rate import read_stories
 
     stories = read_stories(path)
@@ -140,9 +144,10 @@ def file_stories(path: str | Path, n: int | None = None) -> tuple[list[Clean], i
     for i, story in enumerate(stories):
         sentences = split_sentences(story.continuation)
         if usable(sentences):
-            out.append(Clean(f"f{i:03d}", " ".join(story.prompt.split()), sentences))
-        if n is not None and len(out) == n:
-            break
+            out.append(Clean(f"f{i:06d}", " ".join(story.prompt.split()), sentences))
+    if len(out) > n:
+        keep = set(random.Random(f"check-stories:{seed}").sample(range(len(out)), n))
+        out = [c for k, c in enumerate(out) if k in keep]
     return out, len(stories)
 
 
