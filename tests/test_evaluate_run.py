@@ -78,6 +78,7 @@ def test_cli_evaluates_every_checkpoint(pretrain_run, data_dir, cli):
     assert "evaluate chck_2K" in logged and "chck_2K blimp: 2/2 pairs (100%)" in logged
     assert "chck_2K storyworld_entity_tracking: 6/6 items (100%)" in logged
     assert "chck_2K stories sampled: 3/3 stories (100%)" in logged
+    assert "chck_2K stories rated: 3/3 stories (100%)" in logged
     # Truncation happens only beyond context + 1 tokens, is counted in items and flagged.
     checkpoint = pretrain_run / "checkpoints" / "chck_2K"
     tok = AutoTokenizer.from_pretrained(checkpoint)
