@@ -93,14 +93,21 @@ def comparison_rows(result: dict) -> list[dict]:
     teacher = Path(result.get("a", "teacher")).name
 
     def row(label: str, r: dict, n) -> dict:
-        kappa = {c: r["criteria"][c]["kappa"] for c in names}
-        return {"label": label, "n": n, "kappa": kappa, "total_kappa": r["total"]["kappa"], "total_spearman": r["total"]["spearman"]}
+        return {
+            "label": label,
+            "n": n,
+            "kappa": {c: r["criteria"][c]["kappa"] for c in names},
+            "total_kappa": r["total"]["kappa"],
+            "total_spearman": r["total"]["spearman"],
+        }
 
     rows = [row(f"{teacher} vs {who}", r, r["both_valid"]) for who, r in result["teacher_vs"].items()]
-    rows.append(row(f"{teacher} vs mean of {len(result['annotators'])} annotator(s)", result["teacher_vs_mean"], result["teacher_vs_mean"]["both_valid"]))
+    mean = result["teacher_vs_mean"]
+    rows.append(row(f"{teacher} vs mean of {len(result['annotators'])} annotator(s)", mean, mean["both_valid"]))
     rows += [row(pair.replace(" ~ ", " vs "), r, r["both_valid"]) for pair, r in result["between"].items()]
     if result["between_mean"]:
-        rows.append(row("between annotators (ceiling: mean of pairs)", result["between_mean"], f"{result['between_mean']['pairs']} pair(s)"))
+        pairs = result["between_mean"]
+        rows.append(row("between annotators (ceiling: mean of pairs)", pairs, f"{pairs['pairs']} pair(s)"))
     return rows
 
 
@@ -109,11 +116,11 @@ def read_agreement(path: str | Path) -> dict:
     try:
         result = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise UserError(f"{path} is not a readable agreement file (OURS.agreement.json from onceupon rate --compare).") from None
+        raise UserError(f"{path} is not a readable agreement file (OURS.agreement.json of onceupon rate --compare).") from None
     if not isinstance(result, dict) or "teacher_vs" not in result:
         raise UserError(f"{path} is not an agreement with people: compare with an onceupon annotate file to write one.")
-    return {"path": str(path), "annotators": result["annotators"], "criteria": list(result["teacher_vs_mean"]["criteria"]),
-            "rows": comparison_rows(result)}
+    criteria = list(result["teacher_vs_mean"]["criteria"])
+    return {"path": str(path), "annotators": result["annotators"], "criteria": criteria, "rows": comparison_rows(result)}
 
 
 def _fmt(value) -> str:
@@ -126,13 +133,15 @@ def print_comparison(result: dict, console: Console) -> None:
     for column in ["comparison", "stories", *rows[0]["kappa"], "total", "total spearman"]:
         table.add_column(column, justify="left" if column == "comparison" else "right")
     for r in rows:
-        table.add_row(r["label"], str(r["n"]), *map(_fmt, r["kappa"].values()), _fmt(r["total_kappa"]), _fmt(r["total_spearman"]))
+        kappas = map(_fmt, r["kappa"].values())
+        table.add_row(r["label"], str(r["n"]), *kappas, _fmt(r["total_kappa"]), _fmt(r["total_spearman"]))
     console.print(table)
 
 
 def run(ours_path: str | Path, path: str | Path, rubric: Rubric, console: Console) -> dict:
     """``onceupon rate --compare`` with an annotations file: print, write OURS.agreement.json."""
-    result = {"a": str(ours_path), "b": str(path), **compare_with_annotators(load_ratings(ours_path, rubric), path, rubric)}
+    ours = load_ratings(ours_path, rubric)
+    result = {"a": str(ours_path), "b": str(path), **compare_with_annotators(ours, path, rubric)}
     print_comparison(result, console)
     report = Path(ours_path).with_name(Path(ours_path).name.removesuffix(".jsonl") + ".agreement.json")
     atomic_write_json(report, result)

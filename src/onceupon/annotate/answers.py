@@ -104,7 +104,9 @@ class Desk:
             else:
                 taken.add(key)
         taken |= {k for who, k in self._looking_at.items() if who != annotator}
-        mine = {k: r for (who, sid), r in latest(records).items() if who == annotator and (k := self._key.get(sid)) is not None}
+        mine = {
+            self._key[sid]: r for (who, sid), r in latest(records).items() if who == annotator and sid in self._key
+        }
         done = set(history)
         available = [k for k, item in enumerate(self.items) if k not in done and (item.shared or k not in taken)]
         return history, mine, available
