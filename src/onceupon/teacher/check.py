@@ -240,8 +240,19 @@ def retest_figures(first: list[Rating], second: list[Rating], rubric: Rubric, te
     }
 
 
-def measure(probes, ratings, first, second, rubric, *, seconds: float, temperature: float | None, identity: str) -> dict:
-    """Every figure of a check, as check.json holds them."""
+def measure(
+    probes: list[Probe],
+    ratings: list[Rating],
+    first: list[Rating],
+    second: list[Rating],
+    rubric: Rubric,
+    *,
+    seconds: float,
+    temperature: float | None,
+    identity: str,
+) -> dict:
+    """Every figure of a check, as check.json holds them. ``ratings``: one per probe;
+    ``first`` and ``second``: the retest sample's two ratings."""
     rows = discrimination(probes, ratings, rubric)
     criteria_rows = judged_rows(rows)
     failing = [k for k, v in criteria_rows.items() if v["verdict"] not in ("discriminates", "discriminates weakly")]
@@ -316,7 +327,9 @@ def retest_sample(probes: list[Probe], n: int, seed: int) -> list[int]:
     return sorted(random.Random(f"retest:{seed}").sample(candidates, min(n, len(candidates))))
 
 
-def check(teacher, probes: list[Probe], *, retest: int = 40, seed: int = 0, chunk: int = 64, temperature=None) -> tuple[dict, list[Rating], list[tuple[int, Rating]]]:
+def check(
+    teacher, probes: list[Probe], *, retest: int = 40, seed: int = 0, chunk: int = 64, temperature: float | None = None
+) -> tuple[dict, list[Rating], list[tuple[int, Rating]]]:
     """Rate the probes (and a retest sample again, bypassing the cache) and measure.
 
     ``teacher`` is any RubricTeacher (build_teacher's, or one around a test backend).
