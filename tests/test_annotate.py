@@ -410,8 +410,10 @@ def test_report_shows_the_teacher_against_people(tmp_path):
     ))
     teacher = tmp_path / "teacher.jsonl"
     teacher.write_text("".join(json.dumps({"id": str(i), "scores": scores_for(i)}) + "\n" for i in range(8)))
-    proc = run_cli("rate", str(teacher), "--as-rated", "--compare", str(human))
-    assert proc.returncode == 0, proc.stderr
+    from onceupon.config import ExperimentConfig
+    from onceupon.teacher import rate
+
+    rate.run(ExperimentConfig(), teacher, compare=human, as_rated=True)
     agreement = tmp_path / "teacher.agreement.json"
     result = json.loads(agreement.read_text())
     assert result["teacher_vs"]["ada"]["criteria"]["readability"]["kappa"] == pytest.approx(1.0)
