@@ -114,7 +114,10 @@ def rate(
 @app.command()
 def annotate(
     sources: Annotated[
-        list[Path], typer.Argument(help="Stories files, ratings files or run directories (anthology + evaluation stories).")
+        list[Path],
+        typer.Argument(
+            metavar="SOURCE", help="Stories files, ratings files or run directories (anthology + evaluation stories)."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Answers JSONL, appended to (the same --out continues).")],
     sample: Annotated[int, typer.Option("--sample", help="Stories to sample, stratified over runs and checkpoints.")] = 100,
