@@ -1,20 +1,23 @@
-"""Teacher throughput over HTTP: the same stories rated with 1 request in flight vs many.
+"""Teacher throughput over HTTP: adaptive requests in flight (the default) vs fixed numbers.
 
-Starts a real ``transformers serve`` (tests/http_servers.py: a tiny chat model trained to
-answer "2 3 1", or ``--model DIR`` for your own) on loopback, or uses ``--base-url`` for a
-server you run (e.g. ``vllm serve``), then rates the same stories through the openai backend
-twice, at concurrency 1 (the peer: one request at a time, as a naive loop would) and at the
-configured concurrency, and prints ratings/s of each and their ratio. No cache, so both runs
-do the full work.
+Starts a real ``transformers serve`` on loopback (tests/http_servers.py: a tiny chat model
+trained to answer "2 3 1", or ``--model DIR`` for your own), or uses ``--base-url`` for a
+server you run (e.g. ``vllm serve``), or ``--server shared-cpu`` for a simulated slow teacher
+whose requests share one CPU (n in flight each take n times longer). Then it rates the same
+stories through the openai backend with the default settings (adaptive, at most
+``teacher.concurrency`` in flight) and with each fixed number of requests in flight from
+``--fixed``, in one run, and prints for each: ratings/s, the longest time without a finished
+rating (what a user watching the progress line waits for), retries and failed requests; then
+the default's ratings/s as a ratio of the best fixed setting's. No cache, so every run does the
+full work.
 
-    python benchmarks/bench_teacher_http.py                      # 500 stories, concurrency 16
-    python benchmarks/bench_teacher_http.py --stories 200 --concurrency 8
-    python benchmarks/bench_teacher_http.py --base-url http://127.0.0.1:8000/v1
+    python benchmarks/bench_teacher_http.py                       # tiny model, 200 stories
+    python benchmarks/bench_teacher_http.py --timeout 5           # a timeout the server can miss
+    python benchmarks/bench_teacher_http.py --server shared-cpu --work 0.2 --timeout 2
+    python benchmarks/bench_teacher_http.py --base-url http://127.0.0.1:8000/v1 --fixed 1,8,32,64
 
-Note: ``transformers serve`` without continuous batching runs one generation at a time, so
-concurrency there buys only overlap of HTTP, tokenisation and scheduling; a batching server
-(vLLM, llama-server with parallel slots, transformers serve --continuous-batching) gains far
-more. The figures are for the server you point it at.
+The figures are for the server and machine you run it on; a batching server (vLLM) gains far
+more from many requests in flight than ``transformers serve`` on a CPU.
 """
 
 from __future__ import annotations
@@ -28,60 +31,85 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from onceupon.config import TeacherConfig  # noqa: E402
+from onceupon.errors import UserError  # noqa: E402
 from onceupon.teacher.base import Story  # noqa: E402
 from onceupon.teacher.factory import build_teacher  # noqa: E402
 
 PROMPT = "Let me tell you a long, magical tale. Once upon a time, in a faraway land,"
 
 
-def stories(n: int) -> list[Story]:
+def stories(n: int, tag: str) -> list[Story]:
     animals = ["fox", "owl", "bear", "hare", "wren", "toad", "mole"]
     things = ["a red box", "a silver key", "a tiny boat", "a map", "a lantern"]
     return [
-        Story(PROMPT, f"there lived a {animals[i % 7]} who found {things[i % 5]} near the river. It carried it home and told story {i} to its friends.", id=str(i))
+        Story(PROMPT, f"there lived a {animals[i % 7]} who found {things[i % 5]} near the river. It carried it home and told story {i} ({tag}) to its friends.", id=str(i))
         for i in range(n)
     ]
 
 
-def timed(base_url: str, concurrency: int, batch: list[Story]) -> tuple[float, int, int]:
-    cfg = TeacherConfig(backend="openai", base_url=base_url, concurrency=concurrency, timeout=300)
+def timed(base_url: str, n: int, timeout: float, concurrency: int, adapt: bool, tag: str) -> dict:
+    """Rate ``n`` stories; ratings/s, longest gap between finished ratings, retries, failures."""
+    cfg = TeacherConfig(backend="openai", base_url=base_url, concurrency=concurrency, adapt_concurrency=adapt, timeout=timeout)
+    finished: list[float] = []
     with build_teacher(cfg) as teacher:
-        teacher.rate(batch[:2])  # warm-up: connection pool, model loaded
+        teacher.rate(stories(2, f"warm-up {tag}"))  # connection pool, model loaded
+        teacher.backend.stats.update(requests=0, retries=0, failed=0)
         start = time.perf_counter()
-        ratings = teacher.rate(batch)
+        try:
+            ratings = teacher.rate(stories(n, tag), on_rated=lambda i, r: finished.append(time.perf_counter()))
+            valid = sum(r.valid for r in ratings)
+        except UserError as e:  # every request of the batch failed: the run would stop here
+            print(f"    ({e})")
+            valid = 0
         elapsed = time.perf_counter() - start
-    return elapsed, sum(r.valid for r in ratings), len(ratings)
+        stats = dict(teacher.backend.stats)
+    marks = [start, *sorted(finished)] + ([] if len(finished) == n else [start + elapsed])
+    gap = max(b - a for a, b in zip(marks, marks[1:]))
+    return {"per_s": valid / elapsed, "gap": gap, "valid": valid, "elapsed": elapsed, **stats}
+
+
+def start_server(args) -> tuple[object | None, str]:
+    if args.base_url:
+        return None, args.base_url
+    from http_servers import make_tiny_chat_model, serve_model, start_shared_cpu_server
+
+    if args.server == "shared-cpu":
+        return start_shared_cpu_server(args.work)
+    model = args.model or make_tiny_chat_model(Path(tempfile.mkdtemp()) / "tiny-chat")
+    return serve_model(model, threads=args.threads)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--stories", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=TeacherConfig().concurrency)
-    parser.add_argument("--base-url", help="Use this running server instead of starting transformers serve.")
+    parser.add_argument("--stories", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=TeacherConfig().concurrency, help="The default's ceiling.")
+    parser.add_argument("--fixed", default="1,2,4,16", help="Fixed numbers of requests in flight to compare.")
+    parser.add_argument("--timeout", type=float, default=TeacherConfig().timeout, help="teacher.timeout for every run.")
+    parser.add_argument("--base-url", help="Use this running server instead of starting one.")
+    parser.add_argument("--server", choices=["transformers", "shared-cpu"], default="transformers")
     parser.add_argument("--model", type=Path, help="Model directory for transformers serve (default: a tiny one).")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the started server.")
-    parser.add_argument(
-        "--continuous-batching", action="store_true", help="Start transformers serve with continuous batching."
-    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for transformers serve.")
+    parser.add_argument("--work", type=float, default=0.2, help="Seconds of work per request (shared-cpu).")
     args = parser.parse_args()
 
-    batch = stories(args.stories)
-    process = None
-    base_url = args.base_url
-    if base_url is None:
-        from http_servers import make_tiny_chat_model, serve_model
-
-        model = args.model or make_tiny_chat_model(Path(tempfile.mkdtemp()) / "tiny-chat")
-        extra = ("--continuous-batching",) if args.continuous_batching else ()
-        process, base_url = serve_model(model, threads=args.threads, extra_args=extra)
+    process, base_url = start_server(args)
     try:
+        runs = [("default (adaptive, at most %d)" % args.concurrency, args.concurrency, True)]
+        runs += [(f"fixed {c} in flight", c, False) for c in map(int, args.fixed.split(","))]
         results = {}
-        for label, conc in (("concurrency 1 (one request at a time)", 1), (f"concurrency {args.concurrency}", args.concurrency)):
-            elapsed, valid, n = timed(base_url, conc, batch)
-            results[label] = n / elapsed
-            print(f"{label:40s} {n / elapsed:8.2f} ratings/s  ({n} stories in {elapsed:.1f} s, {valid} valid)")
-        slow, fast = results.values()
-        print(f"{'ratio':40s} {fast / slow:8.2f}x")
+        print(f"{args.stories} stories, teacher.timeout={args.timeout:g} s, server: {args.base_url or args.server}")
+        for label, conc, adapt in runs:
+            r = timed(base_url, args.stories, args.timeout, conc, adapt, label)
+            results[label] = r
+            print(
+                f"{label:32s} {r['per_s']:7.2f} ratings/s  longest wait {r['gap']:6.1f} s  "
+                f"({r['valid']}/{args.stories} valid in {r['elapsed']:.1f} s, {r['retries']} retries, {r['failed']} failed)",
+                flush=True,
+            )
+        default = results[runs[0][0]]
+        best_label, best = max(((k, v) for k, v in results.items() if k != runs[0][0]), key=lambda kv: kv[1]["per_s"])
+        ratio = default["per_s"] / best["per_s"] if best["per_s"] else float("inf")
+        print(f"{'default / best fixed (' + best_label + ')':32s} {ratio:7.2f}x ratings/s")
     finally:
         if process is not None:
             process.stop()
