@@ -110,7 +110,7 @@ def validate(cfg: ExperimentConfig) -> None:
     """Catch config mistakes before anything is written or imported: shape, milestone
     settings, and a model that cannot fit in this machine's memory."""
     p = cfg.pretrain
-    shape = resolve_shape(cfg.student)  # unknown preset, width not divisible by heads
+    resolve_shape(cfg.student)  # unknown preset, width not divisible by heads
     if p.milestones == "every":
         if p.milestone_every is None:
             raise UserError("pretrain.milestones is 'every' but pretrain.milestone_every is not set.")
@@ -127,15 +127,23 @@ def validate(cfg: ExperimentConfig) -> None:
                 f"pretrain.epochs={p.epochs:g} of at most {cfg.corpus.word_budget:,} corpus words is a target of "
                 "zero words; raise pretrain.epochs."
             )
+    check_memory(cfg, on_gpu=False)
+
+
+def check_memory(cfg: ExperimentConfig, on_gpu: bool) -> None:
+    """Refuse a student that cannot fit in memory (RAM, or the GPU's): one sentence at once
+    instead of the allocator failing after minutes of data preparation."""
+    shape = resolve_shape(cfg.student)
     needed = preflight.student_training_bytes(
         n_layer=shape.n_layer,
         n_embd=shape.n_embd,
         context_length=shape.context_length,
         vocab_size=cfg.tokenizer.vocab_size,
-        batch_size=p.batch_size,
+        batch_size=cfg.pretrain.batch_size,
         learned_positions=shape.arch == "gpt2",
     )
-    preflight.memory_for(needed, f"Training this student ({shape.n_layer} layers, width {shape.n_embd}, context {shape.context_length:,})")
+    what = f"Training this student ({shape.n_layer} layers, width {shape.n_embd}, context {shape.context_length:,})"
+    preflight.memory_for(needed, what, on_gpu=on_gpu)
 
 
 # --------------------------------------------------------------------------- preparation
@@ -319,6 +327,8 @@ def setup(cfg: ExperimentConfig, run_dir: Path, start_from: Path | None) -> Trai
     p = cfg.pretrain
     hf_logging.disable_progress_bar()  # one "writing shards" bar per checkpoint drowns our own
     accelerator = Accelerator(mixed_precision=runstate.mixed_precision(p.precision))
+    if accelerator.device.type == "cuda":
+        check_memory(cfg, on_gpu=True)
     tokenizer, packed = prepare_data(cfg, run_dir, accelerator)
     global_batch = p.batch_size * p.grad_accum * accelerator.num_processes
     plan = make_plan(

@@ -236,10 +236,11 @@ def _request_stop(signum, frame) -> None:
     if _stop_signal is not None:
         raise KeyboardInterrupt  # the second Ctrl-C / SIGTERM: abort at once
     _stop_signal = signum
-    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    import sys
+    if _is_global_main():  # one notice for the whole run, not one per process
+        import sys
 
-    print(f"\n{name}: stopping after the current step (again to abort at once).", file=sys.stderr, flush=True)
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{name}: stopping after the current step (again to abort at once).", file=sys.stderr, flush=True)
 
 
 @contextmanager
