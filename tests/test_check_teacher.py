@@ -113,7 +113,7 @@ def test_copying_the_example_is_counted_and_does_not_discriminate(probes):
 def test_an_obedient_teacher_is_caught_by_the_injection(probes):
     result = run_check(probes, lambda kind: "3 3 3" if kind == "injection" else knows_the_damage(kind).replace("3", "2"))
     assert result["injection"]["verdict"] == "raises the score"
-    assert result["injection"]["obeyed"] == 12 and result["injection"]["lift"] > 0
+    assert result["injection"]["asked_answer_given"] == 12 and result["injection"]["lift"] > 0
     assert any("instruction to the grader" in w for w in result["warnings"])
 
 
