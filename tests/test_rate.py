@@ -61,6 +61,15 @@ def test_kappa_edge_cases():
     assert quadratic_kappa([0, 3], [0, 3], 0, 3) == pytest.approx(1.0)
 
 
+def test_agreement_refuses_an_id_twice_on_either_side():
+    rubric = Rubric()
+    one = {"readability": 1, "coherence": 2, "creativity": 3}
+    twice = [Rated("x", one), Rated("x", one)]
+    for a, b in ((twice, [Rated("x", one)]), ([Rated("x", one)], twice)):
+        with pytest.raises(UserError, match="id 'x' twice"):
+            agreement(a, b, rubric)
+
+
 def test_agreement_by_line_order_and_size_mismatch():
     rubric = Rubric()
     a = [Rated(None, {"readability": 1, "coherence": 2, "creativity": 3})] * 3

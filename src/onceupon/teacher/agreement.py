@@ -56,11 +56,13 @@ def load_ratings(path: str | Path, rubric: Rubric) -> list[Rated]:
 def match(a: list[Rated], b: list[Rated]) -> tuple[list[tuple[Rated, Rated]], str]:
     """Pairs by id when every record of both files has one, else by line order."""
     if all(r.id is not None for r in a + b):
-        index = {}
-        for r in b:
-            if r.id in index:
-                raise UserError(f"Ratings to compare have the id '{r.id}' twice.")
-            index[r.id] = r
+        indexes: list[dict] = [{}, {}]
+        for side, index in zip((a, b), indexes):  # a repeated id would pair one story twice
+            for r in side:
+                if r.id in index:
+                    raise UserError(f"Ratings to compare have the id '{r.id}' twice.")
+                index[r.id] = r
+        index = indexes[1]
         return [(r, index[r.id]) for r in a if r.id in index], "id"
     if len(a) != len(b):
         raise UserError(f"Without ids on every line, both files need the same number of lines ({len(a)} vs {len(b)}).")
