@@ -114,12 +114,14 @@ class Browser:
     def js(self, script: str):
         return self._call("POST", f"/session/{self.session}/execute/sync", {"script": script, "args": []})
 
-    def wait(self, state: str = "ready") -> None:
+    def wait(self, *states: str) -> str:
+        """Wait until the page is in one of ``states`` (default: waiting for the annotator)."""
+        states = states or ("ready", "done")
         for _ in range(200):
-            if self.js("return document.body.dataset.state") == state:
-                return
+            if (state := self.js("return document.body.dataset.state")) in states:
+                return state
             time.sleep(0.05)
-        pytest.fail(f"the page never became {state!r}: {self.js('return document.body.innerText')}")
+        pytest.fail(f"the page never became {states}: {self.js('return document.body.innerText')}")
 
     def type(self, text: str) -> None:
         """Key presses into whatever has the focus, without waiting for the page."""
@@ -130,8 +132,7 @@ class Browser:
         """Press keys one by one as a person would, waiting for the page after each."""
         for key in keys:
             self.type(key)
-            time.sleep(0.05)
-            self.wait(self.js("return document.body.dataset.state === 'done' ? 'done' : 'ready'"))
+            self.wait()
 
     def text(self, element_id: str) -> str:
         return self.js(f"return document.getElementById('{element_id}').textContent")
@@ -203,13 +204,19 @@ def test_rate_by_keyboard_stop_restart_change_an_answer_and_compare(tmp_path, br
         assert browser.js("return [...document.querySelectorAll('.level.chosen')].map(b => b.dataset.score)") == ["2", "2", "2"]
         rate_shown("3", "3", "2", ENTER)  # change d
         assert browser.text("progress") == "story 5 of 8"
+        browser.press(ENTER, "s", "s", "s")  # e unchanged (nothing appended), then skip the last three
+        assert browser.wait() == "done"
+        visible = "return ['login', 'task', 'done'].filter(id => document.getElementById(id).offsetParent !== null)"
+        assert browser.js(visible) == ["done"]
 
-    records = read_jsonl(out)
+    records, skips = read_jsonl(out)[:6], read_jsonl(out)[6:]
     entered = [(a, [3, 2, 1]), (b, [2, 1, 0]), (c, [0, 0, 1]), (d, [2, 2, 2]), (e, [1, 1, 1]), (d, [3, 3, 2])]
     assert [(r["id"], list(r["scores"].values())) for r in records] == entered
     assert all(r["annotator"] == "ada" and not r["skipped"] for r in records)
     assert [(r["flagged"], r["comment"]) for r in records][2] == (True, "odd ending")
     assert not any(r["flagged"] for i, r in enumerate(records) if i != 2)
+    assert len(skips) == 3 and all(r["skipped"] and r["scores"] is None for r in skips)
+    assert {r["id"] for r in records + skips} == {s["id"] for s in sample}
 
     # The teacher (the offline heuristic) against the one annotator, from the file as it is.
     proc = run_cli("rate", str(stories), "--out", str(tmp_path / "teacher.jsonl"), "--compare", str(out))
