@@ -297,6 +297,7 @@ def test_bad_input_is_one_sentence_and_exit_2_with_nothing_written(tmp_path):
     stories = write_stories(tmp_path / "stories.jsonl", 3)
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "a_file").write_text("x")
+    (tmp_path / "orphan.jsonl").write_text('{"id": "s0", "annotator": "ada", "scores": null}\n')
     out = tmp_path / "h.jsonl"
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -310,13 +311,14 @@ def test_bad_input_is_one_sentence_and_exit_2_with_nothing_written(tmp_path):
             "does not exist": [str(tmp_path / "nowhere.jsonl"), "--out", str(out)],
             "--overlap is a share": [str(stories), "--out", str(out), "--overlap", "1.5"],
             "--sample must be at least 1": [str(stories), "--out", str(out), "--sample", "0"],
+            "its sample file": [str(stories), "--out", str(tmp_path / "orphan.jsonl")],  # answers kept, not resampled
         }
         for expected, args in cases.items():
             proc = run_cli("annotate", *args)
             assert proc.returncode == 2, (expected, proc.stdout, proc.stderr)
             assert proc.stderr.startswith("error: ") and expected in proc.stderr, proc.stderr
             assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty.jsonl", "stories.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty.jsonl", "orphan.jsonl", "stories.jsonl"]
 
 
 def test_sampling_is_stratified_shuffled_and_hides_the_origin(tmp_path):
