@@ -294,6 +294,10 @@ def test_the_page_needs_its_token(tmp_path):
 
 
 def test_bad_input_is_one_sentence_and_exit_2_with_nothing_written(tmp_path):
+    from onceupon.annotate.server import run
+    from onceupon.config import ExperimentConfig
+    from onceupon.errors import UserError
+
     stories = write_stories(tmp_path / "stories.jsonl", 3)
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "a_file").write_text("x")
@@ -303,21 +307,28 @@ def test_bad_input_is_one_sentence_and_exit_2_with_nothing_written(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        cases = {
+        # The cases as real commands ...
+        commands = {
             "is in use": [str(stories), "--out", str(out), "--port", str(port)],
             "holds no stories": [str(tmp_path / "empty.jsonl"), "--out", str(out)],
             "is a directory": [str(stories), "--out", str(tmp_path)],
-            "is a file, not a directory": [str(stories), "--out", str(tmp_path / "a_file" / "h.jsonl")],
-            "does not exist": [str(tmp_path / "nowhere.jsonl"), "--out", str(out)],
-            "--overlap is a share": [str(stories), "--out", str(out), "--overlap", "1.5"],
-            "--sample must be at least 1": [str(stories), "--out", str(out), "--sample", "0"],
-            "its sample file": [str(stories), "--out", str(tmp_path / "orphan.jsonl")],  # answers kept, not resampled
         }
-        for expected, args in cases.items():
+        for expected, args in commands.items():
             proc = run_cli("annotate", *args)
             assert proc.returncode == 2, (expected, proc.stdout, proc.stderr)
             assert proc.stderr.startswith("error: ") and expected in proc.stderr, proc.stderr
             assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    # ... and the rest in this process (the same UserError becomes the same exit 2).
+    calls = {
+        "is a file, not a directory": ([stories], tmp_path / "a_file" / "h.jsonl", {}),
+        "does not exist": ([tmp_path / "nowhere.jsonl"], out, {}),
+        "--overlap is a share": ([stories], out, {"overlap": 1.5}),
+        "--sample must be at least 1": ([stories], out, {"n": 0}),
+        "its sample file": ([stories], tmp_path / "orphan.jsonl", {}),  # answers kept, not resampled
+    }
+    for expected, (sources, where, options) in calls.items():
+        with pytest.raises(UserError, match=expected):
+            run(ExperimentConfig(), sources, where, port=0, **options)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty.jsonl", "orphan.jsonl", "stories.jsonl"]
 
 
