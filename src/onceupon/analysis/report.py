@@ -74,7 +74,8 @@ def render_html(summary: dict, figures: list[tuple[str, Path, str]]) -> str:
     """The page; figures are embedded as base64 PNG so index.html stands alone."""
     template = resources.files("onceupon.analysis").joinpath("report.html").read_text(encoding="utf-8")
     env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(words=lambda v: "-" if v is None else format_words(v), num=_num, signed=_signed, extra=_extra, ratio=format_ratio)
+    env.filters.update(words=lambda v: "-" if v is None else format_words(v), num=_num, signed=_signed, extra=_extra, ratio=format_ratio,
+                       pct=lambda v: "-" if v is None else f"{100 * v:.0f} %")
     embedded = [
         {"name": name, "caption": caption, "src": "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()}
         for name, path, caption in figures
