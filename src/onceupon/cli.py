@@ -147,7 +147,7 @@ def check_teacher(
     probes: Annotated[
         Optional[Path], typer.Option("--probes", help="Rate the probes.jsonl of an earlier check (same probes, another teacher).")
     ] = None,
-    n: Annotated[int, typer.Option("--n", help="Clean stories to probe with (each gets 10 damaged copies).")] = 40,
+    n: Annotated[int, typer.Option("--n", help="Clean stories to probe with (each gets up to 10 altered copies).")] = 40,
     seed: Annotated[int, typer.Option(help="Seed for the probes and the retest sample.")] = 0,
     retest: Annotated[int, typer.Option(help="Probes rated a second time, bypassing the cache (0: none).")] = 40,
     fail_under: Annotated[
