@@ -216,3 +216,17 @@ def test_stories_from_a_file_are_a_seeded_sample_of_the_usable_ones(tmp_path):
     assert clean != file_stories(path, 12, seed=1)[0] and clean == file_stories(path, 12, seed=0)[0]
     assert all(c.prompt == "Once upon a time," and len(c.sentences) == 4 for c in clean)
     assert len(file_stories(path, 100)[0]) == 30  # the short one is not usable
+
+
+def test_a_custom_rubric_is_judged_on_the_overall_score(probes):
+    """Criteria the variants do not name: every damaged pair counts for the normalised score."""
+    from onceupon.config import CriterionConfig
+
+    quality = CriterionConfig(name="quality", description="How good the story is.", levels={0: "bad", 1: "so-so", 2: "good"})
+    rubric = Rubric.from_config(TeacherConfig(criteria=[quality]))
+    answer = {"clean": "2", "injection": "2", "fragment": "0"}
+    teacher = RubricTeacher(AnswerBackend(rubric, lambda kind: answer.get(kind, "1"), "test"), rubric)
+    result, _, _ = check(teacher, probes, retest=0)
+    assert list(result["criteria"]) == ["overall"]
+    assert result["criteria"]["overall"]["pairs"] == sum(p.kind in VARIANTS for p in probes)
+    assert result["verdict"]["discriminates"] and result["verdict"]["text"].startswith("PASS: test discriminates on overall")

@@ -430,7 +430,8 @@ def print_check(result: dict, console: Console) -> None:
         exact = ", ".join(f"{k} {_pct(v['exact'])}" for k, v in retest["criteria"].items())
         lines.append(f"retest at temperature {retest['temperature']} ({retest['n']} stories): same score {exact}")
     speed = result["speed"]
-    lines.append(f"speed: {speed['ratings']} ratings in {speed['seconds']:.1f} s ({speed['ratings_per_s'] or 0:.1f}/s)")
+    cached = f", {answers['cached']} of them from the rating cache" if answers["cached"] else ""
+    lines.append(f"speed: {speed['ratings']} ratings in {speed['seconds']:.1f} s ({speed['ratings_per_s'] or 0:.1f}/s{cached})")
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for w in result["warnings"]:
