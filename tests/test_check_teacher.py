@@ -230,3 +230,17 @@ def test_a_custom_rubric_is_judged_on_the_overall_score(probes):
     assert list(result["criteria"]) == ["overall"]
     assert result["criteria"]["overall"]["pairs"] == sum(p.kind in VARIANTS for p in probes)
     assert result["verdict"]["discriminates"] and result["verdict"]["text"].startswith("PASS: test discriminates on overall")
+
+
+@pytest.mark.slow  # ~40 s on 2 shared cores: 110 generations on CPU
+def test_the_transformers_backend_in_process_is_checked_the_same_way(tmp_path, cli, tiny_teacher_model):
+    out = tmp_path / "check"
+    proc = cli(
+        "check-teacher", "--out", str(out), "--n", "10", "--retest", "0",
+        "--set", "teacher.backend=transformers", "--set", f"teacher.model={tiny_teacher_model}", "--set", "teacher.device=cpu",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "check.json").read_text())
+    assert result["teacher"].startswith("transformers:")
+    assert set(verdicts(result).values()) == {"does not discriminate"}
+    assert result["speed"]["ratings"] == result["probes"]["n"]
