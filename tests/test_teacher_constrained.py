@@ -35,7 +35,7 @@ def test_format_regex_schema_and_prefixes_follow_the_rubric():
     assert custom.is_prefix("1") and custom.is_complete("1 0") and custom.max_chars == 4
     schema = custom.json_schema()
     assert schema["required"] == ["fluency", "plot"]
-    assert schema["properties"]["fluency"] == {"type": "integer", "minimum": 1, "maximum": 10}
+    assert schema["properties"]["fluency"] == {"type": "integer", "enum": list(range(1, 11))}
     # a JSON answer that fits the schema parses as a labelled answer
     rubric = Rubric.from_config(TeacherConfig(criteria=CUSTOM))
     assert parse_answer(json.dumps({"fluency": 7, "plot": 1}), rubric).scores == {"fluency": 7, "plot": 1}
@@ -93,3 +93,77 @@ def test_expected_score_mode_works_constrained(random_chat_model, tiny_teacher_m
         (r,) = teacher.rate(stories(1))
     assert r.raw == "2 3 1" and r.extra["sampled"] == {"readability": 2, "coherence": 3, "creativity": 1}
     assert all(abs(r.scores[k] - v) < 0.5 for k, v in r.extra["sampled"].items()), r.scores
+
+
+# --------------------------------------------------------------------------- openai backend
+@pytest.fixture
+def recording_server():
+    """A loopback OpenAI-style server that keeps every chat request body and answers as a
+    server honouring it would: JSON for a json_schema response_format, "2 3 1" otherwise."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, data: dict) -> None:
+            body = json.dumps(data).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self._send({"object": "list", "data": [{"id": "judge", "object": "model", "created": 0, "owned_by": "vllm"}]})
+
+        def do_POST(self):
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            bodies.append(request)
+            json_answer = (request.get("response_format") or {}).get("type") == "json_schema"
+            answer = json.dumps({"readability": 2, "coherence": 3, "creativity": 1}) if json_answer else "2 3 1"
+            self._send({
+                "id": "c", "object": "chat.completion", "created": 0, "model": "judge",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}],
+            })
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", bodies
+    server.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["auto", "off", "regex", "json_schema"])
+def test_openai_backend_asks_for_the_format_it_is_told_to(recording_server, mode):
+    url, bodies = recording_server
+    with build_teacher(TeacherConfig(backend="openai", base_url=url, constrained=mode)) as teacher:
+        (rating,) = teacher.rate(stories(1))
+        identity = teacher.identity
+    assert rating.valid and rating.scores == {"readability": 2, "coherence": 3, "creativity": 1}, rating
+    (body,) = bodies
+    if mode in ("auto", "off"):  # an unknown server may reject what it does not know: nothing extra
+        assert "structured_outputs" not in body and "response_format" not in body and body["max_tokens"] == 6
+        assert "constrained" not in identity
+    elif mode == "regex":  # vLLM's field (>= 0.10.2)
+        assert body["structured_outputs"] == {"regex": "(0|1|2|3) (0|1|2|3) (0|1|2|3)"} and body["max_tokens"] == 6
+        assert identity.endswith("|constrained=regex")
+    else:
+        schema = body["response_format"]["json_schema"]
+        assert body["response_format"]["type"] == "json_schema" and schema["strict"] is True
+        assert schema["schema"] == AnswerFormat(Rubric()).json_schema()
+        assert body["max_tokens"] > 40  # room for '{"readability": 2, ...}', not the plain answer's 6
+        assert identity.endswith("|constrained=json_schema")
+
+
+def test_transformers_serve_ignores_json_schema_and_rejects_regex(teacher_server):
+    """What ``transformers serve`` does with each mode (documented in docs/teacher.md)."""
+    cfg = TeacherConfig(backend="openai", base_url=teacher_server, constrained="json_schema", timeout=120)
+    with build_teacher(cfg) as teacher:
+        (rating,) = teacher.rate(stories(1))
+    assert rating.valid and rating.raw.strip() == "2 3 1"  # accepted, not enforced: the plain answer
+    with build_teacher(cfg.model_copy(update={"constrained": "regex"})) as teacher:
+        (rating,) = teacher.rate(stories(1))
+    assert not rating.valid and "HTTP 422" in rating.error, rating.error  # "Unexpected fields in the request"

@@ -7,6 +7,7 @@ rubric's strict one: one whole number per criterion, within that criterion's sca
 order, separated by single spaces, nothing else (``2 3 1``). Held here in three shapes:
 
 - :meth:`AnswerFormat.regex`: for servers with regex-guided decoding (vLLM);
+- :func:`openai_request_args`: those as the arguments of a chat-completion request;
 - :meth:`AnswerFormat.json_schema`: for servers with JSON-schema structured outputs (the
   answer is then ``{"readability": 2, ...}``, which the parser reads as a labelled answer);
 - :class:`TokenConstraint` + :class:`AnswerFormatProcessor`: a transformers logits processor
@@ -18,6 +19,7 @@ order, separated by single spaces, nothing else (``2 3 1``). Held here in three 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -44,14 +46,23 @@ class AnswerFormat:
 
     def json_schema(self) -> dict[str, Any]:
         """An object with one integer per criterion, each within its scale, all required."""
-        properties = {
-            name: {"type": "integer", "minimum": int(vs[0]), "maximum": int(vs[-1])} for name, vs in zip(self.names, self.values)
-        }
+        # enum rather than minimum/maximum: OpenAI's strict mode has long accepted enum only
+        properties = {name: {"type": "integer", "enum": [int(v) for v in vs]} for name, vs in zip(self.names, self.values)}
         return {"type": "object", "properties": properties, "required": list(self.names), "additionalProperties": False}
 
     @property
     def max_chars(self) -> int:
         return sum(max(len(v) for v in vs) for vs in self.values) + len(self.values) - 1
+
+    def max_tokens(self, mode: str) -> int:
+        """Enough new tokens for the longest answer in ``mode`` (at most one token per
+        character, plus the end; JSON with room for the spaces a server may add)."""
+        if mode == "off":
+            return 1
+        if mode == "json_schema":
+            longest = {name: max(vs, key=len) for name, vs in zip(self.names, self.values)}
+            return len(json.dumps(longest, indent=1)) + 1
+        return self.max_chars + 1
 
     def is_complete(self, text: str) -> bool:
         parts = text.split(" ")
@@ -87,7 +98,7 @@ class TokenConstraint:
     @property
     def max_new_tokens(self) -> int:
         """Enough tokens for the longest answer spelled one character per token, and the end."""
-        return self.answer.max_chars + 1
+        return self.answer.max_tokens("regex")
 
     def text_of(self, generated: list[int]) -> tuple[str, bool]:
         """The answer text so far and whether it has ended (an end token was generated)."""
@@ -161,3 +172,20 @@ def answer_processor(constraint: TokenConstraint, prompt_length: int):
             return scores + mask
 
     return AnswerFormatProcessor()
+
+
+def openai_request_args(mode: str, answer: AnswerFormat, max_tokens: int) -> dict[str, Any]:
+    """Arguments of an OpenAI-style chat completion that ask the server for a constrained answer.
+
+    ``regex``: vLLM's ``structured_outputs`` (vLLM >= 0.10.2; older vLLM ignores it, and a
+    server that validates its fields, like ``transformers serve``, rejects it with HTTP 422).
+    ``json_schema``: the OpenAI ``response_format`` (OpenAI, vLLM, llama.cpp, SGLang honour
+    it; ``transformers serve`` accepts and ignores it). ``auto`` and ``off``: nothing, since an
+    unknown server may reject what it does not know. ``max_tokens`` is raised to fit the format.
+    """
+    if mode == "regex":
+        return {"extra_body": {"structured_outputs": {"regex": answer.regex()}}, "max_tokens": max(max_tokens, answer.max_tokens(mode))}
+    if mode == "json_schema":
+        schema = {"name": "rating", "schema": answer.json_schema(), "strict": True}
+        return {"response_format": {"type": "json_schema", "json_schema": schema}, "max_tokens": max(max_tokens, answer.max_tokens(mode))}
+    return {}

@@ -116,6 +116,7 @@ class OpenAIBackend:
             self.close()
             raise
         mode = "|expected" if cfg.expected_score else ""
+        mode += f"|constrained={cfg.constrained}" if cfg.constrained in ("regex", "json_schema") else ""
         self.identity = f"openai:{self.model}|t={cfg.temperature}|max_tokens={cfg.max_tokens}{mode}"
 
     async def _make_client(self, key: str) -> openai.AsyncOpenAI:
@@ -207,10 +208,15 @@ class OpenAIBackend:
         return list(await asyncio.gather(*(one(i, s) for i, s in enumerate(stories))))
 
     async def _rate_one(self, story: Story) -> Rating:
+        from onceupon.teacher.constrain import AnswerFormat, openai_request_args
+
         cfg = self.cfg
-        extra_args: dict[str, Any] = {}
+        # teacher.constrained=regex|json_schema asks the server for an answer in the rubric's
+        # format (constrain.py says which servers honour what); it may raise max_tokens.
+        extra_args: dict[str, Any] = {"max_tokens": cfg.max_tokens}
+        extra_args |= openai_request_args(cfg.constrained, AnswerFormat(self.rubric), cfg.max_tokens)
         if cfg.expected_score:
-            extra_args = {"logprobs": True, "top_logprobs": cfg.top_logprobs}
+            extra_args |= {"logprobs": True, "top_logprobs": cfg.top_logprobs}
         attempts = 0
         while True:
             attempts += 1
@@ -222,7 +228,6 @@ class OpenAIBackend:
                     model=self.model,
                     messages=self.rubric.messages(story),
                     temperature=cfg.temperature,
-                    max_tokens=cfg.max_tokens,
                     **extra_args,
                 )
                 resp = _chat_completion(reply)

@@ -5,6 +5,15 @@ All stories of a call go to ``LLM.chat`` at once and vLLM schedules them itself,
 rubric text, whose KV cache is then computed once. ``gpu_memory_utilization`` (default 0.25,
 the paper's share) leaves the rest of the GPU to the student when both share one device.
 
+Answers are constrained to the rubric's format by default (``teacher.constrained``): vLLM's
+structured outputs decode only answers matching the format's regex (``auto``, ``regex``:
+``2 3 1``) or JSON schema (``json_schema``: ``{"readability": 2, ...}``). vLLM 0.10.2 renamed
+``GuidedDecodingParams`` (``SamplingParams.guided_decoding``) to ``StructuredOutputsParams``
+(``SamplingParams.structured_outputs``) and 0.12 removed the old name; both are handled.
+In expected-score mode vLLM returns the model's raw log-probabilities (before the format's
+mask), and the allowed digits among the top ``top_logprobs`` are renormalised as usual.
+(Written from vLLM's documentation: vLLM needs a GPU and is not exercised by the test suite.)
+
 vllm is imported only when this backend is selected; without it the teacher fails at start
 with one sentence saying how to install it.
 """
@@ -16,6 +25,7 @@ import importlib.util
 from onceupon.config import TeacherConfig
 from onceupon.errors import UserError
 from onceupon.teacher.base import Rating, Story
+from onceupon.teacher.constrain import AnswerFormat
 from onceupon.teacher.parsing import rating_from_answer
 from onceupon.teacher.rubric import Rubric
 
@@ -38,12 +48,15 @@ class VLLMBackend:
             )
         except (OSError, ValueError, RuntimeError) as e:
             raise UserError(f"vLLM could not load the teacher model {cfg.model}: {str(e).splitlines()[0]}") from None
+        constrained = _structured_outputs(cfg.constrained, AnswerFormat(rubric))
         self.params = SamplingParams(
             temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
+            # a JSON answer is longer than the plain one; never cut a constrained answer short
+            max_tokens=max(cfg.max_tokens, AnswerFormat(rubric).max_tokens(cfg.constrained)),
             logprobs=cfg.top_logprobs if cfg.expected_score else None,
+            **constrained,
         )
-        mode = "|expected" if cfg.expected_score else ""
+        mode = ("|expected" if cfg.expected_score else "") + (f"|constrained={_kind(cfg.constrained)}" if constrained else "")
         self.identity = f"vllm:{cfg.model}|t={cfg.temperature}|max_tokens={cfg.max_tokens}{mode}"
 
     def rate(self, stories: list[Story]) -> list[Rating]:
@@ -73,3 +86,21 @@ class VLLMBackend:
 
     def close(self) -> None:
         self.llm = None
+
+
+def _kind(mode: str) -> str:
+    return "json_schema" if mode == "json_schema" else "regex"
+
+
+def _structured_outputs(mode: str, answer: AnswerFormat) -> dict:
+    """SamplingParams keyword arguments that constrain the answer ({} when ``mode`` is off)."""
+    if mode == "off":
+        return {}
+    spec = {"json": answer.json_schema()} if mode == "json_schema" else {"regex": answer.regex()}
+    try:
+        from vllm.sampling_params import StructuredOutputsParams  # vLLM >= 0.10.2
+    except ImportError:
+        from vllm.sampling_params import GuidedDecodingParams  # older vLLM
+
+        return {"guided_decoding": GuidedDecodingParams(**spec)}
+    return {"structured_outputs": StructuredOutputsParams(**spec)}
