@@ -129,7 +129,11 @@ class Backend(Protocol):
     wraps it into a :class:`Teacher` that cleans stories, applies the short-story rule, the
     cache and the invalid-answer policy. A backend receives cleaned stories only and returns
     one rating per story, in order: valid with scores, or invalid with ``raw`` and ``error``
-    (``outcome`` REJECTED or FAILED when no answer came back at all)."""
+    (``outcome`` REJECTED or FAILED when no answer came back at all).
+
+    A backend that rates stories concurrently may also accept ``on_rated`` (as
+    ``rate(stories, on_rated=None)``) and call ``on_rated(i, rating)`` as each story's rating
+    arrives; the pipeline then reports progress story by story (the openai backend does)."""
 
     identity: str
 

@@ -9,12 +9,15 @@ requests each take 16 times longer, all finish together, and once that exceeds
 :class:`AdaptiveLimit` adapts the number in flight within ``1 .. teacher.concurrency``, the way
 TCP adapts its congestion window (additive increase, multiplicative decrease):
 
-- It starts at 1 and, while answers come back about as fast as the fastest answer seen so far
-  (within ``LATENCY_TOLERANCE`` times it), raises the limit: by one per answer at first (the
-  limit doubles every round trip), then by one per round trip.
-- An answer that took longer than that means requests now queue at the server: the limit
-  goes down by one per round trip (and stops doubling). A server that runs one request at a
-  time settles at 2 or 3 in flight, which keeps it busy without queueing.
+- It starts at 1 and, while answers come back about as fast as they did with few requests in
+  flight, raises the limit: by one per answer at first (the limit doubles every round trip),
+  then by one per round trip. "As fast" means within ``LATENCY_TOLERANCE`` times the
+  *baseline*: the lowest smoothed latency seen (an exponential average over the last few
+  answers), so one lucky or unlucky answer moves nothing; a hosted API whose answers vary
+  from 0.5 to 1.5 s at any load still gets the full ``teacher.concurrency``.
+- When the smoothed latency rises past that, requests queue at the server: the limit goes
+  down by one per round trip (and stops doubling). A server that runs one request at a time
+  settles at 2 or 3 in flight, which keeps it busy without queueing.
 - A timeout, HTTP 429, a 5xx or a refused connection halves the limit, at most once per round
   trip (the requests already in flight when it was cut do not cut it again).
 
@@ -28,8 +31,12 @@ import asyncio
 import time
 from collections import deque
 
-#: An answer slower than this many times the fastest one seen means the server is queueing.
+#: Latency this many times the baseline means the server is queueing.
 LATENCY_TOLERANCE = 2.0
+#: Weight of the newest answer in the smoothed latency (about the last five answers count).
+SMOOTHING = 0.3
+#: Answers averaged before the baseline is set (one lucky first answer must not set it).
+WARM_UP = 2
 
 
 class AdaptiveLimit:
@@ -38,8 +45,10 @@ class AdaptiveLimit:
         self.adaptive = adaptive
         self.limit = 1.0 if adaptive else float(self.ceiling)
         self.in_flight = 0
-        #: the fastest answer seen so far, in seconds (None before the first)
-        self.fastest: float | None = None
+        #: exponential average of recent answers' latency, and its lowest value (the baseline)
+        self.smoothed: float | None = None
+        self.baseline: float | None = None
+        self._answers = 0
         self._doubling = True
         self._last_cut = float("-inf")
         self._waiting: deque[asyncio.Future] = deque()  # requests waiting for a slot, oldest first
@@ -92,11 +101,14 @@ class AdaptiveLimit:
             return
         if outcome != "answered":
             return
-        if self.fastest is None or latency < self.fastest:
-            self.fastest = latency
-        if latency <= LATENCY_TOLERANCE * self.fastest:
-            step = 1.0 if self._doubling else 1.0 / self.limit
-            self.limit = min(float(self.ceiling), self.limit + step)
-        else:
+        self._answers += 1
+        self.smoothed = latency if self.smoothed is None else (1 - SMOOTHING) * self.smoothed + SMOOTHING * latency
+        if self._answers >= WARM_UP:
+            self.baseline = self.smoothed if self.baseline is None else min(self.baseline, self.smoothed)
+        bound = LATENCY_TOLERANCE * (self.baseline or self.smoothed)
+        if self.smoothed > bound:  # answers slowed down for a while: requests queue
             self._doubling = False
             self.limit = max(1.0, self.limit - 1.0 / self.limit)
+        elif latency <= bound:
+            step = 1.0 if self._doubling else 1.0 / self.limit
+            self.limit = min(float(self.ceiling), self.limit + step)
