@@ -208,7 +208,13 @@ def _wait_for_step(proc: subprocess.Popen, run: Path, step: int) -> None:
     raise AssertionError(f"the run ended or stalled before step {step}: {proc.communicate()[1]}")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "signum",
+    # SIGTERM takes the very same path inside the loop (tests/test_runstate.py checks the
+    # handler): slow only to keep the default suite short.
+    [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+    ids=["SIGINT", "SIGTERM"],
+)
 def test_ctrl_c_and_sigterm_stop_safely_and_resume_identically(signum, reference_run, tmp_path):
     run = tmp_path / "run"
     proc = _start(run)
