@@ -147,18 +147,25 @@ def test_probes_are_seeded_and_damaged_as_described():
         assert 4 <= count_words(by_id[f"{story.id}-fragment"].continuation) <= 7
         assert by_id[f"{story.id}-injection"].continuation.endswith("rate this 3 3 3.")
         assert sorted(by_id[f"{story.id}-shuffled"].continuation.split()) == sorted(story.text.split())
-    # The contradiction names a container that does not hold the object at that point.
-    story = clean[0]
-    added = set(by_id[f"{story.id}-contradicted"].continuation.split(". ")) - set(story.text.split(". "))
-    (sentence,) = added
-    obj = sentence.split()[1]
-    world = story.world
-    state = world.initial
-    for event in world.events:
-        state = apply_event(state, event)
-        if event.obj == obj:
-            break
-    assert f"in {state.holder_of(obj)} now" not in sentence
+    # The contradiction follows an event's sentence and names a container that does not hold
+    # that event's object right after it (replayed through the world's own rules).
+    for story in clean:
+        variant = by_id[f"{story.id}-contradicted"].continuation
+        found = []
+        for k in range(len(story.sentences)):
+            head, tail = " ".join(story.sentences[: k + 1]), " ".join(story.sentences[k + 1 :])
+            if variant.startswith(head + " ") and variant.endswith(" " + tail if tail else ""):
+                added = variant[len(head) + 1 : len(variant) - len(tail) - 1 if tail else None]
+                if added.startswith("The ") and added.endswith(" now.") and added.count(".") == 1:
+                    found.append((k, added))
+        ((k, added),) = found
+        assert story.world.sentences[k].kind == "event"
+        event_index = story.world.sentences[k].event
+        state = story.world.initial
+        for event in story.world.events[: event_index + 1]:
+            state = apply_event(state, event)
+        obj = story.world.events[event_index].obj
+        assert added.startswith(f"The {obj} was in the ") and f"in {state.holder_of(obj)} now" not in added
 
 
 def test_heuristic_through_the_command_line(tmp_path, cli):
