@@ -57,7 +57,6 @@ from onceupon.tracking import progress_bar
 MIN_STORIES = 10
 OVERALL = "overall"
 CHECK_FILE = "check.json"
-CHECK_FILES = (CHECK_FILE, "probes.jsonl", "ratings.jsonl", "retest.jsonl")
 Z95 = 1.959964
 
 
