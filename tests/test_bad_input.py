@@ -103,6 +103,18 @@ def test_out_in_a_read_only_directory_is_refused_before_any_work(command, where,
         shutil.rmtree(locked.parent, ignore_errors=True)
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_one_sentence():
+    """``/dev/full`` fails every write with ENOSPC, as a full disk does (here: the output of
+    ``onceupon config --reference``, larger than one buffer)."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "onceupon.cli", "config", "--reference"],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env={**os.environ, **ENV},
+        )  # fmt: skip
+    assert_one_sentence(result, "No space left on device")
+
+
 # --------------------------------------------------------------------------- settings
 @pytest.mark.parametrize(
     "settings, needle",

@@ -7,6 +7,7 @@ becomes one sentence on stderr and exit code 2.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -279,6 +280,17 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        # A full or read-only disk found mid-run: what was written is written atomically, so
+        # nothing half-done looks complete; a run continues with --resume once there is room.
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror}{where}; free space (or fix the disk) and run again (a run continues with --resume).", file=sys.stderr)
+        sys.exit(2)
+
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 if __name__ == "__main__":
