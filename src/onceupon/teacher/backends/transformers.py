@@ -51,7 +51,7 @@ class TransformersBackend:
 
         source, gguf_file = split_model_spec(cfg.model)
         if gguf_file and importlib.util.find_spec("gguf") is None:
-            raise UserError("Loading a GGUF teacher needs the gguf package: pip install gguf.")
+            raise UserError("Loading a GGUF teacher needs the gguf package: pip install gguf (or 'onceupon[gguf]').")
         if (source.startswith((".", "/", "~")) or Path(source).exists()) and not Path(source).expanduser().is_dir():
             raise UserError(f"Teacher model directory {source} does not exist.")
         self.cfg, self.rubric = cfg, rubric
