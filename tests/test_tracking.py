@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from onceupon.tracking import log, progress_bar, run_log
+from onceupon.tracking import log, print_table, progress_bar, run_log
 
 SLOW_WORK = textwrap.dedent(
     """
@@ -84,3 +84,17 @@ def test_an_error_stays_the_last_line(capsys):
     except ValueError:
         pass
     assert capsys.readouterr().err == ""  # the caller prints its one sentence; no progress line after it
+
+
+def test_tables_print_whole_when_not_a_terminal(tmp_path):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="results")
+    for k in range(14):
+        table.add_column(f"column {k}")
+    table.add_row(*[f"{53.123 + k:.3f} (52.0)" for k in range(14)])
+    with open(tmp_path / "out.txt", "w") as f:
+        print_table(table, Console(file=f))  # a file: not a terminal, 80 columns by default
+    text = (tmp_path / "out.txt").read_text()
+    assert "…" not in text and all(f"{53.123 + k:.3f} (52.0)" in text for k in range(14))

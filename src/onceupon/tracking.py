@@ -3,7 +3,8 @@
 Progress is shown in the unit the user thinks in (words, stories, pairs) with a rate and an
 ETA: a live bar when stderr is a terminal, otherwise a plain line at a steady interval (so a
 batch job's log shows the run is alive even while nothing finishes). Inside :func:`run_log`
-the same plain lines also go to the run's log file (``RUN/log.txt``).
+the same plain lines also go to the run's log file (``RUN/log.txt``). Result tables go
+through :func:`print_table`, which prints them whole when the output is a file or a pipe.
 
 Metrics go to TensorBoard under ``RUN/tensorboard`` and to ``RUN/metrics.csv`` (one row per
 logged step, columns added as they appear), and to Weights & Biases when ``WANDB_PROJECT`` is
@@ -248,6 +249,20 @@ def progress_bar(unit: str, *, disable: bool | None = None) -> Progress:
         # Nothing on stderr; the run log (if any) still gets its lines.
         return ProgressBar(unit, "log") if _log_paths else _Silent()
     return ProgressBar(unit, mode)
+
+
+def print_table(table, console=None) -> None:
+    """Print a rich table: on a terminal at the terminal's width; otherwise (a file, a pipe,
+    a batch job's log) at the table's full width, so no cell is cut to "53…"."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = console or Console()
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = Measurement.get(console, console.options.update(width=100_000), table).maximum
+    Console(file=console.file, width=max(width, 20), soft_wrap=True).print(table)
 
 
 class MetricsLogger:

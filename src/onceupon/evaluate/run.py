@@ -40,7 +40,7 @@ from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, atomic_write_text
 from onceupon.student.checkpoints import META_FILE, list_checkpoints, read_meta
 from onceupon.student.runstate import run_lock
-from onceupon.tracking import log, progress_bar, run_log
+from onceupon.tracking import log, print_table, progress_bar, run_log
 from onceupon.words import parse_word_count
 
 from . import zero_shot
@@ -468,18 +468,6 @@ def _task_cell(res: dict) -> str:
     return cell
 
 
-def print_table(table: Table) -> None:
-    """On a terminal, the terminal's width; otherwise (a file, a pipe) the table's full
-    width, so no number is cut to "53…"."""
-    if console.is_terminal:
-        console.print(table)
-        return
-    from rich.measure import Measurement
-
-    width = Measurement.get(console, console.options.update(width=100_000), table).maximum
-    Console(file=console.file, width=max(width, 20), soft_wrap=True).print(table)
-
-
 def results_table(results: dict) -> Table:
     """The terminal view: one line per checkpoint; official accuracies with the ties-wrong
     accuracy in brackets when ties occurred; WUG Spearman correlations; story quality."""
@@ -529,6 +517,6 @@ def run(cfg: ExperimentConfig | None, target: str | Path, data_dir: str | Path |
         path = target / RESULTS_FILE
     else:
         raise UserError(f"{target} is neither a run directory (no checkpoints/) nor a checkpoint (no config.json).")
-    print_table(results_table(results))
+    print_table(results_table(results), console)
     console.print(f"results: {path}", soft_wrap=True, highlight=False)
     return results
