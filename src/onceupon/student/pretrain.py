@@ -615,9 +615,13 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
             return _already_complete(cfg, run_dir, start_from)
         if start_from is not None and not (start_from / STATE_DIR / STATE_FILE).is_file():
             raise UserError(f"{start_from} has no resume state ({STATE_DIR}/); the run cannot continue from it.")
-        if os.environ.get("RANK", "0") == "0":  # set by ``accelerate launch``: global main process only
-            prepare_run(cfg, run_dir, resume)
-        t = setup(cfg, run_dir, start_from)
+        main = os.environ.get("RANK", "0") == "0"  # set by ``accelerate launch``: global main process only
+        try:
+            if main:
+                prepare_run(cfg, run_dir, resume)
+            t = setup(cfg, run_dir, start_from)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while preparing: every write so far is atomic
+            raise runstate.Stopped(_interrupted_message(run_dir) if main else "", 130) from None
         train(t)
         t.accelerator.wait_for_everyone()
         checkpoints = list_checkpoints(run_dir)
@@ -628,6 +632,12 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
                 file=sys.stderr,
             )
         return checkpoints
+
+
+def _interrupted_message(run_dir: Path) -> str:
+    if (run_dir / "config.yaml").is_file():
+        return f"interrupted before training started; continue with `onceupon pretrain --resume {run_dir}`."
+    return "interrupted before the run started (nothing to resume); run the same command again."
 
 
 def _already_complete(cfg: ExperimentConfig, run_dir: Path, final: Path) -> list[Path]:
