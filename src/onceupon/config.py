@@ -163,7 +163,7 @@ class TeacherConfig(Section):
     )
     constrained: Literal["auto", "off", "regex", "json_schema"] = Field(
         "auto",
-        description="Constrain answers to the rubric's format. auto: transformers and vllm decode only answers that fit it, openai sends nothing extra; regex/json_schema: ask an openai server for that structured output (vLLM: regex; OpenAI, llama.cpp, vLLM: json_schema); off: free answers.",
+        description="Decode only answers in the rubric's format, so none is invalid. transformers: on unless off; vllm: auto/regex '2 3 1', json_schema a JSON object; openai: regex sends vLLM's structured_outputs, json_schema an OpenAI response_format (OpenAI, vLLM, llama.cpp), auto sends nothing; off: free answers.",
     )
 
 
