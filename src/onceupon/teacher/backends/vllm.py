@@ -48,11 +48,12 @@ class VLLMBackend:
             )
         except (OSError, ValueError, RuntimeError) as e:
             raise UserError(f"vLLM could not load the teacher model {cfg.model}: {str(e).splitlines()[0]}") from None
-        constrained = _structured_outputs(cfg.constrained, AnswerFormat(rubric))
+        answer = AnswerFormat(rubric)
+        constrained = _structured_outputs(cfg.constrained, answer)
         self.params = SamplingParams(
             temperature=cfg.temperature,
             # a JSON answer is longer than the plain one; never cut a constrained answer short
-            max_tokens=max(cfg.max_tokens, AnswerFormat(rubric).max_tokens(cfg.constrained)),
+            max_tokens=max(cfg.max_tokens, answer.max_tokens(cfg.constrained)),
             logprobs=cfg.top_logprobs if cfg.expected_score else None,
             **constrained,
         )
