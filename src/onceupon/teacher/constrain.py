@@ -6,11 +6,11 @@ the format lets it answer in format without being shown what to answer. The form
 rubric's strict one: one whole number per criterion, within that criterion's scale, in
 order, separated by single spaces, nothing else (``2 3 1``). Held here in three shapes:
 
-- :meth:`AnswerFormat.regex`: for servers with regex-guided decoding (vLLM);
-- :func:`openai_request_args`: those as the arguments of a chat-completion request;
-- :meth:`AnswerFormat.json_schema`: for servers with JSON-schema structured outputs (the
-  answer is then ``{"readability": 2, ...}``, which the parser reads as a labelled answer);
-- :class:`TokenConstraint` + :class:`AnswerFormatProcessor`: a transformers logits processor
+- :meth:`AnswerFormat.regex`: for regex-guided decoding (vLLM);
+- :meth:`AnswerFormat.json_schema`: for JSON-schema structured outputs (the answer is then
+  ``{"readability": 2, ...}``, which the parser reads as a labelled answer);
+  :func:`openai_request_args` turns either into chat-completion request arguments;
+- :class:`TokenConstraint` + :func:`answer_processor`: a transformers logits processor
   that, at each step, lets through only the tokens that keep the answer a prefix of the
   format, then only end-of-sequence, so every answer parses, even a random model's. The
   model's own probabilities still choose among the allowed digits, which is what
