@@ -183,11 +183,13 @@ class Scorer:
     def _windows(sizes: list[int]) -> Iterator[list[int]]:
         """Group sizes, cut into windows of at least WINDOW_REQUESTS requests (whole groups)."""
         window: list[int] = []
+        held = 0
         for size in sizes:
             window.append(size)
-            if sum(window) >= WINDOW_REQUESTS:
+            held += size
+            if held >= WINDOW_REQUESTS:
                 yield window
-                window = []
+                window, held = [], 0
         if window:
             yield window
 
