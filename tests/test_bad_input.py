@@ -103,7 +103,32 @@ def test_out_in_a_read_only_directory_is_refused_before_any_work(command, where,
         shutil.rmtree(locked.parent, ignore_errors=True)
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def _private_mounts() -> bool:
+    """Whether ``unshare -rm`` works here: a private mount namespace in which this test may
+    mount a real read-only or full file system, invisible to the rest of the machine."""
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+
+
+def _with_mount(script: str, mount_point: Path) -> subprocess.CompletedProcess:
+    """Run ``script`` (sh) with a fresh tmpfs at ``mount_point`` that only it sees; ``$ONCEUPON``
+    runs the CLI."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **ENV, "ONCEUPON": f"{sys.executable} -m onceupon.cli", "M": str(mount_point)}
+    return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.mark.skipif(not _private_mounts(), reason="needs unshare -rm (user and mount namespaces)")
+@pytest.mark.parametrize("command", ["pretrain", "corpus"])
+def test_out_on_a_read_only_file_system_is_refused(command, tmp_path):
+    """A real read-only mount: refused even for root, before any work."""
+    script = f'mount -t tmpfs tmpfs "$M" && mkdir "$M/runs" && mount -o remount,ro "$M" && $ONCEUPON {command} --out "$M/runs/new" --config {TINY}'
+    result = _with_mount(script, tmp_path / "mnt")
+    assert_one_sentence(result, "not writable")
+
+
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs the /dev/full device (Linux)")
 def test_a_full_disk_is_one_sentence():
     """``/dev/full`` fails every write with ENOSPC, as a full disk does (here: the output of
     ``onceupon config --reference``, larger than one buffer)."""
@@ -274,6 +299,27 @@ def test_a_second_process_on_the_same_run_is_refused_and_the_first_is_unharmed(r
     for result in results:
         assert_one_sentence(result, f"PID {first.pid}", "in use")
     _same_run(run, reference_run)
+
+
+@pytest.mark.skipif(not _private_mounts(), reason="needs unshare -rm (user and mount namespaces)")
+def test_a_full_disk_mid_run_is_one_sentence_and_the_run_resumes_identically(reference_run, tmp_path):
+    """A 4 MB file system holds the corpus, tokenizer and packed data but not the first
+    checkpoint: one sentence, no partial checkpoint; with room again, --resume ends exactly
+    where an uninterrupted run does."""
+    settings = " ".join(f"--set {s}" for s in RUN_SETTINGS)
+    script = f"""
+        mount -t tmpfs -o size=4m tmpfs "$M" || exit 99
+        $ONCEUPON pretrain --out "$M/run" --config {TINY} {settings} 2> {tmp_path}/full.err
+        echo $? > {tmp_path}/full.rc
+        ls -A "$M/run/checkpoints" > {tmp_path}/full.ls
+        mount -o remount,size=64m "$M" && $ONCEUPON pretrain --resume "$M/run" && cp -a "$M/run" {tmp_path}/run
+    """
+    result = _with_mount(script, tmp_path / "mnt")
+    assert result.returncode == 0, result.stderr
+    full = subprocess.CompletedProcess([], int((tmp_path / "full.rc").read_text()), "", (tmp_path / "full.err").read_text())
+    assert_one_sentence(full, "No space left", "--resume")
+    assert (tmp_path / "full.ls").read_text() == ""  # the checkpoint it could not finish is gone
+    _same_run(tmp_path / "run", reference_run)
 
 
 # --------------------------------------------------------------------------- evaluate

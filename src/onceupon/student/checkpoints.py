@@ -18,6 +18,7 @@ a directory with ``onceupon.json`` is always complete.
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -50,25 +51,49 @@ def save_checkpoint(
     meta: CheckpointMeta,
     write_state: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write model, tokenizer, metadata and (via ``write_state(dir)``) resume state atomically."""
+    """Write model, tokenizer, metadata and (via ``write_state(dir)``) resume state atomically.
+
+    A full disk is one sentence (:class:`UserError`) and leaves no partial directory behind:
+    the writers report it in their own ways (torch: a ``RuntimeError`` about file positions),
+    so any failure while the disk has no room left counts as one.
+    """
+    from safetensors import SafetensorError
+
     final = Path(directory)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    if tokenizer is not None:
-        from onceupon.student.tokenizer import save_tokenizer
+    try:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            from onceupon.student.tokenizer import save_tokenizer
 
-        save_tokenizer(tokenizer, tmp)
-    if write_state is not None:
-        state = tmp / STATE_DIR
-        state.mkdir()
-        write_state(state)
-    # The metadata goes last: its presence marks the directory as complete.
-    atomic_write_json(tmp / META_FILE, asdict(meta))
-    fsync_dir(tmp)
+            save_tokenizer(tokenizer, tmp)
+        if write_state is not None:
+            state = tmp / STATE_DIR
+            state.mkdir()
+            write_state(state)
+        # The metadata goes last: its presence marks the directory as complete.
+        atomic_write_json(tmp / META_FILE, asdict(meta))
+        fsync_dir(tmp)
+    except (OSError, RuntimeError, SafetensorError) as e:
+        full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or _disk_full(tmp.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise UserError(
+                f"No space left on the disk to write checkpoint {final}; free some space, then continue the run with --resume."
+            ) from None
+        raise
     replace_dir(tmp, final)
     return final
+
+
+def _disk_full(directory: Path) -> bool:
+    """Less than 1 MiB left for us in ``directory``'s file system."""
+    try:
+        return shutil.disk_usage(directory).free < 1 << 20
+    except OSError:
+        return False
 
 
 def read_meta(directory: str | Path) -> CheckpointMeta:
