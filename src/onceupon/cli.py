@@ -263,7 +263,7 @@ def main() -> None:
     # per-load "Loading weights" bars would only clutter them. HF_HUB_DISABLE_PROGRESS_BARS=0
     # brings them back.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from onceupon.student.runstate import Stopped, terminate_as_interrupt
+    from onceupon.student.runstate import Stopped, stop_exit_code, terminate_as_interrupt
 
     # SIGTERM (a scheduler's stop, `kill`) takes Ctrl-C's path: training loops stop at a safe
     # point and say how to resume (runstate.stop_on_signals); elsewhere cleanup code runs.
@@ -279,7 +279,7 @@ def main() -> None:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(stop_exit_code())
     except OSError as e:
         if e.errno not in _DISK_ERRORS:
             raise

@@ -621,7 +621,7 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
                 prepare_run(cfg, run_dir, resume)
             t = setup(cfg, run_dir, start_from)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM while preparing: every write so far is atomic
-            raise runstate.Stopped(_interrupted_message(run_dir) if main else "", 130) from None
+            raise runstate.Stopped(_interrupted_message(run_dir) if main else "", runstate.stop_exit_code()) from None
         train(t)
         t.accelerator.wait_for_everyone()
         checkpoints = list_checkpoints(run_dir)

@@ -218,6 +218,7 @@ class Stopped(Exception):
 
 
 _stop_signal: int | None = None  # the signal that asked to stop, while stop_on_signals is active
+_interrupt_signal: int = signal.SIGINT  # the last signal that raised KeyboardInterrupt
 
 
 def stop_requested() -> bool:
@@ -227,8 +228,8 @@ def stop_requested() -> bool:
 
 
 def stop_exit_code() -> int:
-    """128 + the signal that asked to stop (130 for Ctrl-C, 143 for SIGTERM)."""
-    return 128 + (_stop_signal or signal.SIGINT)
+    """128 + the signal that asked to stop or interrupted (130 for Ctrl-C, 143 for SIGTERM)."""
+    return 128 + (_stop_signal or _interrupt_signal)
 
 
 def _request_stop(signum, frame) -> None:
@@ -280,4 +281,10 @@ def terminate_as_interrupt() -> None:
     a :func:`stop_on_signals` block it raises ``KeyboardInterrupt``, so cleanup code runs
     instead of the process vanishing mid-write."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame) -> None:
+    global _interrupt_signal
+    _interrupt_signal = signum
+    raise KeyboardInterrupt
