@@ -472,3 +472,58 @@ def test_judging_a_run_that_was_never_evaluated_is_one_sentence(tmp_path, tiny_c
     run = _evaluate_run(tmp_path, tiny_checkpoint)
     assert_one_sentence(run_cli("evaluate", str(run), "--judge", env=ENV), "no results.json", "onceupon evaluate")
     assert not (run / "evaluation").exists()
+
+
+# --------------------------------------------------------------------------- interact
+SHORT_INTERACTION = ["interact.batch_size=4", "interact.mini_batch_size=4", "interact.max_new_tokens=8", "interact.max_steps=1"]
+
+
+def _interact(start: Path, out: Path, *settings: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    args = [*prefix, sys.executable, "-m", "onceupon.cli", "interact", "--from", str(start), "--out", str(out)]
+    for setting in settings:
+        args += ["--set", setting]
+    return subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, **ENV})
+
+
+def test_interact_out_that_is_a_file_is_refused_and_kept(tmp_path, tiny_checkpoint):
+    out = tmp_path / "notes.txt"
+    out.write_text("precious\n")
+    assert_one_sentence(_interact(tiny_checkpoint, out), str(out), "is a file")
+    assert out.read_text() == "precious\n"
+
+
+def test_interact_out_in_a_read_only_directory_is_refused(tmp_path, tiny_checkpoint):
+    locked = _read_only_dir()
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0:  # root may write anywhere: run as the unprivileged user nobody
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot become an unprivileged user")
+        prefix = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    try:
+        assert_one_sentence(_interact(tiny_checkpoint, locked / "run", prefix=prefix), "not writable")
+        assert list(locked.iterdir()) == []
+    finally:
+        shutil.rmtree(locked.parent, ignore_errors=True)
+
+
+def test_interact_settings_that_cannot_work_are_refused_before_the_run_exists(tmp_path, tiny_checkpoint):
+    run = tmp_path / "run"
+    # max_new_tokens beyond the student's context; a batch that cannot fit in memory
+    for setting, needle in [("interact.max_new_tokens=100000", "interact.max_new_tokens"),
+                            ("interact.mini_batch_size=100000000", "GB")]:  # fmt: skip
+        assert_one_sentence(_interact(tiny_checkpoint, run, *SHORT_INTERACTION, setting), needle)
+        assert not run.exists()
+    corrected = _interact(tiny_checkpoint, run, *SHORT_INTERACTION)  # the same --out works at once
+    assert corrected.returncode == 0, corrected.stderr
+    assert json.loads((run / "state.json").read_text())["done"] and not (run / ".lock").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_interact_from_damaged_weights_is_one_sentence(damage, tmp_path, tiny_checkpoint):
+    start = tmp_path / "chck_0W"
+    shutil.copytree(tiny_checkpoint, start)
+    weights = start / "model.safetensors"
+    raw = weights.read_bytes()
+    weights.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"<html>not a model</html>" * 40)
+    assert_one_sentence(_interact(start, tmp_path / "run"), str(start), "cannot be read")
+    assert not (tmp_path / "run").exists()

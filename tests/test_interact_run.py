@@ -7,6 +7,7 @@ tests/interact_support.py (in-process) or the default heuristic teacher (CLI run
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from interact_support import KeywordTeacher, make_pretrained_micro
 from onceupon.config import PAPER_PROMPT, load_config
 from onceupon.interact.loop import interact
@@ -207,43 +209,138 @@ def comparable(stories):
     return [(s["step"], s["index"], s["continuation"], s["raw"], s["reward"], s["input_words"]) for s in stories]
 
 
-def test_sigkill_and_resume_equals_an_uninterrupted_run(tiny_checkpoint, tmp_path, cli):
-    straight = tmp_path / "straight"
-    res = cli("interact", "--from", str(tiny_checkpoint), "--out", str(straight), *RESUME_SETTINGS)
-    assert res.returncode == 0, res.stderr
-
-    crashed = tmp_path / "crashed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "onceupon.cli", "interact", "--from", str(tiny_checkpoint), "--out", str(crashed),
+def start_run(checkpoint: Path, run: Path, *args: str) -> subprocess.Popen:
+    """``onceupon interact`` with RESUME_SETTINGS in a real process (stderr kept)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "onceupon.cli", "interact", *args, "--from", str(checkpoint), "--out", str(run),
          *RESUME_SETTINGS],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(),
-    )
-    deadline = time.time() + 300
-    book = crashed / "anthology.jsonl"
-    # kill once 6 batches are in the anthology, i.e. after a checkpoint and mid-way to the next
-    while time.time() < deadline and proc.poll() is None:
-        if book.exists() and book.read_text(encoding="utf-8").count("\n") >= 6 * 8:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_state = json.loads((crashed / "state.json").read_text())
-    assert not killed_state["done"]
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(),
+    )  # fmt: skip
 
-    res = cli("interact", "--resume", str(crashed))
-    assert res.returncode == 0, res.stderr
-    a, b = json.loads((straight / "state.json").read_text()), json.loads((crashed / "state.json").read_text())
+
+def wait_for_batches(proc: subprocess.Popen, run: Path, batches: int) -> None:
+    """Until the anthology holds ``batches`` batches of 8 (the process is then mid-run)."""
+    deadline = time.time() + 300
+    book = run / "anthology.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        if book.exists() and book.read_text(encoding="utf-8").count("\n") >= batches * 8:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the run ended or stalled before {batches} batches: {proc.communicate()[1]}")
+
+
+def assert_same_run(run: Path, straight: Path) -> None:
+    """The same counters, stories, metrics steps and checkpoints as the uninterrupted run, and
+    bit-identical final weights."""
+    from safetensors.numpy import load_file
+
+    a, b = json.loads((straight / "state.json").read_text()), json.loads((run / "state.json").read_text())
     for key in ("step", "stories", "input_words", "prompt_words", "teacher_words", "generated_words", "done"):
         assert a[key] == b[key], key
-    sa, sb = anthology(straight), anthology(crashed)
+    sa, sb = anthology(straight), anthology(run)
     assert [(s["step"], s["index"]) for s in sb] == [(t, i) for t in range(1, 11) for i in range(8)]  # no gap, no repeat
     assert comparable(sa) == comparable(sb)  # the very same stories: RNG and weights were restored
-    assert [r["step"] for r in metrics(crashed)] == [str(s) for s in range(1, 11)]
-    assert [p.name for p in list_checkpoints(straight)] == [p.name for p in list_checkpoints(crashed)]
+    assert [r["step"] for r in metrics(run)] == [str(s) for s in range(1, 11)]
+    assert [p.name for p in list_checkpoints(straight)] == [p.name for p in list_checkpoints(run)]
+    final = list_checkpoints(straight)[-1].name
+    wa = load_file(straight / "checkpoints" / final / "model.safetensors")
+    wb = load_file(run / "checkpoints" / final / "model.safetensors")
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+    assert not (run / "resume_point").exists() and not (run / ".lock").exists()
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_checkpoint, tmp_path_factory) -> Path:
+    """An uninterrupted run of RESUME_SETTINGS (read-only for the tests)."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    res = run_cli("interact", "--from", str(tiny_checkpoint), "--out", str(run), *RESUME_SETTINGS)
+    assert res.returncode == 0, res.stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def killed(tiny_checkpoint, tmp_path_factory) -> Path:
+    """A run killed with SIGKILL after 6 batches: past the checkpoint of step 4, mid-way to the
+    next one (read-only for the tests: copy it)."""
+    crashed = tmp_path_factory.mktemp("killed") / "run"
+    proc = start_run(tiny_checkpoint, crashed)
+    wait_for_batches(proc, crashed, 6)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not json.loads((crashed / "state.json").read_text())["done"]
+    return crashed
+
+
+def test_sigkill_and_resume_equals_an_uninterrupted_run(straight, killed, tmp_path, cli):
+    crashed = tmp_path / "run"
+    shutil.copytree(killed, crashed)
+    with open(crashed / "anthology.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 7, "index": 0, "prompt": "Once up')  # a torn tail: cut on resume
+    res = cli("interact", "--resume", str(crashed))
+    assert res.returncode == 0, res.stderr
+    assert_same_run(crashed, straight)
     # a finished run resumes to a no-op
     again = cli("interact", "--resume", str(crashed))
     assert again.returncode == 0 and "already complete" in again.stdout
+
+
+@pytest.mark.parametrize("damage", ["a story lost", "a story changed", "a line torn"])
+def test_damage_inside_the_checkpointed_anthology_is_refused(killed, tmp_path, cli, damage):
+    run = tmp_path / "run"
+    shutil.copytree(killed, run)
+    lines = (run / "anthology.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    if damage == "a story lost":
+        del lines[3]
+    elif damage == "a story changed":
+        lines[3] = lines[3].replace('"continuation": "', '"continuation": "edited ', 1)
+    else:
+        lines[3] = lines[3][:20] + "\n"
+    (run / "anthology.jsonl").write_text("".join(lines), encoding="utf-8")
+    files = lambda: {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}  # noqa: E731
+    before = files()
+    res = cli("interact", "--resume", str(run))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "anthology.jsonl no longer matches checkpoint chck_" in res.stderr and "backup" in res.stderr
+    assert files() == before  # nothing touched
+
+
+@pytest.mark.slow  # three processes in turn (~30 s on two idle cores)
+def test_ctrl_c_then_sigterm_stop_safely_and_resume_identically(tiny_checkpoint, straight, tmp_path, cli):
+    """Ctrl-C after 3 batches, resume, SIGTERM after 7, resume: the same run as uninterrupted."""
+    run = tmp_path / "run"
+    proc = start_run(tiny_checkpoint, run)
+    for signum, batches in ((signal.SIGINT, 3), (signal.SIGTERM, 7)):
+        wait_for_batches(proc, run, batches)
+        proc.send_signal(signum)
+        stderr = proc.communicate(timeout=300)[1]
+        assert proc.returncode == 128 + signum and "Traceback" not in stderr, stderr
+        last = [line for line in stderr.splitlines() if line.strip()][-1]
+        assert last.startswith("stopped after step") and f"onceupon interact --resume {run}" in last, stderr
+        state = json.loads((run / "state.json").read_text())
+        assert not state["done"] and len(anthology(run)) == state["stories"] >= batches * 8  # nothing rated lost
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "onceupon.cli", "interact", "--resume", str(run)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        )  # fmt: skip
+    assert proc.wait(timeout=300) == 0, proc.communicate()[1]
+    assert_same_run(run, straight)
+
+
+def test_a_second_process_on_the_same_run_is_refused_and_the_first_is_unharmed(tiny_checkpoint, straight, tmp_path):
+    run = tmp_path / "run"
+    first = start_run(tiny_checkpoint, run)
+    wait_for_batches(first, run, 1)
+    first.send_signal(signal.SIGSTOP)  # paused mid-run, still holding the lock: no race with its end
+    try:
+        second = run_cli("interact", "--resume", str(run), env={"PYTHONPATH": str(Path(__file__).parent)})
+    finally:
+        first.send_signal(signal.SIGCONT)
+    stderr = first.communicate(timeout=300)[1]
+    assert first.returncode == 0, stderr
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+    assert f"PID {first.pid}" in second.stderr and len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert_same_run(run, straight)
 
 
 # --------------------------------------------------------------------------- CLI errors

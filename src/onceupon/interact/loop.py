@@ -9,14 +9,22 @@ One RL step, top to bottom (:meth:`Interaction.step`):
 3. admit the longest prefix of the batch that fits the word budgets (budget.py), turn the
    ratings into rewards (reward.py) and let the objective update the policy on one
    :class:`Experience` (objective.py names the algorithms; the loop knows none by name);
-4. append the batch to the anthology, log metrics, write ``state.json``, and save a checkpoint
-   when the input words crossed a ``checkpoint_every`` milestone.
+4. append the batch to the anthology, log metrics, save a checkpoint when the input words
+   crossed a ``checkpoint_every`` milestone, then write ``state.json`` (so it names the
+   newest checkpoint on disk).
 
 The run ends when the input or generation budget is spent (the last batch cut to fit) or
-after ``max_steps``; a final checkpoint holds the end state. ``--resume`` restarts from the
-latest checkpoint with everything it saved (weights, value head, optimizer, KL controller,
-RNG states, budget counters, prompt position), cutting the anthology and metrics back to it,
-so a killed and resumed run ends exactly like an uninterrupted one.
+after ``max_steps``; a final checkpoint holds the end state.
+
+Unattended runs: everything that can be checked is checked before the run directory is made
+(checks.py); one process at a time holds the run (``RUN/.lock``, a second one is refused
+naming the holder's PID). The first Ctrl-C or SIGTERM stops after the current step, saves
+``RUN/resume_point`` (unless the step just wrote a checkpoint) and says how to resume; a
+second one aborts at once. ``--resume`` continues from the latest checkpoint or resume point
+with everything it saved (weights, value head, optimizer, objective state, RNG states, budget
+counters, prompt position), after checking that the anthology and metrics still hold what the
+checkpoint recorded (count and hash of the stories), then cuts them back to it, so a killed,
+stopped or crashed run ends exactly like an uninterrupted one.
 
 Data parallel: under ``accelerate launch`` every process tells, rates and scores its share of
 the batch; the budget is decided on the gathered batch in rank order (the same on every
@@ -25,25 +33,32 @@ process), gradients are averaged by DDP, and the main process writes files.
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import random
 import shutil
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import torch
 
-from onceupon.config import ExperimentConfig, InteractConfig, load_config, save_config
+from onceupon import preflight
+from onceupon.config import ExperimentConfig, load_config, save_config
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json
+from onceupon.interact import anthology as anthology_file
 from onceupon.interact.anthology import Anthology, record
-from onceupon.interact.budget import Budget
+from onceupon.interact.budget import Admission, Budget
+from onceupon.interact.checks import Student, check_fits, load_student, validate
 from onceupon.interact.objective import Objective, make_objective
 from onceupon.interact.prompts import PromptSource, load_prompts
 from onceupon.interact.reward import story_reward
-from onceupon.interact.rollout import PolicyWithValue, generate_rollout, score_rollout
+from onceupon.interact.rollout import PolicyWithValue, Rollout, generate_rollout, score_rollout
 from onceupon.interact.update import Experience
+from onceupon.student import runstate
 from onceupon.student.checkpoints import STATE_DIR, CheckpointMeta, list_checkpoints, read_meta, save_checkpoint
 from onceupon.student.model import context_length
 from onceupon.teacher.base import Rating, Story, Teacher
@@ -51,6 +66,8 @@ from onceupon.tracking import MetricsLogger, progress_bar
 from onceupon.words import crossed, every_milestones, milestone_name
 
 STATE_FILE = "state.json"
+RESUME_POINT = "resume_point"  # what a stop between two checkpoints saves
+RUN_MARKERS = (STATE_FILE, anthology_file.FILE)  # a directory with either holds an interaction run
 
 
 # --------------------------------------------------------------------------- entry points
@@ -82,78 +99,55 @@ def interact(
     """
     run_dir = Path(run_dir)
     if resume:
-        if not (run_dir / STATE_FILE).is_file():
-            raise UserError(f"{run_dir} holds no interaction run to resume (no {STATE_FILE}).")
+        runstate.check_resume(run_dir, "interact", STATE_FILE)
+        preflight.output_dir(run_dir, "--resume")
         cfg = load_config(run_dir / "config.yaml")
         state = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8"))
-        start = state["start_checkpoint"]
         if state.get("done"):
             final = run_dir / "checkpoints" / state["checkpoint"]
             print(f"{run_dir} is already complete; final checkpoint {final}")
             return final
+        start = state["start_checkpoint"]
     else:
         if cfg is None or start is None:
             raise UserError("A new interaction run needs a config and a start checkpoint.")
-        if (run_dir / STATE_FILE).exists() or (run_dir / "anthology.jsonl").exists():
-            raise UserError(f"{run_dir} already holds an interaction run; use --resume {run_dir} to continue it.")
+        preflight.output_dir(run_dir)
+        runstate.check_new_run(run_dir, "interact", RUN_MARKERS)
     objective = objective or make_objective(cfg.interact)
     validate(cfg.interact, objective)
-    session = Interaction(cfg, Path(start), run_dir, objective, teacher=teacher, resume=resume)
-    try:
-        return session.train()
-    finally:
-        session.close()
-
-
-def validate(c: InteractConfig, objective: Objective) -> None:
-    """Configuration mistakes that pydantic's per-field checks cannot see."""
-    if c.batch_size % objective.group_size:
-        raise UserError(
-            f"interact.batch_size ({c.batch_size}) must be a multiple of interact.group_size "
-            f"({objective.group_size}) for {objective.name}."
-        )
-    if c.input_budget <= 0 or c.generation_budget <= 0:
-        raise UserError("interact.input_budget and interact.generation_budget must be positive.")
-    if c.checkpoint_every <= 0:
-        raise UserError("interact.checkpoint_every must be a positive word count.")
-
-
-def load_start(start: Path):
-    """Tokenizer, model and onceupon metadata of the start checkpoint (a local directory)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if not start.is_dir() or not (start / "config.json").is_file():
-        raise UserError(f"Start checkpoint {start} is not a model directory (no config.json).")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(start)
-        model = AutoModelForCausalLM.from_pretrained(start)
-    except (OSError, ValueError) as e:
-        raise UserError(f"Cannot load the start checkpoint {start}: {str(e).splitlines()[0]}") from None
-    tokenizer.padding_side = "left"  # generation continues each prompt right where it ends
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    try:
-        meta = read_meta(start)
-    except UserError:
-        meta = None  # a plain transformers model: no pretraining words known
-    return tokenizer, model, meta
+    prompts = load_prompts(cfg.interact)
+    student = load_student(Path(start))
+    check_fits(cfg.interact, student, prompts)
+    with runstate.run_lock(run_dir):
+        if not resume and os.environ.get("RANK", "0") == "0":
+            runstate.check_new_run(run_dir, "interact", RUN_MARKERS)  # again: another process may have begun
+        session = Interaction(cfg, student, prompts, run_dir, objective, teacher=teacher, resume=resume)
+        try:
+            return session.train()
+        finally:
+            session.close()
 
 
 # --------------------------------------------------------------------------- the run
 class Interaction:
     def __init__(
-        self, cfg: ExperimentConfig, start: Path, run_dir: Path, objective: Objective, *, teacher=None, resume=False
+        self,
+        cfg: ExperimentConfig,
+        student: Student,
+        prompts: list[str],
+        run_dir: Path,
+        objective: Objective,
+        *,
+        teacher: Teacher | None = None,
+        resume: bool = False,
     ):
         from accelerate import Accelerator
 
         self.cfg = cfg
         self.c = c = cfg.interact
         self.run_dir = run_dir
-        self.start = start.resolve()
-        precision = c.precision
-        if precision == "auto":
-            precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-        self.acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
+        self.start = student.path.resolve()
+        self.acc = Accelerator(mixed_precision=runstate.mixed_precision(c.precision))
         self.main = self.acc.is_main_process
         world = self.acc.num_processes
         if c.batch_size % world:
@@ -163,35 +157,22 @@ class Interaction:
             raise UserError("Each process's share of the batch must hold whole groups (batch_size / processes / group_size).")
 
         # What the run is made of ------------------------------------------------------
-        self.prompts = PromptSource(load_prompts(c), c.seed)
-        self.tokenizer, start_model, start_meta = load_start(self.start)
-        self.pretrain_words = start_meta.pretrain_words if start_meta else 0
+        self.prompts = PromptSource(prompts, c.seed)
+        self.tokenizer = student.tokenizer
+        self.pretrain_words = student.meta.pretrain_words if student.meta else 0
         self.objective = objective
         self.budget = Budget(c.input_budget, c.generation_budget, c.count_prompt)
         self.step_no = 0
         self.milestones = every_milestones(c.checkpoint_every, c.input_budget)
-        self.last_ckpt: tuple[str, int] | None = None  # (name, step)
+        self.last_ckpt: tuple[str, int] | None = None  # the newest checkpoint in RUN/checkpoints: (name, step)
         self.finished = False  # set when a batch was cut: the budget cannot hold another group
+        self.anthology = Anthology(run_dir)
 
         resume_from = self._resume_point() if resume else None
-        # The policy starts as the checkpoint being resumed, else as the start checkpoint; the
-        # reference is always the start checkpoint, frozen.
-        lm = load_start(resume_from)[1] if resume_from is not None else start_model
-        for module in lm.modules():  # no dropout in RL: a ratio must be exactly 1 before the first step
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-        # Seeded before the value head is initialised; each process samples its own stories.
-        torch.manual_seed(c.seed + self.acc.process_index)
-        random.seed(c.seed + self.acc.process_index)
-        self.policy = PolicyWithValue(lm, objective.needs_value_head)
-        self.ref = PolicyWithValue(start_model if resume_from is not None else _copy_model(start_model), False)
-        self.ref.requires_grad_(False).eval()
-        self.optimizer = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=c.learning_rate)
-        if resume_from is not None:
-            self._load_state(resume_from)
-        self.policy, self.optimizer = self.acc.prepare(self.policy, self.optimizer)
-        self.ref.to(self.acc.device)
-        self.policy.train()  # with dropout at 0, train and eval mode compute the same numbers
+        saved_anthology = self._build_models(student.model, resume_from)
+        if self.main and resume:  # checked before anything is written
+            self._check_metrics(resume_from)
+            self.anthology.resume(saved_anthology, resume_from.name if resume_from else "(none)")
 
         self.teacher = teacher
         self._own_teacher = teacher is None
@@ -199,28 +180,64 @@ class Interaction:
             from onceupon.teacher.factory import build_teacher
 
             self.teacher = build_teacher(cfg.teacher)
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher")
-        self.anthology = Anthology(run_dir)
         self.metrics = None
         if self.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
                 save_config(cfg, run_dir)
-            self.anthology.truncate(self.budget.stories)
             self.metrics = MetricsLogger(run_dir, resume_step=self.step_no)
             self._write_state(done=False)
         self.acc.wait_for_everyone()
 
+    def _build_models(self, start_model, resume_from: Path | None) -> dict:
+        """Policy (with a value head if the objective needs one), frozen reference, optimizer;
+        restored from ``resume_from`` when given. Returns what the anthology held there."""
+        c = self.c
+        # The policy starts as the checkpoint being resumed, else as the start checkpoint; the
+        # reference is always the start checkpoint, frozen.
+        lm = load_student(resume_from).model if resume_from is not None else start_model
+        for module in lm.modules():  # no dropout in RL: a ratio must be exactly 1 before the first step
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        # Seeded before the value head is initialised; each process samples its own stories.
+        torch.manual_seed(c.seed + self.acc.process_index)
+        random.seed(c.seed + self.acc.process_index)
+        self.policy = PolicyWithValue(lm, self.objective.needs_value_head)
+        self.ref = PolicyWithValue(start_model if resume_from is not None else _copy_model(start_model), False)
+        self.ref.requires_grad_(False).eval()
+        self.optimizer = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=c.learning_rate)
+        saved_anthology = {"stories": 0}
+        if resume_from is not None:
+            saved_anthology = self._load_state(resume_from)
+        self.policy, self.optimizer = self.acc.prepare(self.policy, self.optimizer)
+        self.ref.to(self.acc.device)
+        self.policy.train()  # with dropout at 0, train and eval mode compute the same numbers
+        return saved_anthology
+
     # ----------------------------------------------------------------- resume
     def _resume_point(self) -> Path | None:
-        """The latest checkpoint of this run that holds resume state (None: start over)."""
-        for ckpt in reversed(list_checkpoints(self.run_dir)):
-            if (ckpt / STATE_DIR / "state.pt").is_file():
-                return ckpt
-        return None
+        """What ``--resume`` continues from: the latest checkpoint that holds resume state, or
+        ``RUN/resume_point`` (a stop between checkpoints) when that is further along; None:
+        start over."""
+        latest = next(
+            (ckpt for ckpt in reversed(list_checkpoints(self.run_dir)) if (ckpt / STATE_DIR / "state.pt").is_file()),
+            None,
+        )
+        stopped = self.run_dir / RESUME_POINT
+        if (stopped / STATE_DIR / "state.pt").is_file():
+            if latest is None or read_meta(stopped).step > read_meta(latest).step:
+                return stopped
+        return latest
 
-    def _load_state(self, ckpt: Path) -> None:
-        state = torch.load(ckpt / STATE_DIR / "state.pt", map_location="cpu", weights_only=False)
+    def _load_state(self, ckpt: Path) -> dict:
+        """Restore everything ``ckpt`` saved; returns its record of the anthology."""
+        try:
+            state = torch.load(ckpt / STATE_DIR / "state.pt", map_location="cpu", weights_only=False)
+        except Exception as e:  # a truncated or garbage file: torch raises a variety of errors
+            raise UserError(
+                f"Cannot resume: {ckpt / STATE_DIR / 'state.pt'} cannot be read ({type(e).__name__}); "
+                "restore it from a backup or start a new run."
+            ) from None
         if state["algorithm"] != self.objective.name:
             raise UserError(f"{ckpt} was written by {state['algorithm']}, not {self.objective.name}.")
         if self.policy.value_head is not None:
@@ -232,27 +249,48 @@ class Interaction:
         self.step_no = state["step"]
         self.finished = state["finished"]
         rank = self.acc.process_index
-        rng = state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0]
-        torch.set_rng_state(rng["torch"])
-        if torch.cuda.is_available() and rng.get("cuda") is not None:
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        random.setstate(rng["python"])
-        self.last_ckpt = (ckpt.name, self.step_no)
+        runstate.restore_rng(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        checkpoints = [(p.name, read_meta(p).step) for p in list_checkpoints(self.run_dir)]
+        self.last_ckpt = checkpoints[-1] if checkpoints else None
+        # Resume states written before the anthology hash existed: the story count alone.
+        return state.get("anthology") or {"stories": self.budget.stories}
 
-    def _rng_state(self) -> dict:
-        return {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "python": random.getstate(),
-        }
+    def _check_metrics(self, ckpt: Path | None) -> None:
+        """``metrics.csv`` must hold one row for each step up to the checkpoint's (rows after it
+        are dropped by MetricsLogger); a missing file starts a new one."""
+        path = self.run_dir / "metrics.csv"
+        if ckpt is None or not path.exists():
+            return
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if lines and not lines[-1].endswith("\n"):
+                lines.pop()  # a row torn by a crash: past the checkpoint, MetricsLogger drops it
+            steps = [int(float(row["step"])) for row in csv.DictReader(lines)]
+        except (ValueError, TypeError, KeyError, csv.Error, UnicodeDecodeError):
+            steps = []
+        if [s for s in steps if s <= self.step_no] != list(range(1, self.step_no + 1)):
+            raise UserError(
+                f"{path} no longer matches {ckpt.name}: it should hold one row for each of the {self.step_no} steps "
+                "the checkpoint has seen; restore it from a backup, or move it aside to continue with a new one."
+            )
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, name: str) -> Path:
-        """Weights, tokenizer and metadata (HF format) plus everything a resume needs."""
+        """A checkpoint in RUN/checkpoints: weights, tokenizer and metadata (HF format) plus
+        everything a resume needs; it supersedes an earlier resume point."""
+        final = self._save(self.run_dir / "checkpoints" / name)
+        if self.main:
+            shutil.rmtree(self.run_dir / RESUME_POINT, ignore_errors=True)
+            if self.c.keep_resume_state == "latest":
+                runstate.prune_resume_states(self.run_dir, final)
+        self.acc.wait_for_everyone()
+        self.last_ckpt = (name, self.step_no)
+        return final
+
+    def _save(self, directory: Path) -> Path:
         from accelerate.utils import gather_object
 
-        rngs = gather_object([self._rng_state()])
-        final = self.run_dir / "checkpoints" / name
+        rngs = gather_object([runstate.capture_rng()])
         if self.main:
             policy = self.acc.unwrap_model(self.policy)
             state = {
@@ -265,6 +303,7 @@ class Interaction:
                 "prompts_drawn": self.prompts.drawn,
                 "finished": self.finished,
                 "rng": rngs,
+                "anthology": self.anthology.checkpoint(),
             }
 
             def write_state(d: Path) -> None:
@@ -272,7 +311,7 @@ class Interaction:
                 atomic_write_json(d / "counters.json", {"step": self.step_no, **self._counters()})
 
             meta = CheckpointMeta(
-                name=name,
+                name=directory.name,
                 stage="interact",
                 pretrain_words=self.pretrain_words,
                 interact_words=self.budget.input_words,
@@ -285,14 +324,8 @@ class Interaction:
                     "kl_coef": self.objective.kl_coef,
                 },
             )
-            save_checkpoint(final, policy.lm, self.tokenizer, meta, write_state=write_state)
-            if self.c.keep_resume_state == "latest":
-                for other in list_checkpoints(self.run_dir):
-                    if other.name != name:
-                        shutil.rmtree(other / STATE_DIR, ignore_errors=True)
-        self.acc.wait_for_everyone()
-        self.last_ckpt = (name, self.step_no)
-        return final
+            save_checkpoint(directory, policy.lm, self.tokenizer, meta, write_state=write_state)
+        return directory
 
     def _checkpoint_name(self, words: int) -> str:
         name = milestone_name(words)
@@ -305,23 +338,49 @@ class Interaction:
     # ----------------------------------------------------------------- the loop
     def train(self) -> Path:
         c = self.c
-        with progress_bar("words") as bar:
+        with progress_bar("words") as bar, runstate.stop_on_signals():
             task = bar.add_task(f"interact ({self.objective.name})", total=c.input_budget, completed=self.budget.input_words)
-            while not self.finished:
-                if (c.max_steps is not None and self.step_no >= c.max_steps) or self.budget.spent:
-                    break
+            while not self._over():
                 before = self.budget.input_words
                 self.finished = self.step()
                 bar.update(task, completed=self.budget.input_words)
                 hit = crossed(self.milestones, before, self.budget.input_words)
                 if hit and not self.finished:
                     self.save(self._checkpoint_name(max(hit)))
-        self.finished = True
-        if self.last_ckpt is None or self.last_ckpt[1] != self.step_no:
-            self.save(self._checkpoint_name(self.budget.input_words))
-        if self.main:
-            self._write_state(done=True)
+                if self.main:
+                    self._write_state(done=False)  # after the checkpoint: it names the newest one
+                if not self._over() and self._stop_agreed():
+                    self._stop(saved=bool(hit))
+            self.finished = True
+            if self.last_ckpt is None or self.last_ckpt[1] != self.step_no:
+                self.save(self._checkpoint_name(self.budget.input_words))
+            if self.main:
+                self._write_state(done=True)
         return self.run_dir / "checkpoints" / self.last_ckpt[0]
+
+    def _over(self) -> bool:
+        c = self.c
+        return self.finished or (c.max_steps is not None and self.step_no >= c.max_steps) or self.budget.spent
+
+    def _stop_agreed(self) -> bool:
+        """Ctrl-C or SIGTERM arrived: every process must stop after the same step, so under
+        DDP the flags are combined (one tiny all-reduce per step)."""
+        if self.acc.num_processes == 1:
+            return runstate.stop_requested()
+        flag = torch.tensor([1.0 if runstate.stop_requested() else 0.0], device=self.acc.device)
+        return bool(self.acc.reduce(flag, reduction="sum").item() > 0)
+
+    def _stop(self, saved: bool) -> None:
+        """Save a resume point (unless this step wrote a checkpoint) and end with one sentence."""
+        if not saved:
+            self._save(self.run_dir / RESUME_POINT)
+        self.acc.wait_for_everyone()  # no process may exit while the main one still writes
+        message = (
+            f"stopped after step {self.step_no} ({self.budget.stories:,} stories rated, "
+            f"{self.budget.input_words:,} of {self.c.input_budget:,} input words), nothing rated was lost; "
+            f"continue with `onceupon interact --resume {self.run_dir}`."
+        )
+        raise runstate.Stopped(message if self.main else "", runstate.stop_exit_code())
 
     def _step_prompts(self) -> list[str]:
         group = self.objective.group_size
@@ -337,24 +396,12 @@ class Interaction:
         self.step_no += 1
         t0 = time.perf_counter()
         prompts = self._step_prompts()
-        policy = self.acc.unwrap_model(self.policy)
-        with self.acc.autocast():
-            rollout = generate_rollout(
-                policy.lm,
-                self.tokenizer,
-                prompts,
-                max_new_tokens=c.max_new_tokens,
-                temperature=c.temperature,
-                top_k=c.top_k,
-                top_p=c.top_p,
-                chunk=c.generation_chunk,
-                context_length=context_length(policy.lm),
-            )
+        rollout = self._tell(prompts)
         t_gen = time.perf_counter()
 
         # The teacher reads while we score tokens: neither needs the other's result.
         stories = [Story(p, s, id=f"{self.step_no}-{i}") for i, (p, s) in enumerate(zip(prompts, rollout.continuations))]
-        pending = self.pool.submit(self.teacher.rate, stories)
+        pending = _in_background(self.teacher.rate, stories)
         with self.acc.autocast():
             old_logprobs, values, entropy = score_rollout(self.policy, rollout, c.temperature, c.micro_batch_size)
             ref_logprobs, _, _ = score_rollout(self.ref, rollout, c.temperature, c.micro_batch_size, entropy=False)
@@ -365,19 +412,20 @@ class Interaction:
             raise RuntimeError(f"the teacher returned {len(ratings)} ratings for {len(stories)} stories")
 
         # Budget: decided on the whole (gathered) batch, identically on every process.
-        replies = [_reply_text(r) for r in ratings]
-        all_prompts = gather_object(list(prompts))
-        all_replies = gather_object(replies)
-        all_words = gather_object(list(rollout.n_words))
-        admission = self.budget.admit(all_prompts, all_replies, all_words, self.objective.group_size)
+        admission = self.budget.admit(
+            gather_object(list(prompts)),
+            gather_object([_reply_text(r) for r in ratings]),
+            gather_object(list(rollout.n_words)),
+            self.objective.group_size,
+        )
         offset = self.acc.process_index * self.local_n
-        local_admitted = max(0, min(self.local_n, admission.n - offset))
+        admitted = max(0, min(self.local_n, admission.n - offset))
 
         rewards = [
             story_reward(r, w, length_bonus=c.length_bonus, length_norm_words=c.length_norm_words)
             for r, w in zip(ratings, rollout.n_words)
         ]
-        include = [i < local_admitted and rw is not None for i, rw in enumerate(rewards)]
+        include = [i < admitted and rw is not None for i, rw in enumerate(rewards)]
         exp = Experience(
             sequences=rollout.sequences,
             attention_mask=rollout.attention_mask,
@@ -389,30 +437,55 @@ class Interaction:
             rewards=torch.tensor([rw if inc else 0.0 for rw, inc in zip(rewards, include)], device=self.acc.device),
             include=torch.tensor(include, device=self.acc.device),
         )
-        stats = {}
+        stats, trained = {}, include
         if sum(gather_object([sum(include)])) > 0:  # every process updates, or none does
-            stats = self.objective.update(self.policy, self.optimizer, exp, accelerator=self.acc).metrics
+            result = self.objective.update(self.policy, self.optimizer, exp, accelerator=self.acc)
+            stats, trained = result.metrics, result.trained.tolist()
         t_upd = time.perf_counter()
         self.budget.commit(admission)
 
-        # Anthology and metrics (main process writes).
+        # A story the update did not learn from (no reward, or a group without a baseline)
+        # is recorded with a null reward.
         records = [
-            record(self.step_no, offset + i, prompts[i], rollout.continuations[i], ratings[i], rewards[i],
-                   rollout.n_words[i], self.budget.input_words)
-            for i in range(local_admitted)
-        ]
-        ent_sum = float((entropy * rollout.response_mask)[:local_admitted].sum())
+            record(self.step_no, offset + i, prompts[i], rollout.continuations[i], ratings[i],
+                   rewards[i] if trained[i] else None, rollout.n_words[i], self.budget.input_words)
+            for i in range(admitted)
+        ]  # fmt: skip
+        ent_sum = float((entropy * rollout.response_mask)[:admitted].sum())
+        # rating: the teacher's wall time (overlapped with the forward passes);
+        # rating_wait: how much longer than the forward passes it took.
+        times = {"generation": t_gen - t0, "forward": t_fwd - t_gen, "rating": t_rate - t_gen,
+                 "rating_wait": t_rate - t_fwd, "update": t_upd - t_rate}  # fmt: skip
+        self._write_batch(records, ent_sum, stats, times, admission)
+        return admission.cut
+
+    def _tell(self, prompts: list[str]) -> Rollout:
+        """The policy samples one story per prompt."""
+        c = self.c
+        policy = self.acc.unwrap_model(self.policy)
+        with self.acc.autocast():
+            return generate_rollout(
+                policy.lm,
+                self.tokenizer,
+                prompts,
+                max_new_tokens=c.max_new_tokens,
+                temperature=c.temperature,
+                top_k=c.top_k,
+                top_p=c.top_p,
+                chunk=c.generation_chunk,
+                context_length=context_length(policy.lm),
+            )
+
+    def _write_batch(self, records: list[dict], ent_sum: float, stats: dict, times: dict, admission: Admission) -> None:
+        """Gather every process's stories; the main process appends them to the anthology and
+        logs the step's metrics."""
+        from accelerate.utils import gather_object
+
         all_records = gather_object(records)
         all_ent = sum(gather_object([ent_sum]))
         if self.main:
             self.anthology.append(all_records)
-            # rating: the teacher's wall time (overlapped with the forward passes);
-            # rating_wait: how much longer than the forward passes it took.
-            times = {"generation": t_gen - t0, "forward": t_fwd - t_gen, "rating": t_rate - t_gen,
-                     "rating_wait": t_rate - t_fwd, "update": t_upd - t_rate}
             self.metrics.log(self.step_no, self._step_metrics(all_records, stats, all_ent, times, admission))
-            self._write_state(done=False)
-        return admission.cut
 
     # ----------------------------------------------------------------- bookkeeping
     def _step_metrics(self, recs: list[dict], stats: dict, ent_sum: float, times: dict, admission) -> dict:
@@ -469,7 +542,6 @@ class Interaction:
         )
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
         if self.metrics is not None:
             self.metrics.close()
         if self._own_teacher and self.teacher is not None:
@@ -480,6 +552,21 @@ class Interaction:
 def _reply_text(r: Rating) -> str:
     """Every word the teacher said about a story: its answer, and answers a retry replaced."""
     return " ".join(r.answers or [])
+
+
+def _in_background(fn, *args) -> Future:
+    """``fn(*args)`` in a daemon thread. Not a ThreadPoolExecutor: Python joins those threads
+    at exit, so a second Ctrl-C would wait for the teacher to finish rating."""
+    future: Future = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # handed to the caller, who re-raises it
+            future.set_exception(e)
+
+    threading.Thread(target=work, name="teacher", daemon=True).start()
+    return future
 
 
 def _copy_model(model):
