@@ -193,6 +193,40 @@ def test_a_run_with_a_prompts_file_counts_each_distinct_prompt_once(tiny_checkpo
     assert state["prompt_words"] == 5 + 5 and state["teacher_words"] == 3 * 16
 
 
+def test_a_story_the_update_did_not_learn_from_has_a_null_reward(tiny_checkpoint, tmp_path):
+    # Groups of 2 where every second story's rating is invalid: no group has a baseline.
+    run = tmp_path / "run"
+    cfg = config("interact.algorithm=rloo", "interact.group_size=2", "interact.max_steps=1")
+    interact(cfg, tiny_checkpoint, run, teacher=KeywordTeacher(invalid_every=2))
+    stories = anthology(run)
+    assert len(stories) == 8 and sum(s["score"] is not None for s in stories) == 4
+    assert all(s["reward"] is None for s in stories)
+    assert float(metrics(run)[0]["group/without_baseline"]) == 4
+
+
+class FailingTeacher(KeywordTeacher):
+    """Answers ``calls_before`` batches, then its server is gone for good."""
+
+    def __init__(self, calls_before: int):
+        super().__init__()
+        self.calls_before = calls_before
+
+    def rate(self, stories):
+        if self.calls == self.calls_before:
+            raise RuntimeError("teacher gone")
+        return super().rate(stories)
+
+
+def test_state_json_names_the_newest_checkpoint_on_disk(tiny_checkpoint, tmp_path):
+    run = tmp_path / "run"
+    cfg = config("interact.checkpoint_every=50", "interact.max_new_tokens=8")  # a checkpoint after step 2 (64 words)
+    with pytest.raises(RuntimeError, match="teacher gone"):
+        interact(cfg, tiny_checkpoint, run, teacher=FailingTeacher(calls_before=2))
+    state = json.loads((run / "state.json").read_text())
+    assert state["step"] == 2 and not state["done"]
+    assert state["checkpoint"] == list_checkpoints(run)[-1].name == "chck_50W"
+
+
 # --------------------------------------------------------------------------- crash and resume
 def cli_env():
     return {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
