@@ -41,6 +41,16 @@ def test_format_regex_schema_and_prefixes_follow_the_rubric():
     assert parse_answer(json.dumps({"fluency": 7, "plot": 1}), rubric).scores == {"fluency": 7, "plot": 1}
 
 
+def test_constrained_off_survives_yaml(tmp_path):
+    from onceupon.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("teacher:\n  constrained: off\n")  # YAML 1.1 reads a bare off as false
+    assert load_config(path).teacher.constrained == "off"
+    assert load_config(None, ["teacher.constrained=off"]).teacher.constrained == "off"
+    assert load_config(None, ["teacher.constrained=json_schema"]).teacher.constrained == "json_schema"
+
+
 @pytest.fixture(scope="module")
 def random_chat_model(tiny_teacher_model, tmp_path_factory):
     """An untrained chat model on the tiny teacher's tokenizer: its free answers are noise."""

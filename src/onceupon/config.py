@@ -23,6 +23,11 @@ from onceupon.words import parse_word_count
 
 #: An int that may be written as "1M", "500K", "1_000_000" in YAML or on the command line.
 WordCount = Annotated[int, BeforeValidator(parse_word_count)]
+# YAML reads a bare `off` as false (and `on` as true): `constrained: off` must still mean "off".
+Constrained = Annotated[
+    Literal["auto", "off", "regex", "json_schema"],
+    BeforeValidator(lambda v: {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v),
+]
 
 PAPER_PROMPT = "Let me tell you a long, magical tale. Once upon a time, in a faraway land,"
 
@@ -161,7 +166,7 @@ class TeacherConfig(Section):
         "placeholders",
         description="Built-in prompt: 'placeholders' describes the answer as '<readability> <coherence> <creativity>', no number to copy; 'example' is the earlier prompt ending 'Example answer: 1 2 3', which small judges copy.",
     )
-    constrained: Literal["auto", "off", "regex", "json_schema"] = Field(
+    constrained: Constrained = Field(
         "auto",
         description="Decode only answers in the rubric's format, so none is invalid. transformers: on unless off; vllm: auto/regex '2 3 1', json_schema a JSON object; openai: regex sends vLLM's structured_outputs, json_schema an OpenAI response_format (OpenAI, vLLM, llama.cpp), auto sends nothing; off: free answers.",
     )
