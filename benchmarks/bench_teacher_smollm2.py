@@ -17,12 +17,13 @@ condition, exactly the command a user would:
         --set teacher.backend=transformers --set teacher.model=OUT/smollm2-135m-instruct \\
         --set teacher.expected_score=true --set teacher.prompt=<prompt> --set teacher.constrained=<mode>
 
-and prints one table: invalid rate, example-copy rate, the most frequent answer, and
-discrimination per criterion (the share of clean/damaged pairs where the clean story scores
-higher; chance is half of the untied pairs). Expected-score mode is on in every condition: a
-135M judge's sampled digits barely vary, its digit probabilities do. On 2 busy CPU cores a
-rating takes several seconds; the defaults (10 clean stories and 7 damaged copies of each,
-4 conditions) take about an hour there, minutes on a GPU.
+and prints one table: invalid rate, example-copy rate (answers equal to the example the
+prompt shows), how often the answer was "1 2 3" whether or not the prompt showed it, the most
+frequent answer, and discrimination per criterion (the share of clean/damaged pairs where the
+clean story scores higher, with the check's verdict; chance is half of the untied pairs).
+Expected-score mode is on in every condition: a 135M judge's sampled digits barely vary, its
+digit probabilities do. The defaults (10 clean stories and 7 damaged copies of each, 80
+ratings per condition) took 17 minutes per condition on 2 CPU cores shared with other jobs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from onceupon.config import ExperimentConfig
@@ -93,17 +95,22 @@ def run_check(model: Path, probes: Path, out: Path, prompt: str, constrained: st
     return json.loads((out / "check.json").read_text())
 
 
-def summary(name: str, result: dict) -> dict:
-    answers, top = result["answers"], result["diversity"]["answer"]
+def summary(name: str, result: dict, out: Path) -> dict:
+    """One table row: the check's figures, plus how often the sampled answer was the example
+    answer (1 2 3) whether or not the prompt showed it: a small judge may say it unprompted."""
+    answers = result["answers"]
+    raw = [" ".join(json.loads(line)["raw"].split()) for line in (out / "ratings.jsonl").read_text().splitlines()]
+    top, top_n = Counter(raw).most_common(1)[0]
     row = {
         "condition": name,
         "invalid": answers["invalid_rate"],
         "example_copies": answers["example_copy_rate"],
-        "most_frequent": f"{top['most_frequent']} ({100 * (top['most_frequent_share'] or 0):.0f} %)",
+        "answered_1_2_3": sum(a == Rubric().example_answer for a in raw) / len(raw),
+        "most_frequent_answer": f"'{top}' ({100 * top_n / len(raw):.0f} %)",
         "ratings_per_s": result["speed"]["ratings_per_s"],
     }
     for criterion, figures in result["criteria"].items():
-        row[criterion] = f"{100 * (figures['discrimination'] or 0):.0f} % of {figures['pairs']} ({figures['tied']} tied)"
+        row[criterion] = f"{100 * (figures['discrimination'] or 0):.0f} % of {figures['pairs']} ({figures['tied']} tied): {figures['verdict']}"
     return row
 
 
@@ -111,7 +118,7 @@ def _cell(key: str, value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{100 * value:.0f} %" if key in ("invalid", "example_copies") else f"{value:.2f}"
+        return f"{value:.2f}" if key == "ratings_per_s" else f"{100 * value:.0f} %"
     return str(value)
 
 
@@ -134,7 +141,8 @@ def main() -> None:
     rows = []
     for name in args.conditions.split(","):
         prompt, constrained = CONDITIONS[name]
-        rows.append(summary(name, run_check(model, probes, args.out / name, prompt, constrained, args.batch_size)))
+        result = run_check(model, probes, args.out / name, prompt, constrained, args.batch_size)
+        rows.append(summary(name, result, args.out / name))
         (args.out / "summary.json").write_text(json.dumps(rows, indent=2))  # kept as each condition finishes
     keys = list(rows[0])
     print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
