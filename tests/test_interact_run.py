@@ -339,6 +339,18 @@ def test_damage_inside_the_checkpointed_anthology_is_refused(killed, tmp_path, c
     assert files() == before  # nothing touched
 
 
+def test_resume_from_damaged_weights_is_one_sentence(killed, tmp_path, cli):
+    run = tmp_path / "run"
+    shutil.copytree(killed, run)
+    weights = list_checkpoints(run)[-1] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    before = (run / "anthology.jsonl").read_bytes()
+    res = cli("interact", "--resume", str(run))
+    assert res.returncode == 2 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert res.stderr.startswith(f"error: The checkpoint {weights.parent} cannot be read"), res.stderr
+    assert (run / "anthology.jsonl").read_bytes() == before
+
+
 @pytest.mark.slow  # three processes in turn (~30 s on two idle cores)
 def test_ctrl_c_then_sigterm_stop_safely_and_resume_identically(tiny_checkpoint, straight, tmp_path, cli):
     """Ctrl-C after 3 batches, resume, SIGTERM after 7, resume: the same run as uninterrupted."""

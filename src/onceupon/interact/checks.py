@@ -43,9 +43,10 @@ def validate(c: InteractConfig, objective: Objective) -> None:
         raise UserError("interact.checkpoint_every must be a positive word count.")
 
 
-def load_student(path: Path) -> Student:
+def load_student(path: Path, fix: str = "copy or save that checkpoint again") -> Student:
     """Tokenizer, model and onceupon metadata of a checkpoint directory; a directory without a
-    model, or weights that cannot be read (truncated, garbage), is one sentence."""
+    model, or weights that cannot be read (truncated, garbage), is one sentence ending in
+    ``fix`` (what the user can do)."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -57,7 +58,7 @@ def load_student(path: Path) -> Student:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"The checkpoint {path} cannot be read ({reason}); copy or save that checkpoint again."
+            f"The checkpoint {path} cannot be read ({reason}); {fix}."
         ) from None
     tokenizer.padding_side = "left"  # generation continues each prompt right where it ends
     if tokenizer.pad_token_id is None:

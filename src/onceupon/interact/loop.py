@@ -102,7 +102,7 @@ def interact(
         runstate.check_resume(run_dir, "interact", STATE_FILE)
         preflight.output_dir(run_dir, "--resume")
         cfg = load_config(run_dir / "config.yaml")
-        state = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8"))
+        state = _read_state(run_dir)
         if state.get("done"):
             final = run_dir / "checkpoints" / state["checkpoint"]
             print(f"{run_dir} is already complete; final checkpoint {final}")
@@ -195,7 +195,7 @@ class Interaction:
         c = self.c
         # The policy starts as the checkpoint being resumed, else as the start checkpoint; the
         # reference is always the start checkpoint, frozen.
-        lm = load_student(resume_from).model if resume_from is not None else start_model
+        lm = start_model if resume_from is None else _resumed_model(resume_from)
         for module in lm.modules():  # no dropout in RL: a ratio must be exactly 1 before the first step
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
@@ -549,6 +549,15 @@ class Interaction:
 
 
 # --------------------------------------------------------------------------- helpers
+def _read_state(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(
+            f"{run_dir / STATE_FILE} cannot be read; restore it from a backup or start a new run."
+        ) from None
+
+
 def _reply_text(r: Rating) -> str:
     """Every word the teacher said about a story: its answer, and answers a retry replaced."""
     return " ".join(r.answers or [])
@@ -567,6 +576,11 @@ def _in_background(fn, *args) -> Future:
 
     threading.Thread(target=work, name="teacher", daemon=True).start()
     return future
+
+
+def _resumed_model(ckpt: Path):
+    fix = "restore it from a backup, or start a new run from an earlier checkpoint with `onceupon interact --from`"
+    return load_student(ckpt, fix).model
 
 
 def _copy_model(model):
