@@ -8,8 +8,9 @@ stories through the openai backend with the default settings (adaptive, at most
 ``teacher.concurrency`` in flight) and with each fixed number of requests in flight from
 ``--fixed``, in one run, and prints for each: ratings/s, the longest time without a finished
 rating (what a user watching the progress line waits for), retries and failed requests; then
-the default's ratings/s as a ratio of the best fixed setting's. No cache, so every run does the
-full work.
+the default's ratings/s as a ratio of the best fixed setting's. The settings take turns in
+``--rounds`` rounds of stories (on a shared machine the load drifts; taking turns spreads the
+drift over all of them). No cache, so every run does the full work.
 
     python benchmarks/bench_teacher_http.py                       # tiny model, 200 stories
     python benchmarks/bench_teacher_http.py --timeout 5           # a timeout the server can miss
@@ -48,7 +49,8 @@ def stories(n: int, tag: str) -> list[Story]:
 
 
 def timed(base_url: str, n: int, timeout: float, concurrency: int, adapt: bool, tag: str) -> dict:
-    """Rate ``n`` stories; ratings/s, longest gap between finished ratings, retries, failures."""
+    """Rate ``n`` stories; valid ratings, seconds, longest gap between finished ratings,
+    retries, failures."""
     cfg = TeacherConfig(backend="openai", base_url=base_url, concurrency=concurrency, adapt_concurrency=adapt, timeout=timeout)
     finished: list[float] = []
     with build_teacher(cfg) as teacher:
@@ -59,13 +61,19 @@ def timed(base_url: str, n: int, timeout: float, concurrency: int, adapt: bool, 
             ratings = teacher.rate(stories(n, tag), on_rated=lambda i, r: finished.append(time.perf_counter()))
             valid = sum(r.valid for r in ratings)
         except UserError as e:  # every request of the batch failed: the run would stop here
-            print(f"    ({e})")
+            print(f"    ({e})", flush=True)
             valid = 0
         elapsed = time.perf_counter() - start
         stats = dict(teacher.backend.stats)
     marks = [start, *sorted(finished)] + ([] if len(finished) == n else [start + elapsed])
     gap = max(b - a for a, b in zip(marks, marks[1:]))
-    return {"per_s": valid / elapsed, "gap": gap, "valid": valid, "elapsed": elapsed, **stats}
+    return {"valid": valid, "elapsed": elapsed, "gap": gap, "retries": stats["retries"], "failed": stats["failed"]}
+
+
+def add(total: dict | None, part: dict) -> dict:
+    if total is None:
+        return dict(part)
+    return {k: max(total[k], part[k]) if k == "gap" else total[k] + part[k] for k in total}
 
 
 def start_server(args) -> tuple[object | None, str]:
@@ -90,21 +98,25 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="Model directory for transformers serve (default: a tiny one).")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for transformers serve.")
     parser.add_argument("--work", type=float, default=0.2, help="Seconds of work per request (shared-cpu).")
+    parser.add_argument("--rounds", type=int, default=4, help="Rounds in which the settings take turns.")
     args = parser.parse_args()
 
     process, base_url = start_server(args)
     try:
         runs = [("default (adaptive, at most %d)" % args.concurrency, args.concurrency, True)]
         runs += [(f"fixed {c} in flight", c, False) for c in map(int, args.fixed.split(","))]
-        results = {}
-        print(f"{args.stories} stories, teacher.timeout={args.timeout:g} s, server: {args.base_url or args.server}")
-        for label, conc, adapt in runs:
-            r = timed(base_url, args.stories, args.timeout, conc, adapt, label)
-            results[label] = r
+        results: dict[str, dict | None] = {label: None for label, _, _ in runs}
+        per_round = max(1, args.stories // args.rounds)
+        print(f"{per_round * args.rounds} stories per setting in {args.rounds} rounds, teacher.timeout={args.timeout:g} s, "
+              f"server: {args.base_url or args.server}", flush=True)
+        for round_no in range(args.rounds):
+            for label, conc, adapt in runs:
+                results[label] = add(results[label], timed(base_url, per_round, args.timeout, conc, adapt, f"{label} {round_no}"))
+        for label, r in results.items():
+            r["per_s"] = r["valid"] / r["elapsed"]
             print(
                 f"{label:32s} {r['per_s']:7.2f} ratings/s  longest wait {r['gap']:6.1f} s  "
-                f"({r['valid']}/{args.stories} valid in {r['elapsed']:.1f} s, {r['retries']} retries, {r['failed']} failed)",
-                flush=True,
+                f"({r['valid']}/{per_round * args.rounds} valid in {r['elapsed']:.1f} s, {r['retries']} retries, {r['failed']} failed)"
             )
         default = results[runs[0][0]]
         best_label, best = max(((k, v) for k, v in results.items() if k != runs[0][0]), key=lambda kv: kv[1]["per_s"])
