@@ -250,8 +250,9 @@ class Interaction:
         self.finished = state["finished"]
         rank = self.acc.process_index
         runstate.restore_rng(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-        checkpoints = [(p.name, read_meta(p).step) for p in list_checkpoints(self.run_dir)]
-        self.last_ckpt = checkpoints[-1] if checkpoints else None
+        steps = [(p.name, read_meta(p).step) for p in list_checkpoints(self.run_dir)]
+        checkpoints = [(name, step) for name, step in steps if step <= self.step_no]
+        self.last_ckpt = checkpoints[-1] if checkpoints else None  # ckpt itself, or the one before a resume point
         # Resume states written before the anthology hash existed: the story count alone.
         return state.get("anthology") or {"stories": self.budget.stories}
 
