@@ -291,3 +291,28 @@ def test_excluded_stories_contribute_nothing_to_the_update(student, algorithm):
     start = torch.cat([p.detach().flatten() for p in base.parameters()])
     assert not torch.allclose(everything, start)  # the update did something
     assert torch.allclose(everything, only_included, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- anthology
+def test_anthology_resume_cuts_what_came_after_the_checkpoint_and_refuses_damage_before_it(tmp_path):
+    from onceupon.interact.anthology import Anthology
+
+    book = Anthology(tmp_path)
+    book.append([{"step": 1, "index": i, "continuation": f"story {i}", "reward": 0.5} for i in range(3)])
+    saved = book.checkpoint()
+    book.append([{"step": 2, "index": 0, "continuation": "after", "reward": None}])
+    with open(book.path, "a", encoding="utf-8") as f:
+        f.write('{"step": 2, "ind')  # torn by a crash
+    intact = book.path.read_text(encoding="utf-8")
+
+    resumed = Anthology(tmp_path)
+    resumed.resume(saved, "chck_1K")
+    assert [line.count("story") for line in book.path.read_text(encoding="utf-8").splitlines()] == [1, 1, 1]
+    assert resumed.checkpoint() == saved  # the running hash continues from the checked stories
+
+    changed, lost = intact.replace("story 1", "story 9"), intact.split("\n", 1)[1]  # story 1 edited; story 0 gone
+    for damaged in (changed, lost):
+        book.path.write_text(damaged, encoding="utf-8")
+        with pytest.raises(UserError, match="no longer matches checkpoint chck_1K"):
+            Anthology(tmp_path).resume(saved, "chck_1K")
+        assert book.path.read_text(encoding="utf-8") == damaged  # refused before anything is cut
