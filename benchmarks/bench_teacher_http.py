@@ -112,6 +112,7 @@ def main() -> None:
         for round_no in range(args.rounds):
             for label, conc, adapt in runs:
                 results[label] = add(results[label], timed(base_url, per_round, args.timeout, conc, adapt, f"{label} {round_no}"))
+            print(f"  round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         for label, r in results.items():
             r["per_s"] = r["valid"] / r["elapsed"]
             print(
