@@ -8,7 +8,6 @@ and the answers file is read back as written.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
