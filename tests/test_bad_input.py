@@ -355,9 +355,9 @@ def test_evaluate_refuses_damaged_weights_before_any_work(damage, tmp_path, tiny
 
 def test_a_second_evaluation_of_one_run_is_refused_and_the_first_finishes(tmp_path, tiny_checkpoint):
     run = _evaluate_run(tmp_path, tiny_checkpoint)
-    slow = ["--set", "evaluate.stories=0", "--set", "evaluate.probe_items=400"]
+    small = ["--set", "evaluate.stories=0", "--set", "evaluate.probe_items=50"]
     first = subprocess.Popen(
-        [sys.executable, "-m", "onceupon.cli", "evaluate", str(run), *slow],
+        [sys.executable, "-m", "onceupon.cli", "evaluate", str(run), *small],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV},
     )
     deadline = time.monotonic() + 120
@@ -366,14 +366,14 @@ def test_a_second_evaluation_of_one_run_is_refused_and_the_first_finishes(tmp_pa
     first.send_signal(signal.SIGSTOP)  # holding the lock, paused: no race with its end
     try:
         assert first.poll() is None, "the first evaluation ended before it could be paused"
-        second = run_cli("evaluate", str(run), *slow, env=ENV)
+        second = run_cli("evaluate", str(run), *small, env=ENV)
     finally:
         first.send_signal(signal.SIGCONT)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert_one_sentence(second, f"PID {first.pid}", "in use")
     rows = json.loads((run / "results.json").read_text())["rows"]
-    assert [r["checkpoint"] for r in rows] == ["chck_0W"] and rows[0]["tasks"]["storyworld_entity_tracking"]["n"] == 400
+    assert [r["checkpoint"] for r in rows] == ["chck_0W"] and rows[0]["tasks"]["storyworld_entity_tracking"]["n"] == 50
 
 
 # --------------------------------------------------------------------------- rate
