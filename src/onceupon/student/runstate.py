@@ -100,10 +100,16 @@ _RUN_KIND = {"pretrain": "a pretraining run", "interact": "an interaction run", 
 
 def check_new_run(run_dir: str | Path, command: str, markers: Iterable[str]) -> None:
     """Refuse to start a new ``onceupon COMMAND`` run where one exists: any of ``markers``
-    (paths relative to ``run_dir``) present means the directory already holds such a run."""
+    (paths relative to ``run_dir``) present means the directory already holds such a run.
+
+    Under ``accelerate launch`` only the global main process checks: the others start at
+    slightly different times and could see the first files the main process writes.
+    """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} is a file, not a directory.")
+    if not _is_global_main():
+        return
     if any((run_dir / marker).exists() for marker in markers):
         kind = _RUN_KIND.get(command, f"an `onceupon {command}` run")
         raise UserError(
