@@ -52,6 +52,10 @@ def timed(base_url: str, n: int, timeout: float, concurrency: int, adapt: bool, 
     """Rate ``n`` stories; valid ratings, seconds, longest gap between finished ratings,
     retries, failures."""
     cfg = TeacherConfig(backend="openai", base_url=base_url, concurrency=concurrency, adapt_concurrency=adapt, timeout=timeout)
+    # A server that timed out requests may still be working through them (transformers serve
+    # does): wait until it answers again, so one setting's backlog is not charged to the next.
+    with build_teacher(cfg.model_copy(update={"timeout": 3600.0, "adapt_concurrency": False, "concurrency": 1})) as drain:
+        drain.rate(stories(1, f"drain {tag}"))
     finished: list[float] = []
     with build_teacher(cfg) as teacher:
         teacher.rate(stories(2, f"warm-up {tag}"))  # connection pool, model loaded
