@@ -10,13 +10,15 @@ requests each take 16 times longer, all finish together, and once that exceeds
 TCP adapts its congestion window (additive increase, multiplicative decrease):
 
 - It starts at 1 and, while answers come back about as fast as they did with few requests in
-  flight, raises the limit: by one per answer at first (the limit doubles every round trip),
-  then by one per round trip. "As fast" means within ``LATENCY_TOLERANCE`` times the
+  flight, raises the limit by one per round trip (1/limit per answer). Not faster: an answer
+  tells of the load one round trip late, and doubling every round trip (TCP's slow start)
+  overshoots a one-request-at-a-time server into timeouts before the first slow answer is
+  back (measured with the benchmark). "As fast" means within ``LATENCY_TOLERANCE`` times the
   *baseline*: the lowest smoothed latency seen (an exponential average over the last few
   answers), so one lucky or unlucky answer moves nothing; a hosted API whose answers vary
   from 0.5 to 1.5 s at any load still gets the full ``teacher.concurrency``.
 - When the smoothed latency rises past that, requests queue at the server: the limit goes
-  down by one per round trip (and stops doubling). A server that runs one request at a time
+  down by one per round trip. A server that runs one request at a time
   settles at 2 or 3 in flight, which keeps it busy without queueing.
 - A timeout, HTTP 429, a 5xx or a refused connection halves the limit, at most once per round
   trip (the requests already in flight when it was cut do not cut it again).
@@ -49,7 +51,6 @@ class AdaptiveLimit:
         self.smoothed: float | None = None
         self.baseline: float | None = None
         self._answers = 0
-        self._doubling = True
         self._last_cut = float("-inf")
         self._waiting: deque[asyncio.Future] = deque()  # requests waiting for a slot, oldest first
 
@@ -97,7 +98,6 @@ class AdaptiveLimit:
             if started >= self._last_cut:  # one cut per round trip
                 self.limit = max(1.0, self.limit / 2)
                 self._last_cut = time.monotonic()
-                self._doubling = False
             return
         if outcome != "answered":
             return
@@ -107,8 +107,6 @@ class AdaptiveLimit:
             self.baseline = self.smoothed if self.baseline is None else min(self.baseline, self.smoothed)
         bound = LATENCY_TOLERANCE * (self.baseline or self.smoothed)
         if self.smoothed > bound:  # answers slowed down for a while: requests queue
-            self._doubling = False
             self.limit = max(1.0, self.limit - 1.0 / self.limit)
         elif latency <= bound:
-            step = 1.0 if self._doubling else 1.0 / self.limit
-            self.limit = min(float(self.ceiling), self.limit + step)
+            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
