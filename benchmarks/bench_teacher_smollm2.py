@@ -23,7 +23,7 @@ frequent answer, and discrimination per criterion (the share of clean/damaged pa
 clean story scores higher, with the check's verdict; chance is half of the untied pairs).
 Expected-score mode is on in every condition: a 135M judge's sampled digits barely vary, its
 digit probabilities do. The defaults (10 clean stories and 7 damaged copies of each, 80
-ratings per condition) took 17 minutes per condition on 2 CPU cores shared with other jobs.
+ratings per condition) took 9 to 17 minutes per condition on 2 CPU cores shared with other jobs.
 """
 
 from __future__ import annotations
@@ -110,7 +110,10 @@ def summary(name: str, result: dict, out: Path) -> dict:
         "ratings_per_s": result["speed"]["ratings_per_s"],
     }
     for criterion, figures in result["criteria"].items():
-        row[criterion] = f"{100 * (figures['discrimination'] or 0):.0f} % of {figures['pairs']} ({figures['tied']} tied): {figures['verdict']}"
+        if not figures["pairs"]:
+            row[criterion] = "not measured (no pair of valid ratings)"
+            continue
+        row[criterion] = f"{100 * figures['discrimination']:.0f} % of {figures['pairs']} ({figures['tied']} tied): {figures['verdict']}"
     return row
 
 
