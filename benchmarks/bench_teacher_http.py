@@ -10,7 +10,8 @@ stories through the openai backend with the default settings (adaptive, at most
 rating (what a user watching the progress line waits for), retries and failed requests; then
 the default's ratings/s as a ratio of the best fixed setting's. The settings take turns in
 ``--rounds`` rounds of stories (on a shared machine the load drifts; taking turns spreads the
-drift over all of them). No cache, so every run does the full work.
+drift over all of them); each setting keeps one teacher for all its rounds, as a real run
+does. No cache, so every run does the full work.
 
     python benchmarks/bench_teacher_http.py                       # tiny model, 200 stories
     python benchmarks/bench_teacher_http.py --timeout 5           # a timeout the server can miss
@@ -48,27 +49,24 @@ def stories(n: int, tag: str) -> list[Story]:
     ]
 
 
-def timed(base_url: str, n: int, timeout: float, concurrency: int, adapt: bool, tag: str) -> dict:
-    """Rate ``n`` stories; valid ratings, seconds, longest gap between finished ratings,
-    retries, failures."""
-    cfg = TeacherConfig(backend="openai", base_url=base_url, concurrency=concurrency, adapt_concurrency=adapt, timeout=timeout)
+def timed(teacher, drain, n: int, tag: str) -> dict:
+    """Rate ``n`` stories with ``teacher`` (kept across rounds, as in a real run: what it
+    learnt about the server carries over); valid ratings, seconds, longest gap between
+    finished ratings, retries, failures."""
     # A server that timed out requests may still be working through them (transformers serve
     # does): wait until it answers again, so one setting's backlog is not charged to the next.
-    with build_teacher(cfg.model_copy(update={"timeout": 3600.0, "adapt_concurrency": False, "concurrency": 1})) as drain:
-        drain.rate(stories(1, f"drain {tag}"))
+    drain.rate(stories(1, f"drain {tag}"))
     finished: list[float] = []
-    with build_teacher(cfg) as teacher:
-        teacher.rate(stories(2, f"warm-up {tag}"))  # connection pool, model loaded
-        teacher.backend.stats.update(requests=0, retries=0, failed=0)
-        start = time.perf_counter()
-        try:
-            ratings = teacher.rate(stories(n, tag), on_rated=lambda i, r: finished.append(time.perf_counter()))
-            valid = sum(r.valid for r in ratings)
-        except UserError as e:  # every request of the batch failed: the run would stop here
-            print(f"    ({e})", flush=True)
-            valid = 0
-        elapsed = time.perf_counter() - start
-        stats = dict(teacher.backend.stats)
+    teacher.backend.stats.update(requests=0, retries=0, failed=0)
+    start = time.perf_counter()
+    try:
+        ratings = teacher.rate(stories(n, tag), on_rated=lambda i, r: finished.append(time.perf_counter()))
+        valid = sum(r.valid for r in ratings)
+    except UserError as e:  # every request of the batch failed: the run would stop here
+        print(f"    ({e})", flush=True)
+        valid = 0
+    elapsed = time.perf_counter() - start
+    stats = dict(teacher.backend.stats)
     marks = [start, *sorted(finished)] + ([] if len(finished) == n else [start + elapsed])
     gap = max(b - a for a, b in zip(marks, marks[1:]))
     return {"valid": valid, "elapsed": elapsed, "gap": gap, "retries": stats["retries"], "failed": stats["failed"]}
@@ -110,12 +108,17 @@ def main() -> None:
         runs = [("default (adaptive, at most %d)" % args.concurrency, args.concurrency, True)]
         runs += [(f"fixed {c} in flight", c, False) for c in map(int, args.fixed.split(","))]
         results: dict[str, dict | None] = {label: None for label, _, _ in runs}
+        teachers = {}
+        for label, conc, adapt in runs:
+            cfg = TeacherConfig(backend="openai", base_url=base_url, concurrency=conc, adapt_concurrency=adapt, timeout=args.timeout)
+            teachers[label] = build_teacher(cfg)
+        drain = build_teacher(TeacherConfig(backend="openai", base_url=base_url, concurrency=1, adapt_concurrency=False, timeout=3600))
         per_round = max(1, args.stories // args.rounds)
         print(f"{per_round * args.rounds} stories per setting in {args.rounds} rounds, teacher.timeout={args.timeout:g} s, "
               f"server: {args.base_url or args.server}", flush=True)
         for round_no in range(args.rounds):
             for label, conc, adapt in runs:
-                results[label] = add(results[label], timed(base_url, per_round, args.timeout, conc, adapt, f"{label} {round_no}"))
+                results[label] = add(results[label], timed(teachers[label], drain, per_round, f"{label} {round_no}"))
             print(f"  round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         for label, r in results.items():
             r["per_s"] = r["valid"] / r["elapsed"]
@@ -127,6 +130,8 @@ def main() -> None:
         best_label, best = max(((k, v) for k, v in results.items() if k != runs[0][0]), key=lambda kv: kv[1]["per_s"])
         ratio = default["per_s"] / best["per_s"] if best["per_s"] else float("inf")
         print(f"{'default / best fixed (' + best_label + ')':32s} {ratio:7.2f}x ratings/s")
+        for teacher in [*teachers.values(), drain]:
+            teacher.close()
     finally:
         if process is not None:
             process.stop()
