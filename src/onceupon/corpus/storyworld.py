@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from onceupon.errors import UserError
 from onceupon.words import count_words

@@ -38,7 +38,14 @@ from onceupon import preflight
 from onceupon.config import EvaluateConfig, ExperimentConfig
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, atomic_write_text
-from onceupon.student.checkpoints import META_FILE, list_checkpoints, read_meta
+from onceupon.student.checkpoints import (
+    META_FILE,
+    check_weights,
+    list_checkpoints,
+    load_checkpoint_tokenizer,
+    load_model,
+    read_meta,
+)
 from onceupon.student.runstate import run_lock
 from onceupon.tracking import log, print_table, progress_bar, run_log
 from onceupon.words import parse_word_count
@@ -102,20 +109,14 @@ class LazyModel:
     def get(self):
         if self._loaded is None:
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
 
             device = self.device
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            from safetensors import SafetensorError
-
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(self.path)
-                # float32 as the official pipeline loads it: bf16 would create ties.
-                model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
-            except (OSError, ValueError, SafetensorError) as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise UserError(f"Cannot load a model and tokenizer from {self.path}: {first}") from None
+            fix = "copy or save that checkpoint again"
+            tokenizer = load_checkpoint_tokenizer(self.path, fix)
+            # float32 as the official pipeline loads it: bf16 would create ties.
+            model = load_model(self.path, fix, dtype=torch.float32)
             self._loaded = (model.to(device).eval(), tokenizer)
         return self._loaded
 
@@ -342,28 +343,12 @@ def _with_data(cfg: ExperimentConfig, data_dir: str | Path | None) -> Experiment
     return cfg
 
 
-def check_weights(checkpoint: Path) -> None:
-    """Refuse a checkpoint whose weights cannot be read (a truncated copy, a garbage file)
-    before any work: reading each safetensors header is cheap and sees both."""
-    from safetensors import SafetensorError, safe_open
-
-    for path in sorted(Path(checkpoint).glob("*.safetensors")):
-        try:
-            with safe_open(str(path), framework="pt"):
-                pass
-        except (SafetensorError, OSError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(
-                f"The model weights {path} cannot be read ({reason}); copy or save that checkpoint again."
-            ) from None
-
-
 def _validate(cfg: ExperimentConfig, targets: list[Target]) -> Path | None:
     """Everything that can be checked before work starts; returns the data root."""
     _selected_tasks(cfg.evaluate)  # an unknown task name
     preflight.device(cfg.evaluate.device, "evaluate.device")
     for t in targets:
-        check_weights(t.path)
+        check_weights(t.path, "copy or save that checkpoint again")
         preflight.output_dir(t.out_dir, "the evaluation directory")
     return _data_root(cfg.evaluate)
 

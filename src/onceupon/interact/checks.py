@@ -16,7 +16,7 @@ from onceupon import preflight
 from onceupon.config import InteractConfig
 from onceupon.errors import UserError
 from onceupon.interact.objective import Objective
-from onceupon.student.checkpoints import CheckpointMeta, read_meta
+from onceupon.student.checkpoints import CheckpointMeta, load_checkpoint_tokenizer, load_model, read_meta
 from onceupon.student.model import context_length
 
 
@@ -47,19 +47,10 @@ def load_student(path: Path, fix: str = "copy or save that checkpoint again") ->
     """Tokenizer, model and onceupon metadata of a checkpoint directory; a directory without a
     model, or weights that cannot be read (truncated, garbage), is one sentence ending in
     ``fix`` (what the user can do)."""
-    from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if not path.is_dir() or not (path / "config.json").is_file():
         raise UserError(f"Start checkpoint {path} is not a model directory (no config.json).")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(
-            f"The checkpoint {path} cannot be read ({reason}); {fix}."
-        ) from None
+    tokenizer = load_checkpoint_tokenizer(path, fix)
+    model = load_model(path, fix)
     tokenizer.padding_side = "left"  # generation continues each prompt right where it ends
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

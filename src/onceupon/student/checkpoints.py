@@ -96,6 +96,47 @@ def _disk_full(directory: Path) -> bool:
         return False
 
 
+def load_model(directory: str | Path, fix: str, **kwargs):
+    """``AutoModelForCausalLM.from_pretrained(directory, **kwargs)``; weights that cannot be read
+    (a truncated copy, a garbage file, a missing shard) are one sentence ending in ``fix``, what
+    the user can do. Every stage that loads a student goes through here."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"The checkpoint {directory} cannot be read ({_first_line(e)}); {fix}.") from None
+
+
+def load_checkpoint_tokenizer(directory: str | Path, fix: str):
+    """``AutoTokenizer.from_pretrained(directory)``, with the same one-sentence failure."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(directory)
+    except (OSError, ValueError) as e:
+        raise UserError(f"The checkpoint {directory} cannot be read ({_first_line(e)}); {fix}.") from None
+
+
+def check_weights(directory: str | Path, fix: str) -> None:
+    """Refuse a checkpoint whose safetensors files cannot be read, before any work: reading
+    each file's header is cheap and sees a truncated copy as well as a garbage file."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(Path(directory).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"The model weights {path} cannot be read ({_first_line(e)}); {fix}.") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def read_meta(directory: str | Path) -> CheckpointMeta:
     path = Path(directory) / META_FILE
     if not path.is_file():

@@ -61,6 +61,7 @@ from onceupon.student.checkpoints import (
     read_meta,
     save_checkpoint,
 )
+from onceupon.student.checkpoints import load_model as checkpoint_model  # pretrain.load_model builds or resumes
 from onceupon.student.model import resolve_shape
 from onceupon.words import babylm_milestones, checkpoint_name, crossed, every_milestones
 
@@ -229,23 +230,14 @@ def prepare_data(cfg: ExperimentConfig, run_dir: Path, accelerator):
 def load_model(cfg: ExperimentConfig, tokenizer, start_from: Path | None):
     """A fresh student, or the weights of the resume point (a damaged file is one sentence)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from onceupon.student.model import build_student
-
-    from safetensors import SafetensorError
 
     if start_from is None:
         model = build_student(cfg.student, tokenizer)
     else:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(start_from, dtype=torch.float32)
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:  # a truncated, garbage or missing file
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(
-                f"Cannot resume from {start_from}: its model weights cannot be read ({reason}); "
-                "restore that directory from a backup or start a new run."
-            ) from None
+        fix = "restore that directory from a backup or start a new run"
+        model = checkpoint_model(start_from, fix, dtype=torch.float32)
     model.config.use_cache = False
     return model
 
