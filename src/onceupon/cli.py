@@ -194,11 +194,10 @@ def evaluate(
     if judge:
         if data is not None or out is not None:
             raise UserError("--judge rates stories already told; --data and --out do not apply to it.")
-        from rich.console import Console
-
         from onceupon.evaluate.stories import judge_run, judges_table
+        from onceupon.tracking import print_table
 
-        Console().print(judges_table(judge_run(cfg, target)))
+        print_table(judges_table(judge_run(cfg, target)))
         return
     from onceupon.evaluate.run import run
 

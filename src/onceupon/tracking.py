@@ -43,6 +43,10 @@ _log_paths: list[Path] = []
 _log_lock = threading.Lock()
 
 
+#: The log file of a run directory: every stage that works in a run appends its progress lines here.
+RUN_LOG = "log.txt"
+
+
 @contextmanager
 def run_log(path: str | Path) -> Iterator[Path]:
     """Within this block, progress lines and :func:`log` messages are appended to ``path``

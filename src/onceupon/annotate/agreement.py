@@ -28,6 +28,7 @@ from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, read_jsonl
 from onceupon.teacher.agreement import Rated, agreement, load_ratings
 from onceupon.teacher.rubric import Rubric
+from onceupon.tracking import print_table
 
 STATS = ("spearman", "kappa", "exact", "mean_abs_diff")
 
@@ -135,7 +136,7 @@ def print_comparison(result: dict, console: Console) -> None:
     for r in rows:
         kappas = map(_fmt, r["kappa"].values())
         table.add_row(r["label"], str(r["n"]), *kappas, _fmt(r["total_kappa"]), _fmt(r["total_spearman"]))
-    console.print(table)
+    print_table(table, console)
 
 
 def run(ours_path: str | Path, path: str | Path, rubric: Rubric, console: Console) -> dict:

@@ -25,7 +25,7 @@ from onceupon import preflight
 from onceupon.config import CorpusConfig, ExperimentConfig, save_config
 from onceupon.errors import UserError
 from onceupon.files import append_jsonl, atomic_write_json, fsync_dir, read_jsonl, replace_dir
-from onceupon.tracking import progress_bar
+from onceupon.tracking import print_table, progress_bar
 from onceupon.words import count_words
 
 CORPUS_DIR = "corpus"
@@ -197,7 +197,6 @@ def stats_table(stats: dict, title: str):
 
 def run(cfg: ExperimentConfig, out: str | Path) -> Path:
     """``onceupon corpus``: build (or reuse) ``OUT/corpus``, save the config, print the table."""
-    from rich.console import Console
 
     from onceupon.student.runstate import run_lock
 
@@ -211,5 +210,5 @@ def run(cfg: ExperimentConfig, out: str | Path) -> Path:
             save_config(cfg, out)
         stats = load_stats(corpus_dir)
     verb = "reused" if existed else "built"
-    Console().print(stats_table(stats, f"corpus {verb}: {corpus_dir}"))
+    print_table(stats_table(stats, f"corpus {verb}: {corpus_dir}"))
     return corpus_dir

@@ -47,7 +47,7 @@ from onceupon.student.checkpoints import (
     read_meta,
 )
 from onceupon.student.runstate import run_lock
-from onceupon.tracking import log, print_table, progress_bar, run_log
+from onceupon.tracking import RUN_LOG, log, print_table, progress_bar, run_log
 from onceupon.words import parse_word_count
 
 from . import zero_shot
@@ -57,7 +57,6 @@ from .zero_shot import BABYLM_TASKS, PROBE_TASK, TASKS, TaskResult
 #: Bump when a change to scoring or story statistics should invalidate every cached result.
 #: 2: text of context + 1 tokens is scored whole (it was cut by one token).
 EVAL_VERSION = 2
-LOG_FILE = "log.txt"
 RESULTS_FILE = "results.json"
 
 console = Console()
@@ -370,7 +369,7 @@ def evaluate_run(cfg: ExperimentConfig | None, run_dir: str | Path, data_dir: st
     data_root = _validate(cfg, targets)
     # The lock is on RUN/evaluation (not the run itself): a run can be evaluated while it
     # trains, but two evaluations of one run never interleave their writes.
-    with run_lock(run_dir / "evaluation"), run_log(run_dir / LOG_FILE):
+    with run_lock(run_dir / "evaluation"), run_log(run_dir / RUN_LOG):
         rows = evaluate_targets(cfg, targets, data_root)
         results = {"rows": rows}
         atomic_write_json(run_dir / RESULTS_FILE, results)
@@ -402,7 +401,7 @@ def evaluate_checkpoint_dir(
             atomic_write_json(path, results)
         return results, path
     data_root = _validate(cfg, [target])
-    with run_lock(run_dir / "evaluation"), run_log(run_dir / LOG_FILE):
+    with run_lock(run_dir / "evaluation"), run_log(run_dir / RUN_LOG):
         return _update_run_row(run_dir, evaluate_targets(cfg, [target], data_root)[0])
 
 

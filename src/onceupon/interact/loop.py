@@ -62,7 +62,7 @@ from onceupon.student import runstate
 from onceupon.student.checkpoints import STATE_DIR, CheckpointMeta, list_checkpoints, read_meta, save_checkpoint
 from onceupon.student.model import context_length
 from onceupon.teacher.base import Rating, Story, Teacher
-from onceupon.tracking import MetricsLogger, progress_bar
+from onceupon.tracking import RUN_LOG, MetricsLogger, progress_bar, run_log
 from onceupon.words import crossed, every_milestones, milestone_name
 
 STATE_FILE = "state.json"
@@ -118,7 +118,7 @@ def interact(
     prompts = load_prompts(cfg.interact)
     student = load_student(Path(start))
     check_fits(cfg.interact, student, prompts)
-    with runstate.run_lock(run_dir):
+    with runstate.run_lock(run_dir), run_log(run_dir / RUN_LOG):
         if not resume and os.environ.get("RANK", "0") == "0":
             runstate.check_new_run(run_dir, "interact", RUN_MARKERS)  # again: another process may have begun
         session = Interaction(cfg, student, prompts, run_dir, objective, teacher=teacher, resume=resume)

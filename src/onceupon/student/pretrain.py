@@ -63,6 +63,7 @@ from onceupon.student.checkpoints import (
 )
 from onceupon.student.checkpoints import load_model as checkpoint_model  # pretrain.load_model builds or resumes
 from onceupon.student.model import resolve_shape
+from onceupon.tracking import RUN_LOG, run_log
 from onceupon.words import babylm_milestones, checkpoint_name, crossed, every_milestones
 
 TOKENIZER_DIR = "tokenizer"
@@ -601,7 +602,7 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
     """
     run_dir = Path(run_dir)
     validate(cfg)
-    with runstate.run_lock(run_dir):
+    with runstate.run_lock(run_dir), run_log(run_dir / RUN_LOG):
         start_from = find_resume_point(run_dir) if resume else None
         if start_from is not None and read_meta(start_from).extra.get("final"):
             return _already_complete(cfg, run_dir, start_from)

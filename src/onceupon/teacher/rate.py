@@ -44,7 +44,7 @@ from onceupon.teacher.base import Outcome, Rating, Story, TeacherUnavailable
 from onceupon.teacher.factory import build_teacher
 from onceupon.teacher.pipeline import RubricTeacher
 from onceupon.teacher.rubric import Rubric, clean_text
-from onceupon.tracking import progress_bar
+from onceupon.tracking import print_table, progress_bar
 
 #: the first line of ``OUT.partial``: what the ratings in it were made from
 PARTIAL_FORMAT = "onceupon-rate-partial/1"
@@ -257,7 +257,7 @@ def print_summary(records: list[dict], rubric: Rubric, console: Console) -> None
     for name in rubric.names:
         table.add_row(name, _fmt(sum(r["scores"][name] for r in valid) / len(valid)) if valid else "-")
     table.add_row(f"total (0..{rubric.max_total})", _fmt(sum(r["total"] for r in valid) / len(valid)) if valid else "-")
-    console.print(table)
+    print_table(table, console)
 
 
 def print_agreement(result: dict, console: Console, a: str, b: str) -> None:
@@ -268,7 +268,7 @@ def print_agreement(result: dict, console: Console, a: str, b: str) -> None:
         table.add_column(col, justify="left" if col == "criterion" else "right")
     for name, s in [*result["criteria"].items(), ("total", result["total"])]:
         table.add_row(name, _fmt(s["spearman"]), _fmt(s["kappa"]), _fmt(s["exact"]), _fmt(s["mean_abs_diff"]), str(s["n"]))
-    console.print(table)
+    print_table(table, console)
     console.print(f"invalid rate: {a} {_fmt(result['invalid_rate_a'])}, {b} {_fmt(result['invalid_rate_b'])}")
 
 
