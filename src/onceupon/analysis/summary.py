@@ -18,6 +18,7 @@ Which score the equivalence uses (``report.equivalence_source``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -136,14 +137,7 @@ def equivalences(cfg: ReportConfig, runs: list[Run]) -> dict:
 
     if source == "anthology":
         windows = {r.name: _anthology_window(r, cfg.anthology_batches) for r in interaction}
-        shared = []
-        for run in interaction:
-            w = windows[run.name]
-            if w is not None and run.start_words:
-                first = run.anthology.scores(w[0], cfg.score)
-                if len(first):
-                    shared.append((run.start_words, first, f"{run.name} (first {len(w[0])} batches)"))
-        shared.sort(key=lambda p: p[0])
+        shared = _anthology_points(interaction, windows, cfg)
         n_used = max((len(w[0]) for w in windows.values() if w), default=0)
         out["description"] = (
             f"{score_name} of the first vs last {n_used} RL batches of each interaction run's anthology "
@@ -157,68 +151,105 @@ def equivalences(cfg: ReportConfig, runs: list[Run]) -> dict:
 
     for run in interaction:
         if source == "anthology":
-            w = windows[run.name]
-            if w is None or not run.start_words:
-                out["skipped"].append({"run": run.name, "reason": "needs an anthology of 2+ steps and a known start"})
-                continue
-            points = shared
-            target = run.anthology.scores(w[1], cfg.score)
-            start_sample = run.anthology.scores(w[0], cfg.score)
-            if not len(target):
-                out["skipped"].append({"run": run.name, "reason": "no valid ratings in its last batches"})
-                continue
-            start_score = _mean(start_sample) if len(start_sample) else None
-            interact_words = int(run.anthology.steps[-1]["input_words"])
+            inputs = _anthology_inputs(run, windows[run.name], shared, cfg)
         else:
-            final = run.final_row
-            value = row_score(final, cfg.score) if final else None
-            if value is None:
-                out["skipped"].append({"run": run.name, "reason": "no evaluated interaction checkpoint with story scores"})
-                continue
-            if run.start_words is None:
-                out["skipped"].append({"run": run.name, "reason": "start checkpoint unknown"})
-                continue
-            points = _evaluate_points(run, pretraining, interaction, cfg.score)
-            sample = run.story_scores(str(final.get("checkpoint")), cfg.score)
-            target = sample if sample is not None else value
-            start = run.start_row
-            start_score = row_score(start, cfg.score) if start else None
-            if start_score is None:
-                at_start = [_mean(p[1]) for p in points if p[0] == run.start_words]
-                start_score = at_start[0] if at_start else None
-            interact_words = int(final["interact_words"])
-        curve = Curve.from_points([(w, _mean(s)) for w, s, _ in points])
+            inputs = _evaluate_inputs(run, pretraining, interaction, cfg)
+        if isinstance(inputs, str):
+            out["skipped"].append({"run": run.name, "reason": inputs})
+            continue
+        curve = Curve.from_points([(w, _mean(s)) for w, s, _ in inputs.points])
         if len(curve) < 2:
             out["skipped"].append({"run": run.name, "reason": "fewer than two pretraining points with scores"})
             continue
-        eq = equivalence(
-            curve,
-            run=run.name,
-            start_checkpoint=run.start_name or "?",
-            start_words=run.start_words,
-            interact_words=interact_words,
-            final_score=_mean(target) if source == "anthology" else value,
-            start_score=start_score,
-            score=f"{score_name} ({source})",
-        )
-        if cfg.bootstrap > 0:
-            eq.interval = bootstrap_needed(
-                [p[0] for p in points],
-                [p[1] for p in points],
-                target,
-                resamples=cfg.bootstrap,
-                confidence=cfg.confidence,
-                seed=cfg.seed,
-                names=[p[2] for p in points],
-            )
-        out["results"].append(eq.to_json())
+        out["results"].append(_equivalence(run, inputs, curve, cfg, f"{score_name} ({source})"))
         out["curves"][run.name] = {
             "words": curve.words.tolist(),
             "scores": curve.scores.tolist(),
             "fitted": curve.fitted.tolist(),
-            "labels": [p[2] for p in points if p[0] > 0],
+            "labels": [p[2] for p in inputs.points if p[0] > 0],
         }
     return out
+
+
+@dataclass
+class _RunInputs:
+    """What one interaction run's equivalence is computed from."""
+
+    points: list  #: (pretraining words, score sample, label) per point of the curve
+    target: object  #: the scores the run reached: a per-story sample, or one value
+    final_score: float
+    start_score: float | None
+    interact_words: int
+
+
+def _anthology_points(interaction: list[Run], windows: dict, cfg: ReportConfig) -> list:
+    """The anthology curve: each run's first-batch scores at its start checkpoint's words."""
+    shared = []
+    for run in interaction:
+        w = windows[run.name]
+        if w is not None and run.start_words:
+            first = run.anthology.scores(w[0], cfg.score)
+            if len(first):
+                shared.append((run.start_words, first, f"{run.name} (first {len(w[0])} batches)"))
+    return sorted(shared, key=lambda p: p[0])
+
+
+def _anthology_inputs(run: Run, window, shared: list, cfg: ReportConfig) -> _RunInputs | str:
+    """First vs last batches of the run's anthology; a string says why the run is skipped."""
+    if window is None or not run.start_words:
+        return "needs an anthology of 2+ steps and a known start"
+    target = run.anthology.scores(window[1], cfg.score)
+    if not len(target):
+        return "no valid ratings in its last batches"
+    start_sample = run.anthology.scores(window[0], cfg.score)
+    start_score = _mean(start_sample) if len(start_sample) else None
+    return _RunInputs(shared, target, _mean(target), start_score, int(run.anthology.steps[-1]["input_words"]))
+
+
+def _evaluate_inputs(run: Run, pretraining: list[Run], interaction: list[Run], cfg: ReportConfig) -> _RunInputs | str:
+    """The run's final evaluated checkpoint against the evaluated pretraining curve; a string
+    says why the run is skipped."""
+    final = run.final_row
+    value = row_score(final, cfg.score) if final else None
+    if value is None:
+        return "no evaluated interaction checkpoint with story scores"
+    if run.start_words is None:
+        return "start checkpoint unknown"
+    points = _evaluate_points(run, pretraining, interaction, cfg.score)
+    sample = run.story_scores(str(final.get("checkpoint")), cfg.score)
+    start = run.start_row
+    start_score = row_score(start, cfg.score) if start else None
+    if start_score is None:
+        at_start = [_mean(p[1]) for p in points if p[0] == run.start_words]
+        start_score = at_start[0] if at_start else None
+    target = sample if sample is not None else value
+    return _RunInputs(points, target, value, start_score, int(final["interact_words"]))
+
+
+def _equivalence(run: Run, inputs: _RunInputs, curve: Curve, cfg: ReportConfig, score: str) -> dict:
+    """The run's equivalence (and its bootstrap interval) as JSON."""
+    eq = equivalence(
+        curve,
+        run=run.name,
+        start_checkpoint=run.start_name or "?",
+        start_words=run.start_words,
+        interact_words=inputs.interact_words,
+        final_score=inputs.final_score,
+        start_score=inputs.start_score,
+        score=score,
+    )
+    if cfg.bootstrap > 0:
+        points = inputs.points
+        eq.interval = bootstrap_needed(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            inputs.target,
+            resamples=cfg.bootstrap,
+            confidence=cfg.confidence,
+            seed=cfg.seed,
+            names=[p[2] for p in points],
+        )
+    return eq.to_json()
 
 
 def headline(eq_section: dict) -> dict | None:
