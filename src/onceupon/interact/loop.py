@@ -62,6 +62,7 @@ from onceupon.student import runstate
 from onceupon.student.checkpoints import STATE_DIR, CheckpointMeta, list_checkpoints, read_meta, save_checkpoint
 from onceupon.student.model import context_length
 from onceupon.teacher.base import Rating, Story, Teacher
+from onceupon.teacher.pipeline import RubricTeacher
 from onceupon.tracking import RUN_LOG, MetricsLogger, progress_bar, run_log
 from onceupon.words import crossed, every_milestones, milestone_name
 
@@ -176,6 +177,7 @@ class Interaction:
 
         self.teacher = teacher
         self._own_teacher = teacher is None
+        self._show = lambda text: None  # the progress line's status text, once train() shows one
         if self.teacher is None:
             from onceupon.teacher.factory import build_teacher
 
@@ -341,6 +343,8 @@ class Interaction:
         c = self.c
         with progress_bar("words") as bar, runstate.stop_on_signals():
             task = bar.add_task(f"interact ({self.objective.name})", total=c.input_budget, completed=self.budget.input_words)
+            # A slow teacher can take minutes per step: the line says how far its rating is.
+            self._show = lambda text: bar.update(task, status=text)
             while not self._over():
                 before = self.budget.input_words
                 self.finished = self.step()
@@ -358,6 +362,19 @@ class Interaction:
             if self.main:
                 self._write_state(done=True)
         return self.run_dir / "checkpoints" / self.last_ckpt[0]
+
+    def _rate(self, stories: list[Story]) -> list[Rating]:
+        """The teacher's ratings of a step (in the teacher's thread); the pipeline's teacher also
+        reports each finished rating, which the progress line shows with its requests in flight."""
+        if not isinstance(self.teacher, RubricTeacher):  # a programmatic teacher: rate() only
+            return self.teacher.rate(stories)
+        rated = iter(range(1, len(stories) + 1))
+
+        def on_rated(i: int, rating: Rating) -> None:
+            status = self.teacher.status()
+            self._show(f"step {self.step_no}: {next(rated)}/{len(stories)} rated" + (f", {status}" if status else ""))
+
+        return self.teacher.rate(stories, on_rated=on_rated)
 
     def _over(self) -> bool:
         c = self.c
@@ -402,7 +419,7 @@ class Interaction:
 
         # The teacher reads while we score tokens: neither needs the other's result.
         stories = [Story(p, s, id=f"{self.step_no}-{i}") for i, (p, s) in enumerate(zip(prompts, rollout.continuations))]
-        pending = _in_background(self.teacher.rate, stories)
+        pending = _in_background(self._rate, stories)
         with self.acc.autocast():
             old_logprobs, values, entropy = score_rollout(self.policy, rollout, c.temperature, c.micro_batch_size)
             ref_logprobs, _, _ = score_rollout(self.ref, rollout, c.temperature, c.micro_batch_size, entropy=False)
