@@ -6,6 +6,7 @@ tests/interact_support.py (in-process) or the default heuristic teacher (CLI run
 
 import csv
 import json
+import re
 import os
 import shutil
 import signal
@@ -430,8 +431,14 @@ def test_end_to_end_with_the_openai_backend(tiny_checkpoint, tmp_path, cli, teac
         "--set", "interact.batch_size=4", "--set", "interact.mini_batch_size=4",
         "--set", "interact.max_new_tokens=12", "--set", "interact.max_steps=2",
         "--set", "teacher.min_words=0",
+        env={"ONCEUPON_PROGRESS": "plain", "ONCEUPON_PROGRESS_INTERVAL": "0.05"},
     )
     assert res.returncode == 0, res.stderr
+    # Never silent while the teacher rates: the progress lines (stderr and RUN/log.txt alike)
+    # say how far the step's rating is and what the server is doing.
+    logged = (run / "log.txt").read_text()
+    assert re.search(r"interact \(ppo\): .*step \d: \d/4 rated, \d+ in flight", logged), logged[-2000:]
+    assert "rated" in res.stderr
     stories = anthology(run)
     assert len(stories) == 8
     answered = [s for s in stories if s["valid"] and s["raw"].strip() == "2 3 1"]
