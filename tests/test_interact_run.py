@@ -6,8 +6,8 @@ tests/interact_support.py (in-process) or the default heuristic teacher (CLI run
 
 import csv
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess
