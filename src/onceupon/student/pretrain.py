@@ -58,10 +58,10 @@ from onceupon.student.checkpoints import (
     CheckpointMeta,
     latest_checkpoint,
     list_checkpoints,
+    load_model,
     read_meta,
     save_checkpoint,
 )
-from onceupon.student.checkpoints import load_model as checkpoint_model  # pretrain.load_model builds or resumes
 from onceupon.student.model import resolve_shape
 from onceupon.tracking import RUN_LOG, run_log
 from onceupon.words import babylm_milestones, checkpoint_name, crossed, every_milestones
@@ -228,7 +228,7 @@ def prepare_data(cfg: ExperimentConfig, run_dir: Path, accelerator):
     return tokenizer, packed
 
 
-def load_model(cfg: ExperimentConfig, tokenizer, start_from: Path | None):
+def build_or_resume_model(cfg: ExperimentConfig, tokenizer, start_from: Path | None):
     """A fresh student, or the weights of the resume point (a damaged file is one sentence)."""
     import torch
 
@@ -238,7 +238,7 @@ def load_model(cfg: ExperimentConfig, tokenizer, start_from: Path | None):
         model = build_student(cfg.student, tokenizer)
     else:
         fix = "restore that directory from a backup or start a new run"
-        model = checkpoint_model(start_from, fix, dtype=torch.float32)
+        model = load_model(start_from, fix, dtype=torch.float32)
     model.config.use_cache = False
     return model
 
@@ -328,7 +328,7 @@ def setup(cfg: ExperimentConfig, run_dir: Path, start_from: Path | None) -> Trai
         packed.words, packed.valid, epochs=p.epochs, max_words=p.max_words, global_batch=global_batch, seed=p.seed, shuffle=p.shuffle
     )
     set_seed(p.seed)
-    model = load_model(cfg, tokenizer, start_from)
+    model = build_or_resume_model(cfg, tokenizer, start_from)
     if context_length(model) != packed.context_length:
         raise UserError(f"The student's context ({context_length(model)}) differs from the packed data's ({packed.context_length}).")
     optimizer, scheduler = make_optimizer(model, p, plan.n_steps, accelerator.device.type)
