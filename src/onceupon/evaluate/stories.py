@@ -313,14 +313,17 @@ def _judge_rows(teacher, teacher_cfg: dict, rated: list[tuple[dict, Path]]) -> N
     with progress_bar("stories") as bar:
         task = bar.add_task("judge", total=sum(len(t[3]) for t in todo))
         for out_dir, digest, key, records in todo:
-            ratings = teacher.rate([Story(r["prompt"], r["continuation"], str(i)) for i, r in enumerate(records)])
+            # advanced story by story as ratings arrive: a slow remote judge never sits at 0 for minutes
+            ratings = teacher.rate(
+                [Story(r["prompt"], r["continuation"], str(i)) for i, r in enumerate(records)],
+                on_rated=lambda i, rating: bar.advance(task, 1),
+            )
             samples = _samples(records)
             summary = summarize(samples, ratings, teacher.rubric.names)
             summary.update(teacher=teacher.identity, rubric=teacher.rubric.hash, teacher_config=teacher_cfg)
             lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in story_records(samples, ratings)]
             atomic_write_text(out_dir / JUDGES_DIR / slug / "stories.jsonl", "".join(lines))
             atomic_write_json(out_dir / JUDGES_DIR / slug / "summary.json", {"key": key, "stories_digest": digest, "summary": summary})
-            bar.advance(task, len(records))
 
 
 def judges_table(results: dict):
