@@ -51,12 +51,17 @@ def sample_path(out: Path) -> Path:
     return out.with_name(out.name.removesuffix(".jsonl") + ".sample.jsonl")
 
 
+def check_source(source: Path) -> None:
+    """A UserError when a SOURCE argument does not exist (checked on every start, resumes too)."""
+    if not source.exists():
+        raise UserError(f"{source} does not exist (give a stories file, a ratings file or a run directory).")
+
+
 def _story_files(source: Path) -> list[tuple[Path, str]]:
     """(file, origin label) pairs for one SOURCE argument."""
+    check_source(source)
     if source.is_file():
         return [(source, str(source))]
-    if not source.is_dir():
-        raise UserError(f"{source} does not exist (give a stories file, a ratings file or a run directory).")
     files = [source / "anthology.jsonl"] if (source / "anthology.jsonl").is_file() else []
     files += sorted(source.glob("evaluation/*/stories.jsonl"))
     if not files:

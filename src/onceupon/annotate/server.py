@@ -149,8 +149,7 @@ def _load_sample(sources: list[Path], out: Path, n: int, seed: int, overlap: flo
     written). Returns (items, new)."""
     path = sample.sample_path(out)
     for source in sources:
-        if not Path(source).exists():
-            raise UserError(f"{source} does not exist (give a stories file, a ratings file or a run directory).")
+        sample.check_source(Path(source))
     if path.exists():
         return sample.read(path), False
     if out.exists() and out.stat().st_size > 0:
