@@ -25,8 +25,8 @@ from rich.table import Table
 
 from onceupon.annotate.answers import latest
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_json, read_jsonl
-from onceupon.teacher.agreement import Rated, agreement, load_ratings
+from onceupon.files import read_jsonl
+from onceupon.teacher.agreement import Rated, agreement, load_ratings, save_agreement
 from onceupon.teacher.rubric import Rubric
 from onceupon.tracking import print_table
 
@@ -144,7 +144,6 @@ def run(ours_path: str | Path, path: str | Path, rubric: Rubric, console: Consol
     ours = load_ratings(ours_path, rubric)
     result = {"a": str(ours_path), "b": str(path), **compare_with_annotators(ours, path, rubric)}
     print_comparison(result, console)
-    report = Path(ours_path).with_name(Path(ours_path).name.removesuffix(".jsonl") + ".agreement.json")
-    atomic_write_json(report, result)
+    report = save_agreement(ours_path, result)
     console.print(f"agreement written to {report}")
     return result

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from onceupon.errors import UserError
-from onceupon.files import read_jsonl
+from onceupon.files import atomic_write_json, read_jsonl
 from onceupon.teacher.rubric import Rubric
 
 
@@ -130,3 +130,11 @@ def agreement(a: list[Rated], b: list[Rated], rubric: Rubric) -> dict:
         "criteria": criteria,
         "total": total,
     }
+
+
+def save_agreement(ours_path: str | Path, result: dict) -> Path:
+    """Write an agreement result next to the ratings it was computed from (``OURS.jsonl`` ->
+    ``OURS.agreement.json``, where ``onceupon report --agreement`` reads it); returns the path."""
+    report = Path(ours_path).with_name(Path(ours_path).name.removesuffix(".jsonl") + ".agreement.json")
+    atomic_write_json(report, result)
+    return report

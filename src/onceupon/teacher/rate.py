@@ -37,9 +37,9 @@ from rich.table import Table
 from onceupon import preflight
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
-from onceupon.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from onceupon.files import append_jsonl, atomic_write_text, read_jsonl
 from onceupon.student.runstate import Stopped, stop_exit_code, stop_on_signals, stop_requested
-from onceupon.teacher.agreement import agreement, load_ratings
+from onceupon.teacher.agreement import agreement, load_ratings, save_agreement
 from onceupon.teacher.base import Outcome, Rating, Story, TeacherUnavailable
 from onceupon.teacher.factory import build_teacher
 from onceupon.teacher.pipeline import RubricTeacher
@@ -303,7 +303,6 @@ def run(
     result = agreement(load_ratings(ours_path, rubric), load_ratings(compare, rubric), rubric)
     result = {"a": str(ours_path), "b": str(compare), **result}
     print_agreement(result, console, Path(ours_path).name, Path(compare).name)
-    report = Path(ours_path).with_name(Path(ours_path).name.removesuffix(".jsonl") + ".agreement.json")
-    atomic_write_json(report, result)
+    report = save_agreement(ours_path, result)
     console.print(f"agreement written to {report}")
     return result
