@@ -281,13 +281,15 @@ def judge_run(cfg, run_dir: str | Path) -> dict:
     ``cfg.teacher`` as one more judge, keep the results beside the others, update results.json."""
     from onceupon.student.runstate import run_lock
     from onceupon.teacher.factory import build_teacher
+    from onceupon.tracking import RUN_LOG, run_log
 
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoints").is_dir():
         raise UserError(f"--judge rates the stories of a run's evaluated checkpoints; {run_dir} is not a run directory.")
     _rated_rows(run_dir)  # bad input fails before the teacher starts
     # The lock `onceupon evaluate` takes: a judge and an evaluation never interleave writes.
-    with build_teacher(cfg.teacher) as teacher, run_lock(run_dir / "evaluation"):
+    # ... and its progress lines go to RUN/log.txt, as an evaluation's do.
+    with build_teacher(cfg.teacher) as teacher, run_lock(run_dir / "evaluation"), run_log(run_dir / RUN_LOG):
         results, rated = _rated_rows(run_dir)  # read again under the lock
         _judge_rows(teacher, cfg.teacher.model_dump(mode="json"), rated)
         for row, out_dir in rated:
