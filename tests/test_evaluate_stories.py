@@ -109,3 +109,15 @@ def test_a_second_judge_rates_the_same_stories_and_is_kept_beside_the_first(tmp_
     stories = run / "evaluation" / "start" / "stories.jsonl"
     stories.write_text(stories.read_text().replace("fox", "cat"))
     assert judges_for(run / "evaluation" / "start") == {}
+
+
+@pytest.mark.parametrize("content", ['{"rows": 3}', '{"rows": [1, 2]}', "[]", "{", '{"other": []}'])
+def test_judge_refuses_a_results_file_that_is_not_an_evaluations_in_one_sentence(tmp_path, content):
+    from onceupon.config import ExperimentConfig
+    from onceupon.errors import UserError
+    from onceupon.evaluate.stories import judge_run
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "results.json").write_text(content)
+    with pytest.raises(UserError, match="is not an evaluation's results"):
+        judge_run(ExperimentConfig(), tmp_path)

@@ -267,6 +267,8 @@ def _rated_rows(run_dir: Path) -> tuple[dict, list[tuple[dict, Path]]]:
     try:
         results = json.loads(results_path.read_text(encoding="utf-8"))
         rows = results["rows"]
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise TypeError("rows is not a list of rows")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         raise UserError(f"{results_path} is not an evaluation's results; run `onceupon evaluate {run_dir}` again.") from None
     rated = [(row, run_dir / "evaluation" / str(row.get("checkpoint"))) for row in rows]
