@@ -67,7 +67,7 @@ from onceupon.tracking import RUN_LOG, MetricsLogger, progress_bar, run_log
 from onceupon.words import crossed, every_milestones, milestone_name
 
 STATE_FILE = "state.json"
-RESUME_POINT = "resume_point"  # what a stop between two checkpoints saves
+RESUME_POINT = runstate.RESUME_POINT
 RUN_MARKERS = (STATE_FILE, anthology_file.FILE)  # a directory with either holds an interaction run
 
 
@@ -225,11 +225,7 @@ class Interaction:
             (ckpt for ckpt in reversed(list_checkpoints(self.run_dir)) if (ckpt / STATE_DIR / "state.pt").is_file()),
             None,
         )
-        stopped = self.run_dir / RESUME_POINT
-        if (stopped / STATE_DIR / "state.pt").is_file():
-            if latest is None or read_meta(stopped).step > read_meta(latest).step:
-                return stopped
-        return latest
+        return runstate.resume_from(self.run_dir, latest, "state.pt")
 
     def _load_state(self, ckpt: Path) -> dict:
         """Restore everything ``ckpt`` saved; returns its record of the anthology."""
@@ -354,7 +350,7 @@ class Interaction:
                     self.save(self._checkpoint_name(max(hit)))
                 if self.main:
                     self._write_state(done=False)  # after the checkpoint: it names the newest one
-                if not self._over() and self._stop_agreed():
+                if not self._over() and runstate.stop_agreed(self.acc):
                     self._stop(saved=bool(hit))
             self.finished = True
             if self.last_ckpt is None or self.last_ckpt[1] != self.step_no:
@@ -379,14 +375,6 @@ class Interaction:
     def _over(self) -> bool:
         c = self.c
         return self.finished or (c.max_steps is not None and self.step_no >= c.max_steps) or self.budget.spent
-
-    def _stop_agreed(self) -> bool:
-        """Ctrl-C or SIGTERM arrived: every process must stop after the same step, so under
-        DDP the flags are combined (one tiny all-reduce per step)."""
-        if self.acc.num_processes == 1:
-            return runstate.stop_requested()
-        flag = torch.tensor([1.0 if runstate.stop_requested() else 0.0], device=self.acc.device)
-        return bool(self.acc.reduce(flag, reduction="sum").item() > 0)
 
     def _stop(self, saved: bool) -> None:
         """Save a resume point (unless this step wrote a checkpoint) and end with one sentence."""

@@ -68,7 +68,7 @@ from onceupon.words import babylm_milestones, checkpoint_name, crossed, every_mi
 
 TOKENIZER_DIR = "tokenizer"
 PACKED_DIR = "packed"
-RESUME_POINT = "resume_point"  # where a stop on Ctrl-C/SIGTERM leaves its resume state
+RESUME_POINT = runstate.RESUME_POINT
 STATE_FILE = "state.pt"
 PROGRESS_FILE = "progress.json"
 RUN_MARKERS = (TOKENIZER_DIR, PACKED_DIR, "checkpoints")  # a directory with any of these holds a run
@@ -152,13 +152,7 @@ def check_memory(cfg: ExperimentConfig, on_gpu: bool) -> None:
 def find_resume_point(run_dir: Path) -> Path | None:
     """What ``--resume`` continues from: the latest checkpoint, or ``RUN/resume_point`` (a
     stop between milestones) when that is further along; None: start from scratch."""
-    latest = latest_checkpoint(run_dir)
-    stopped = run_dir / RESUME_POINT
-    if not (stopped / STATE_DIR / STATE_FILE).is_file():
-        return latest
-    if latest is None or read_meta(stopped).step > read_meta(latest).step:
-        return stopped
-    return latest
+    return runstate.resume_from(run_dir, latest_checkpoint(run_dir), STATE_FILE)
 
 
 def prepare_run(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> None:
@@ -533,17 +527,6 @@ def log_metrics(t: Training, logger, lr: float, grad_norm, seconds: float) -> No
     c.last_log_step = c.step
 
 
-def stop_agreed(t: Training) -> bool:
-    """Whether to stop now (Ctrl-C/SIGTERM): every process must take the same decision at
-    the same step, so under DDP the flags are combined (one tiny all-reduce per step)."""
-    if t.world == 1:
-        return runstate.stop_requested()
-    import torch
-
-    flag = torch.tensor([1.0 if runstate.stop_requested() else 0.0], device=t.accelerator.device)
-    return bool(t.accelerator.reduce(flag, reduction="sum").item() > 0)
-
-
 # --------------------------------------------------------------------------- the loop
 def train(t: Training) -> None:
     """Steps until the word target, a metrics row every ``log_every`` steps, a checkpoint at
@@ -571,7 +554,7 @@ def train(t: Training) -> None:
                 if reached and t.main:
                     for milestone in reached:
                         save_milestone(t, milestone)
-                if c.step < plan.n_steps and stop_agreed(t):
+                if c.step < plan.n_steps and runstate.stop_agreed(t.accelerator):
                     stop(t, saved=bool(reached))
                 last_log_time += time.perf_counter() - paused  # checkpoint writing is not training time
     finally:

@@ -7,6 +7,7 @@
   that supports it and ``fp32`` elsewhere (pretraining and interaction resolve it the same way).
 - **Resume states**: :func:`prune_resume_states` keeps ``trainer_state/`` (optimizer, RNG,
   counters; large) only where ``keep_resume_state: latest`` wants it.
+  :func:`resume_from` picks what ``--resume`` continues from (a checkpoint or ``RUN/resume_point``).
 - **New run or resume**: :func:`check_new_run` refuses a directory that already holds the
   stage's run; :func:`check_resume` refuses one that holds none.
 - **The run lock**: :func:`run_lock` makes sure one process at a time writes a run directory.
@@ -32,6 +33,7 @@ from onceupon.errors import UserError
 from onceupon.student.checkpoints import STATE_DIR, list_checkpoints, read_meta
 
 LOCK_FILE = ".lock"
+RESUME_POINT = "resume_point"  # where a stop between two checkpoints leaves its resume state
 
 
 # --------------------------------------------------------------------------- RNG
@@ -92,6 +94,18 @@ def prune_resume_states(run_dir: str | Path, keep: str | Path) -> None:
     for other in list_checkpoints(run_dir):
         if other.resolve() != keep.resolve() and read_meta(other).step < step:
             shutil.rmtree(other / STATE_DIR, ignore_errors=True)
+
+
+def resume_from(run_dir: str | Path, latest: Path | None, state_file: str) -> Path | None:
+    """What ``--resume`` continues from: ``latest`` (the stage's latest checkpoint it can
+    resume, or None), or ``RUN/resume_point`` (a stop between checkpoints, holding
+    ``trainer_state/STATE_FILE``) when that is further along."""
+    stopped = Path(run_dir) / RESUME_POINT
+    if not (stopped / STATE_DIR / state_file).is_file():
+        return latest
+    if latest is None or read_meta(stopped).step > read_meta(latest).step:
+        return stopped
+    return latest
 
 
 # --------------------------------------------------------------------------- new run or resume
@@ -231,6 +245,17 @@ def stop_requested() -> bool:
     """True once Ctrl-C or SIGTERM arrived inside :func:`stop_on_signals`; a loop checks it
     after each step (all processes must agree: reduce it across processes under DDP)."""
     return _stop_signal is not None
+
+
+def stop_agreed(accelerator) -> bool:
+    """Whether a training loop should stop now: every process must take the same decision at
+    the same step, so under DDP the flags are combined (one tiny all-reduce per step)."""
+    if accelerator.num_processes == 1:
+        return stop_requested()
+    import torch
+
+    flag = torch.tensor([1.0 if stop_requested() else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
 def stop_exit_code() -> int:
