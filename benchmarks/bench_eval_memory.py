@@ -28,7 +28,6 @@ each window), and the last progress line shows how far it got.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import subprocess
@@ -38,6 +37,8 @@ import tempfile
 import time
 from io import BytesIO
 from pathlib import Path
+
+from onceupon.files import append_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"blimp": 50_000, "supplement": 5_000, "ewok": 5_000, "entity_tracking": 2_000, "wug_adj": 200, "wug_past": 50}
@@ -58,10 +59,8 @@ def sentence(words: list[str], rng: random.Random, lo: int, hi: int) -> str:
 
 
 def write_jsonl(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+    """Into a fresh temporary directory: appending is writing, and nothing needs an fsync."""
+    append_jsonl(path, rows, durable=False)
 
 
 def write_data(root: Path, words: list[str], seed: int = 0) -> Path:
