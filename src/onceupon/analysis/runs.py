@@ -5,7 +5,7 @@ A run directory is either a *pretraining* run (checkpoints with stage "pretrain"
 is optional except that a directory must contain at least one of the things below, so the
 report can show whatever a run has produced so far and say what is missing.
 
-- ``results.json``           evaluation rows, one per checkpoint (schema: notes/interfaces.md)
+- ``results.json``           evaluation rows, one per checkpoint (schema: docs/evaluate.md, "Outputs")
 - ``evaluation/<ckpt>/stories.jsonl``  the rated stories behind each row's story score
 - ``checkpoints/*/onceupon.json``      checkpoint metadata (words seen, start checkpoint)
 - ``metrics.csv``            training metrics, one row per logged step

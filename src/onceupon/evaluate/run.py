@@ -2,7 +2,7 @@
 
 A run directory gets one row per checkpoint (and, for an interaction run, a row named
 ``start`` for the checkpoint it started from, at ``interact_words = 0``) in
-``RUN/results.json`` (schema in notes/interfaces.md), with details per checkpoint under
+``RUN/results.json`` (schema: docs/evaluate.md, "Outputs"), with details per checkpoint under
 ``RUN/evaluation/<checkpoint>/``:
 
     tasks/<task>.json          the task's result, per-group breakdown and cache key
