@@ -280,3 +280,46 @@ def test_a_slow_shared_server_is_not_flooded_into_timeouts():
     with proc, build_teacher(config(url, concurrency=8, timeout=1.0, max_retries=1, adapt_concurrency=False)) as teacher:
         with pytest.raises(TeacherUnavailable, match="timed out"):
             teacher.rate([story("shared", i) for i in range(16)])
+
+
+def test_a_rejected_request_says_the_servers_reason_in_fastapis_shape_too():
+    """FastAPI servers (``transformers serve``) answer a bad request with {"detail": ...}, not
+    {"error": {"message": ...}}: the rating's error says the server's words, not only "HTTP 422"."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import openai
+
+    from onceupon.teacher.backends.openai import _reason
+
+    bodies = [
+        {"detail": "Unsupported parameter: top_k"},
+        {"detail": [{"loc": ["body", "messages"], "msg": "Field required", "type": "missing"}]},
+        {"error": {"message": "model not loaded"}},
+    ]
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            data = json.dumps(bodies[int(self.path.split("/")[1])]).encode()
+            self.send_response(422)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    reasons = []
+    try:
+        for i in range(len(bodies)):
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_port}/{i}/v1", api_key="x", max_retries=0)
+            with pytest.raises(openai.APIStatusError) as caught:
+                client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+            reasons.append(_reason(caught.value))
+    finally:
+        server.shutdown()
+    assert reasons == ["HTTP 422: Unsupported parameter: top_k", "HTTP 422: Field required", "HTTP 422: model not loaded"]

@@ -340,6 +340,10 @@ def _reason(error: BaseException | None) -> str:
         body = error.body
         if isinstance(body, dict):
             inner = body.get("error", body)
-            message = inner.get("message", "") if isinstance(inner, dict) else str(inner)
+            # OpenAI-style servers say {"error": {"message": ...}}; FastAPI ones (transformers serve)
+            # say {"detail": "..."} or, for a request that fails validation, {"detail": [{"msg": ...}]}
+            message = (inner.get("message") or inner.get("detail") or "") if isinstance(inner, dict) else str(inner)
+            if isinstance(message, list):
+                message = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in message)
         return f"HTTP {error.status_code}" + (f": {str(message)[:200]}" if message else "")
     return type(error).__name__
