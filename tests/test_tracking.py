@@ -86,6 +86,25 @@ def test_an_error_stays_the_last_line(capsys):
     assert capsys.readouterr().err == ""  # the caller prints its one sentence; no progress line after it
 
 
+def test_an_error_adds_no_progress_line_after_those_already_shown(capsys, monkeypatch):
+    """The test above holds for a quick task; this one has printed lines when the error comes."""
+    import time
+
+    monkeypatch.setenv("ONCEUPON_PROGRESS", "plain")
+    monkeypatch.setenv("ONCEUPON_PROGRESS_INTERVAL", "0.1")
+    try:
+        with progress_bar("words") as bar:
+            task = bar.add_task("reading", total=100)
+            bar.advance(task, 50)
+            time.sleep(0.5)  # periodic lines at 50/100
+            bar.advance(task, 10)
+            raise ValueError("bad input")
+    except ValueError:
+        pass
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.startswith("reading: 50/100 words") for line in lines)  # no final 60/100 line
+
+
 def test_tables_print_whole_when_not_a_terminal(tmp_path):
     from rich.console import Console
     from rich.table import Table
