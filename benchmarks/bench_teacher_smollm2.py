@@ -73,7 +73,7 @@ def hf_copy(gguf: Path, out: Path) -> Path:
 
 def write_probes(out: Path, n: int, seed: int, kinds: set[str]) -> Path:
     cfg = ExperimentConfig()
-    probes = [p for p in load_probes(cfg, Rubric.from_config(cfg.teacher), None, None, n, seed) if p.kind in kinds]
+    probes = [p for p in load_probes(Rubric.from_config(cfg.teacher), None, None, n, seed) if p.kind in kinds]
     path = out / "probes.jsonl"
     path.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in probes), encoding="utf-8")
     return path

@@ -354,7 +354,7 @@ def check(
 
 
 # --------------------------------------------------------------------------- the command
-def load_probes(cfg: ExperimentConfig, rubric: Rubric, stories: Path | None, probes: Path | None, n: int, seed: int) -> list[Probe]:
+def load_probes(rubric: Rubric, stories: Path | None, probes: Path | None, n: int, seed: int) -> list[Probe]:
     """The probe set: saved probes, probes from a stories file, or storyworld's (the default)."""
     if stories is not None and probes is not None:
         raise UserError("Give --stories (build probes from your stories) or --probes (reuse saved probes), not both.")
@@ -462,7 +462,7 @@ def run(
         raise UserError("--fail-under is a percentage between 0 and 100.")
     _check_out(out, probes)
     rubric = Rubric.from_config(cfg.teacher)
-    probe_set = load_probes(cfg, rubric, stories, probes, n, seed)
+    probe_set = load_probes(rubric, stories, probes, n, seed)
     console = Console(stderr=as_json)
     with build_teacher(cfg.teacher) as teacher:
         chunk = max(64, 4 * cfg.teacher.concurrency)
