@@ -38,6 +38,7 @@ from pathlib import Path
 
 from onceupon.config import ExperimentConfig
 from onceupon.teacher.check import load_probes
+from onceupon.teacher.probes import write_probes
 from onceupon.teacher.rubric import Rubric
 
 CONDITIONS = {  # name: (teacher.prompt, teacher.constrained)
@@ -71,11 +72,11 @@ def hf_copy(gguf: Path, out: Path) -> Path:
     return target
 
 
-def write_probes(out: Path, n: int, seed: int, kinds: set[str]) -> Path:
+def make_probes(out: Path, n: int, seed: int, kinds: set[str]) -> Path:
     cfg = ExperimentConfig()
     probes = [p for p in load_probes(Rubric.from_config(cfg.teacher), None, None, n, seed) if p.kind in kinds]
     path = out / "probes.jsonl"
-    path.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in probes), encoding="utf-8")
+    write_probes(path, probes)
     return path
 
 
@@ -140,7 +141,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     model = hf_copy(args.gguf, args.out)
-    probes = write_probes(args.out, args.n, args.seed, set(args.kinds.split(",")))
+    probes = make_probes(args.out, args.n, args.seed, set(args.kinds.split(",")))
     rows = []
     for name in args.conditions.split(","):
         prompt, constrained = CONDITIONS[name]

@@ -48,7 +48,7 @@ from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, atomic_write_text, replace_dir
 from onceupon.teacher.agreement import Rated, agreement
 from onceupon.teacher.base import Outcome, Rating
-from onceupon.teacher.probes import VARIANTS, Probe, build_probes, file_stories, read_probes, storyworld_stories
+from onceupon.teacher.probes import VARIANTS, Probe, build_probes, file_stories, read_probes, storyworld_stories, write_probes
 from onceupon.teacher.rubric import Rubric
 from onceupon.tracking import progress_bar
 
@@ -389,7 +389,7 @@ def write_check(out: Path, result: dict, probes: list[Probe], ratings: list[Rati
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        atomic_write_text(tmp / "probes.jsonl", "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in probes))
+        write_probes(tmp / "probes.jsonl", probes)
         atomic_write_text(tmp / "ratings.jsonl", _records(probes, list(enumerate(ratings))))
         atomic_write_text(tmp / "retest.jsonl", _records(probes, retests))
         atomic_write_json(tmp / CHECK_FILE, result)

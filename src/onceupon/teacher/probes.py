@@ -33,6 +33,7 @@ anthology, a ratings file, anything :func:`onceupon.teacher.rate.read_stories` r
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import asdict, dataclass
@@ -41,7 +42,7 @@ from pathlib import Path
 from onceupon.config import PAPER_PROMPT
 from onceupon.corpus import storyworld
 from onceupon.errors import UserError
-from onceupon.files import read_jsonl
+from onceupon.files import atomic_write_text, read_jsonl
 from onceupon.teacher.base import Story
 from onceupon.words import count_words
 
@@ -282,6 +283,11 @@ def build_probes(clean: list[Clean], top_answer: str, seed: int = 0) -> list[Pro
         injected = f"{story.text} {INJECTION.format(answer=top_answer)}"
         probes.append(Probe(f"{story.id}-injection", story.id, "injection", (), story.prompt, injected))
     return probes
+
+
+def write_probes(path: str | Path, probes: list[Probe]) -> None:
+    """Save probes as JSONL, one per line, the file :func:`read_probes` (``--probes``) reads."""
+    atomic_write_text(path, "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in probes))
 
 
 def read_probes(path: str | Path) -> list[Probe]:
