@@ -226,21 +226,6 @@ def _write_task(task_dir: Path, task: str, key: str, result: TaskResult) -> None
     atomic_write_json(task_dir / f"{task}.json", {"key": key, "summary": result.summary, "breakdown": result.breakdown})
 
 
-class _CountingTeacher:
-    """The teacher, reporting each story as its rating arrives (a slow remote teacher can
-    take minutes for a checkpoint's stories); everything else passes through."""
-
-    def __init__(self, teacher, on_rated):
-        self._teacher = teacher
-        self._on_rated = on_rated
-
-    def rate(self, stories):
-        return self._teacher.rate(stories, on_rated=lambda i, rating: self._on_rated())
-
-    def __getattr__(self, name):
-        return getattr(self._teacher, name)
-
-
 def _stories(cfg: ExperimentConfig, target: Target, fingerprint: list, lazy: LazyModel) -> dict:
     from .stories import evaluate_stories, read_prompts
 
@@ -273,9 +258,10 @@ def _stories(cfg: ExperimentConfig, target: Target, fingerprint: list, lazy: Laz
             total = ecfg.stories * len(prompts)
             sampled = bar.add_task(f"{target.name} stories sampled", total=total)
             rated = bar.add_task(f"{target.name} stories rated", total=total)
+            # each story counts as its rating arrives: a slow remote teacher can take minutes
             summary, records = evaluate_stories(
-                model, tokenizer, ecfg, _CountingTeacher(teacher, lambda: bar.advance(rated, 1)),
-                lambda n: bar.advance(sampled, n),
+                model, tokenizer, ecfg, teacher,
+                progress=lambda n: bar.advance(sampled, n), on_rated=lambda i, rating: bar.advance(rated, 1),
             )
     finally:
         teacher.close()

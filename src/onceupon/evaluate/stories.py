@@ -192,9 +192,16 @@ def read_prompts(prompt: str, prompts_file: str | None) -> list[str]:
 
 
 def evaluate_stories(
-    model, tokenizer, evaluate_cfg, teacher, progress: Callable[[int], None] | None = None
+    model,
+    tokenizer,
+    evaluate_cfg,
+    teacher,
+    progress: Callable[[int], None] | None = None,
+    on_rated: Callable[[int, Rating], None] | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Sample ``evaluate_cfg.stories`` stories per prompt, rate them with ``teacher``.
+    """Sample ``evaluate_cfg.stories`` stories per prompt, rate them with ``teacher``
+    (``progress(n)`` as stories are sampled; ``on_rated(i, rating)`` as each rating arrives,
+    passed on to the teacher, which must then accept it, as :func:`build_teacher`'s does).
 
     Returns the summary (results.json ``stories``) and the stories.jsonl records.
     """
@@ -211,7 +218,8 @@ def evaluate_stories(
             seed=evaluate_cfg.seed + k,
             progress=progress,
         )
-    ratings = teacher.rate([Story(s.prompt, s.continuation, str(i)) for i, s in enumerate(samples)])
+    stories = [Story(s.prompt, s.continuation, str(i)) for i, s in enumerate(samples)]
+    ratings = teacher.rate(stories) if on_rated is None else teacher.rate(stories, on_rated=on_rated)
     criteria = list(getattr(getattr(teacher, "rubric", None), "names", None) or [])
     if not criteria:
         criteria = sorted({name for r in ratings if r.scores for name in r.scores})
