@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import shutil
 import threading
@@ -120,7 +119,7 @@ def interact(
     student = load_student(Path(start))
     check_fits(cfg.interact, student, prompts)
     with runstate.run_lock(run_dir), run_log(run_dir / RUN_LOG):
-        if not resume and os.environ.get("RANK", "0") == "0":
+        if not resume:
             runstate.check_new_run(run_dir, "interact", RUN_MARKERS)  # again: another process may have begun
         session = Interaction(cfg, student, prompts, run_dir, objective, teacher=teacher, resume=resume)
         try:

@@ -36,7 +36,6 @@ next step; on a CPU the resumed run's weights are bit-identical to an uninterrup
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import shutil
 import sys
@@ -591,7 +590,7 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
             return _already_complete(cfg, run_dir, start_from)
         if start_from is not None and not (start_from / STATE_DIR / STATE_FILE).is_file():
             raise UserError(f"{start_from} has no resume state ({STATE_DIR}/); the run cannot continue from it.")
-        main = os.environ.get("RANK", "0") == "0"  # set by ``accelerate launch``: global main process only
+        main = runstate.is_global_main()  # under ``accelerate launch``: the global main process only
         try:
             if main:
                 prepare_run(cfg, run_dir, resume)

@@ -122,7 +122,7 @@ def check_new_run(run_dir: str | Path, command: str, markers: Iterable[str]) -> 
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} is a file, not a directory.")
-    if not _is_global_main():
+    if not is_global_main():
         return
     if any((run_dir / marker).exists() for marker in markers):
         kind = _RUN_KIND.get(command, f"an `onceupon {command}` run")
@@ -146,7 +146,7 @@ def check_resume(run_dir: str | Path, command: str, marker: str) -> None:
 _held: dict[Path, int] = {}  # run directories this process has locked -> nesting depth
 
 
-def _is_global_main() -> bool:
+def is_global_main() -> bool:
     """False in the non-main processes of ``accelerate launch``/``torchrun`` (``RANK`` > 0):
     only the global main process takes the lock, the others write under its protection."""
     return os.environ.get("RANK", "0") == "0"
@@ -170,7 +170,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     """
     run_dir = Path(run_dir)
     key = run_dir.resolve()
-    if key in _held or not _is_global_main():
+    if key in _held or not is_global_main():
         _held[key] = _held.get(key, 0) + 1
         try:
             yield
@@ -268,7 +268,7 @@ def _request_stop(signum, frame) -> None:
     if _stop_signal is not None:
         raise KeyboardInterrupt  # the second Ctrl-C / SIGTERM: abort at once
     _stop_signal = signum
-    if _is_global_main():  # one notice for the whole run, not one per process
+    if is_global_main():  # one notice for the whole run, not one per process
         import sys
 
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
