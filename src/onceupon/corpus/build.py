@@ -197,7 +197,6 @@ def stats_table(stats: dict, title: str):
 
 def run(cfg: ExperimentConfig, out: str | Path) -> Path:
     """``onceupon corpus``: build (or reuse) ``OUT/corpus``, save the config, print the table."""
-
     from onceupon.student.runstate import run_lock
 
     out = Path(out)
