@@ -58,7 +58,14 @@ from onceupon.interact.reward import story_reward
 from onceupon.interact.rollout import PolicyWithValue, Rollout, generate_rollout, score_rollout
 from onceupon.interact.update import Experience
 from onceupon.student import runstate
-from onceupon.student.checkpoints import STATE_DIR, CheckpointMeta, list_checkpoints, read_meta, save_checkpoint
+from onceupon.student.checkpoints import (
+    RESUME_STATE,
+    STATE_DIR,
+    CheckpointMeta,
+    list_checkpoints,
+    read_meta,
+    save_checkpoint,
+)
 from onceupon.student.model import context_length
 from onceupon.teacher.base import Rating, Story, Teacher
 from onceupon.teacher.pipeline import RubricTeacher
@@ -221,18 +228,18 @@ class Interaction:
         ``RUN/resume_point`` (a stop between checkpoints) when that is further along; None:
         start over."""
         latest = next(
-            (ckpt for ckpt in reversed(list_checkpoints(self.run_dir)) if (ckpt / STATE_DIR / "state.pt").is_file()),
+            (ckpt for ckpt in reversed(list_checkpoints(self.run_dir)) if (ckpt / STATE_DIR / RESUME_STATE).is_file()),
             None,
         )
-        return runstate.resume_from(self.run_dir, latest, "state.pt")
+        return runstate.resume_from(self.run_dir, latest, RESUME_STATE)
 
     def _load_state(self, ckpt: Path) -> dict:
         """Restore everything ``ckpt`` saved; returns its record of the anthology."""
         try:
-            state = torch.load(ckpt / STATE_DIR / "state.pt", map_location="cpu", weights_only=False)
+            state = torch.load(ckpt / STATE_DIR / RESUME_STATE, map_location="cpu", weights_only=False)
         except Exception as e:  # a truncated or garbage file: torch raises a variety of errors
             raise UserError(
-                f"Cannot resume: {ckpt / STATE_DIR / 'state.pt'} cannot be read ({type(e).__name__}); "
+                f"Cannot resume: {ckpt / STATE_DIR / RESUME_STATE} cannot be read ({type(e).__name__}); "
                 "restore it from a backup or start a new run."
             ) from None
         if state["algorithm"] != self.objective.name:
@@ -305,7 +312,7 @@ class Interaction:
             }
 
             def write_state(d: Path) -> None:
-                torch.save(state, d / "state.pt")
+                torch.save(state, d / RESUME_STATE)
                 atomic_write_json(d / "counters.json", {"step": self.step_no, **self._counters()})
 
             meta = CheckpointMeta(

@@ -30,6 +30,7 @@ from onceupon.files import atomic_write_json, fsync_dir, replace_dir
 
 META_FILE = "onceupon.json"
 STATE_DIR = "trainer_state"
+RESUME_STATE = "state.pt"  # in STATE_DIR: what a resume needs beyond the weights (torch.save)
 
 
 @dataclass

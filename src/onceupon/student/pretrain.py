@@ -53,6 +53,7 @@ from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, replace_dir
 from onceupon.student import runstate
 from onceupon.student.checkpoints import (
+    RESUME_STATE,
     STATE_DIR,
     CheckpointMeta,
     latest_checkpoint,
@@ -68,7 +69,7 @@ from onceupon.words import babylm_milestones, checkpoint_name, crossed, every_mi
 TOKENIZER_DIR = "tokenizer"
 PACKED_DIR = "packed"
 RESUME_POINT = runstate.RESUME_POINT
-STATE_FILE = "state.pt"
+STATE_FILE = RESUME_STATE
 PROGRESS_FILE = "progress.json"
 RUN_MARKERS = (TOKENIZER_DIR, PACKED_DIR, "checkpoints")  # a directory with any of these holds a run
 
