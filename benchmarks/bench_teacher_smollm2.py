@@ -37,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 from onceupon.config import ExperimentConfig
-from onceupon.teacher.check import load_probes
+from onceupon.teacher.check_teacher import load_probes
 from onceupon.teacher.probes import write_probes
 from onceupon.teacher.rubric import Rubric
 

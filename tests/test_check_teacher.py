@@ -12,7 +12,7 @@ import pytest
 
 from onceupon.config import TeacherConfig
 from onceupon.corpus.storyworld import apply_event
-from onceupon.teacher.check import check, compare, wilson
+from onceupon.teacher.check_teacher import check, compare, wilson
 from onceupon.teacher.parsing import rating_from_answer
 from onceupon.teacher.pipeline import RubricTeacher
 from onceupon.teacher.probes import VARIANTS, build_probes, read_probes, storyworld_stories

@@ -161,7 +161,7 @@ def check_teacher(
 ) -> None:
     """Check that the configured teacher tells good stories from damaged ones, before it trains anyone."""
     cfg = load_config(config, set_)
-    from onceupon.teacher.check import run
+    from onceupon.teacher.check_teacher import run
 
     code = run(cfg, out, stories=stories, probes=probes, n=n, seed=seed, retest=retest, fail_under=fail_under, as_json=as_json)
     if code:

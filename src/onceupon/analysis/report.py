@@ -133,7 +133,7 @@ def build(
     """Load the runs (and teacher checks), compute the summary, write the report; returns
     (index.html, summary)."""
     from onceupon.annotate.agreement import read_agreement
-    from onceupon.teacher.check import read_check
+    from onceupon.teacher.check_teacher import read_check
 
     found = [read_check(c) | {"path": str(c)} for c in checks or []]  # bad input fails before any work
     people = [read_agreement(a) for a in agreements or []]  # teacher vs people, from `rate --compare`
