@@ -509,9 +509,11 @@ def test_interact_out_in_a_read_only_directory_is_refused(tmp_path, tiny_checkpo
 def test_interact_settings_that_cannot_work_are_refused_before_the_run_exists(tmp_path, tiny_checkpoint):
     run = tmp_path / "run"
     # max_new_tokens beyond the student's context; a batch that cannot fit in memory
-    for setting, needle in [("interact.max_new_tokens=100000", "interact.max_new_tokens"),
-                            ("interact.mini_batch_size=100000000", "GB")]:  # fmt: skip
-        assert_one_sentence(_interact(tiny_checkpoint, run, *SHORT_INTERACTION, setting), needle)
+    # (and a mini-batch bigger than the batch: it would silently mean the whole batch)
+    for settings, needle in [(["interact.max_new_tokens=100000"], "interact.max_new_tokens"),
+                             (["interact.batch_size=100000000", "interact.mini_batch_size=100000000"], "GB"),
+                             (["interact.mini_batch_size=64"], "must not exceed interact.batch_size (4)")]:  # fmt: skip
+        assert_one_sentence(_interact(tiny_checkpoint, run, *SHORT_INTERACTION, *settings), needle)
         assert not run.exists()
     corrected = _interact(tiny_checkpoint, run, *SHORT_INTERACTION)  # the same --out works at once
     assert corrected.returncode == 0, corrected.stderr

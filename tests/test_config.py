@@ -1,7 +1,12 @@
+import json
+import math
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onceupon.config import PAPER_PROMPT, ExperimentConfig, load_config, save_config
 from onceupon.errors import UserError
@@ -108,3 +113,90 @@ def test_paper_config_is_the_papers_setting():
     assert (i.cliprange, i.vf_coef, i.gamma, i.lam) == (0.2, 0.1, 1.0, 0.95)
     assert (i.length_bonus, i.length_norm_words) == (0.4, 90)
     assert (i.input_budget, i.count_prompt, i.checkpoint_every) == (1_000_000, "once", 100_000)
+
+
+# --------------------------------------------------------------------------- values that cannot work (fuzzed too)
+
+_SCALARS = st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats() | st.text(max_size=8)
+_JSON_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+FUZZ_CONFIG = settings(max_examples=60, deadline=None)
+@pytest.mark.parametrize(
+    "settings_, needle",
+    [
+        (["pretrain.epochs=inf"], "pretrain.epochs"),
+        (["pretrain.epochs=nan"], "pretrain.epochs"),
+        (["pretrain.max_words=inf"], "word count"),
+        (["interact.seed=99999999999999999999999"], "interact.seed"),
+        (["pretrain.seed=-1"], "pretrain.seed"),
+        (["pretrain.batch_size=99999999999999999999999"], "pretrain.batch_size"),
+        (["interact.mini_batch_size=64", "interact.batch_size=8"], "interact.mini_batch_size (64) must not exceed interact.batch_size (8)"),
+        (["interact.micro_batch_size=400"], "interact.micro_batch_size"),
+        (["teacher.criteria=[]"], "teacher.criteria"),
+        (["report.confidence=.nan"], "report.confidence"),
+    ],
+)
+def test_config_values_that_cannot_work_are_one_sentence(settings_, needle):
+    with pytest.raises(UserError) as caught:
+        load_config(None, settings_)
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_largest_seed_numpy_takes_is_accepted():
+    import numpy as np
+
+    cfg = load_config(None, ["interact.seed=4294967295"])
+    np.random.seed(cfg.interact.seed)
+
+
+def _leaf_keys(model=ExperimentConfig, prefix=""):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _leaf_keys(annotation, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+_SET_VALUES = st.one_of(
+    st.integers(-(10**25), 10**25).map(str),
+    st.floats().map(repr),
+    st.sampled_from(["inf", "-inf", ".nan", "nan", "[]", "{}", "null", "true", "1M", "1e400", "[1, 2]", "{a: 1}", "'", ""]),
+    st.text(max_size=10),
+)
+
+
+@FUZZ_CONFIG
+@given(key=st.sampled_from(list(_leaf_keys())), value=_SET_VALUES)
+def test_fuzz_config_set(key, value):
+    """Any value for any key: a config, or one sentence."""
+    try:
+        cfg = load_config(None, [f"{key}={value}"])
+    except UserError as e:
+        assert "\n" not in str(e)
+        return
+    for number in _numbers(cfg.model_dump()):
+        assert math.isfinite(number) and abs(number) < 2**63
+
+
+def _numbers(data):
+    if isinstance(data, dict):
+        for v in data.values():
+            yield from _numbers(v)
+    elif isinstance(data, list):
+        for v in data:
+            yield from _numbers(v)
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        yield data
+
+
+@FUZZ_CONFIG
+@given(text=st.text(max_size=80) | _JSON_VALUES.map(lambda v: json.dumps({"pretrain": v})))
+def test_fuzz_config_file(text):
+    path = Path(tempfile.mkdtemp(prefix="onceupon-config-")) / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_config(path)
+    except UserError as e:
+        assert "\n" not in str(e)

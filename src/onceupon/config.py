@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_text
@@ -29,13 +29,26 @@ Constrained = Annotated[
     BeforeValidator(lambda v: {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v),
 ]
 
+#: Seeds go to numpy (``np.random.seed`` takes 0..2**32-1), torch and Python's random.
+MAX_SEED = 2**32 - 1
+#: The largest whole number a setting may hold: what torch and numpy store in an int64.
+MAX_INT = 2**63 - 1
+
 PAPER_PROMPT = "Let me tell you a long, magical tale. Once upon a time, in a faraway land,"
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, assignments are validated."""
+    """Base of every config section: unknown keys are errors, assignments are validated,
+    numbers are finite (no nan or inf) and whole numbers fit in an int64."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _fits(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise ValueError(f"must be at most {MAX_INT:,} in size")
+        return value
 
 
 # --------------------------------------------------------------------------- corpus
@@ -61,7 +74,7 @@ class CorpusConfig(Section):
     text_field: str = Field("text", description="Dataset column holding the text (source=hub).")
     word_budget: WordCount | None = Field(None, description="Keep documents until this many words (after fraction).")
     fraction: float = Field(1.0, gt=0, le=1, description="Fraction of documents kept, chosen with seed (paper: 0.9).")
-    seed: int = Field(0, description="Seed for storyworld and for the fraction sample.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for storyworld and for the fraction sample.")
     storyworld: StoryworldConfig = Field(default_factory=StoryworldConfig)
 
 
@@ -103,7 +116,7 @@ class PretrainConfig(Section):
     )
     push_to_hub: str | None = Field(None, description="Hub repo to push each milestone to, as a branch named like it.")
     hub_private: bool = Field(True, description="Create the push_to_hub repository as private.")
-    seed: int = Field(0, description="Seed for initialisation, data order and dropout.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for initialisation, data order and dropout.")
 
 
 # --------------------------------------------------------------------------- teacher
@@ -160,7 +173,9 @@ class TeacherConfig(Section):
         0.25, gt=0, le=1, description="vllm: share of GPU memory for the teacher (paper: 25 %, sharing with the student)."
     )
     cache: str | None = Field(None, description="SQLite cache file for ratings; none by default.")
-    criteria: list[CriterionConfig] | None = Field(None, description="Rubric criteria; default: the paper's three.")
+    criteria: list[CriterionConfig] | None = Field(
+        None, min_length=1, description="Rubric criteria (at least one); default (null): the paper's three."
+    )
     template: str | None = Field(None, description="Path to a Jinja2 prompt template; replaces the built-in prompt.")
     prompt: Literal["placeholders", "example"] = Field(
         "placeholders",
@@ -187,8 +202,10 @@ class InteractConfig(Section):
     top_k: int = Field(0, ge=0, description="0 = off (paper).")
     top_p: float = Field(1.0, gt=0, le=1, description="1 = off (paper).")
     batch_size: int = Field(360, ge=1, description="Stories per RL step (paper: 360).")
-    mini_batch_size: int = Field(360, ge=1, description="Stories per gradient step (paper: one minibatch of 360).")
-    generation_chunk: int | None = Field(None, description="Generate in chunks of this many stories (None: whole batch).")
+    mini_batch_size: int = Field(
+        360, ge=1, description="Stories per gradient step, at most batch_size; not given: batch_size (paper: one minibatch of 360)."
+    )
+    generation_chunk: int | None = Field(None, ge=1, description="Generate in chunks of this many stories (None: whole batch).")
     epochs: int = Field(4, ge=1, description="Optimisation epochs per batch (paper: 4 PPO epochs).")
     learning_rate: float = Field(1e-6, gt=0, description="Adam learning rate, no schedule (paper: 1e-6).")
     init_kl_coef: float = Field(0.2, ge=0, description="Initial KL coefficient (paper: 0.2).")
@@ -200,7 +217,7 @@ class InteractConfig(Section):
     vf_coef: float = Field(0.1, ge=0, description="Value-loss coefficient (paper: 0.1).")
     gamma: float = Field(1.0, ge=0, le=1, description="Discount (paper: 1).")
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda (paper: 0.95).")
-    max_grad_norm: float | None = Field(None, description="Gradient clipping; None = off (paper).")
+    max_grad_norm: float | None = Field(None, gt=0, description="Gradient clipping; None = off (paper).")
     ratio_threshold: float = Field(10.0, gt=0, description="Skip a minibatch whose mean policy ratio exceeds this (TRL 0.9.4: 10).")
     group_size: int = Field(4, ge=2, description="Samples per prompt for rloo/grpo.")
     group_kl_coef: float = Field(
@@ -221,8 +238,29 @@ class InteractConfig(Section):
         "once", description="Count a distinct prompt's words once (paper) or every time it is shown."
     )
     checkpoint_every: WordCount = Field(100_000, description="Input words between checkpoints (paper: 100K).")
-    max_steps: int | None = Field(None, description="Stop after this many RL steps (None: budget decides).")
-    seed: int = Field(0)
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many RL steps (None: budget decides).")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for the prompt order and the story sampling.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_batch_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "mini_batch_size" not in data and "batch_size" in data:
+            data = {**data, "mini_batch_size": data["batch_size"]}
+        return data
+
+    @model_validator(mode="after")
+    def _batches_nest(self) -> "InteractConfig":
+        # A gradient step takes a mini-batch out of the batch, a forward pass a micro-batch
+        # out of the mini-batch: a bigger one would silently mean the smaller one.
+        if self.mini_batch_size > self.batch_size:
+            raise ValueError(
+                f"interact.mini_batch_size ({self.mini_batch_size}) must not exceed interact.batch_size ({self.batch_size})"
+            )
+        if self.micro_batch_size is not None and self.micro_batch_size > self.mini_batch_size:
+            raise ValueError(
+                f"interact.micro_batch_size ({self.micro_batch_size}) must not exceed interact.mini_batch_size ({self.mini_batch_size})"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- evaluate / report
@@ -246,7 +284,7 @@ class EvaluateConfig(Section):
     )
     device: str = Field("auto", description="auto: cuda when available, else cpu; or any torch device string.")
     probe_items: int = Field(500, ge=0, description="storyworld entity-tracking items (0: off).")
-    probe_seed: int = Field(10_000, description="Seed for the held-out storyworld probe.")
+    probe_seed: int = Field(10_000, ge=0, le=MAX_SEED, description="Seed for the held-out storyworld probe.")
     stories: int = Field(64, ge=0, description="Stories sampled per prompt for story quality (0: off).")
     story_prompt: str = Field(PAPER_PROMPT, description="Prompt the stories continue (paper's).")
     story_prompts_file: str | None = Field(
@@ -254,7 +292,7 @@ class EvaluateConfig(Section):
     )
     story_max_new_tokens: int = Field(90, ge=1, description="Most new tokens per story (paper: 90).")
     story_batch_size: int = Field(64, ge=1, description="Stories generated per forward pass.")
-    seed: int = Field(0, description="Seed for story sampling.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for story sampling.")
 
 
 class ReportConfig(Section):
@@ -273,7 +311,7 @@ class ReportConfig(Section):
     confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the bootstrap intervals.")
     stories_shown: int = Field(2000, ge=0, description="Most anthology stories embedded in the story browser.")
     dpi: int = Field(110, ge=50, le=400, description="Resolution of the PNG figures.")
-    seed: int = Field(0, description="Seed for the bootstrap and the browser's story sample.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for the bootstrap and the browser's story sample.")
 
 
 class ExperimentConfig(Section):
@@ -293,13 +331,16 @@ class ExperimentConfig(Section):
 # --------------------------------------------------------------------------- loading
 def _describe(error: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "value_error" and isinstance(error.get("input"), dict):
+        # a rule across a section's fields (a model validator): its message names the keys
+        return error["msg"].removeprefix("Value error, ").rstrip(".")
     if error["type"] == "extra_forbidden":
         return f"unknown config key '{key}'"
     if error["type"] == "missing":
         return f"config key '{key}' is required"
     value = error.get("input")
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
-    return f"config key '{key}': {error['msg'].rstrip('.')} (got {shown})"
+    return f"config key '{key}': {error['msg'].removeprefix('Value error, ').rstrip('.')} (got {shown})"
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -7,6 +7,7 @@ BabyLM convention.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from onceupon.errors import UserError
@@ -76,7 +77,7 @@ def parse_word_count(value: str | int) -> int:
         result = float(number) * scale
     except ValueError:
         raise UserError(f"'{value}' is not a word count; write e.g. 1000000, 1M or 500K.") from None
-    if result < 0 or result != int(result):
+    if not math.isfinite(result) or result < 0 or result != int(result):
         raise UserError(f"'{value}' is not a whole, non-negative word count.")
     return int(result)
 
