@@ -79,6 +79,12 @@ def append_jsonl(path: str | Path, records: Iterable[dict], *, durable: bool = T
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
     """Yield the objects of a JSONL file; a bad line is a UserError naming file and line."""
+    for _, obj in read_jsonl_lines(path):
+        yield obj
+
+
+def read_jsonl_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """:func:`read_jsonl` with each object's line number (blank lines are skipped but counted)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist or is not a file.")
@@ -93,9 +99,21 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
                     raise UserError(f"{path}, line {lineno}: not valid JSON ({e.msg}).") from None
                 if not isinstance(obj, dict):
                     raise UserError(f"{path}, line {lineno}: expected a JSON object.")
-                yield obj
+                yield lineno, obj
     except UnicodeDecodeError:
         raise UserError(f"{path} is not valid UTF-8 text.") from None
+
+
+def read_text_file(path: str | Path) -> str:
+    """The file's text, strictly UTF-8 (a BOM is dropped); a missing file or bad bytes are a
+    UserError naming the file (and the offset)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist or is not a file.")
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not valid UTF-8 text (undecodable byte at offset {e.start}).") from None
 
 
 def truncate_jsonl(path: str | Path, keep: int) -> None:

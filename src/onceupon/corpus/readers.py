@@ -21,6 +21,7 @@ from pathlib import Path
 
 from onceupon.config import CorpusConfig
 from onceupon.errors import UserError
+from onceupon.files import read_text_file
 
 Document = tuple[str, str]  # (text, source name)
 
@@ -46,15 +47,6 @@ def list_text_files(paths: list[str], extensions: list[str]) -> list[tuple[Path,
         else:
             raise UserError(f"Corpus path {path} does not exist.")
     return found
-
-
-def read_text_file(path: Path) -> str:
-    """The file's text, strictly UTF-8 (a BOM is dropped); bad bytes name the file and offset."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not valid UTF-8 text (undecodable byte at offset {e.start}).") from None
 
 
 def guess_format(text: str) -> str:

@@ -31,6 +31,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from onceupon.config import CriterionConfig, TeacherConfig
 from onceupon.errors import UserError
+from onceupon.files import read_text_file
 from onceupon.teacher.base import Rating, Story
 
 
@@ -170,7 +171,7 @@ class Rubric:
             path = Path(cfg.template)
             if not path.is_file():
                 raise UserError(f"Teacher prompt template {path} does not exist.")
-            template = path.read_text(encoding="utf-8")
+            template = read_text_file(path)  # a binary file is one sentence, not a UnicodeDecodeError
         return cls(criteria, template, cfg.expected_words)
 
     # ----------------------------------------------------------------- identity

@@ -1,0 +1,93 @@
+"""Stories (what ``onceupon rate`` and ``annotate`` read) and probes (``check-teacher --probes``).
+
+A story line: ``continuation`` (the text to rate; or ``text``, a whole story from which a
+leading ``prompt`` is removed), ``prompt`` (optional; null or missing: ""), ``id`` (optional,
+a string or a whole number; missing: the line number). Anthologies, ratings files and
+evaluation stories are stories too: the fields they add are kept, unread.
+
+A probe line (``OUT/probes.jsonl`` of a check): ``id``, ``story`` (the clean story it comes
+from), ``kind`` (one of :data:`onceupon.teacher.probes.KINDS`), ``targets`` (the criteria its
+damage must lower; a list of names, may be missing), ``prompt`` (optional), ``continuation``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+
+from onceupon.errors import UserError
+from onceupon.schemas.base import Id, Record, read_records
+
+
+class StoryRecord(Record):
+    id: Id | None = None
+    prompt: str | None = None
+    continuation: str | None = None
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _has_text(self) -> "StoryRecord":
+        if self.continuation is None and self.text is None:
+            raise ValueError("a story needs a 'continuation' (or 'text') string")
+        return self
+
+    @property
+    def story_prompt(self) -> str:
+        return self.prompt or ""
+
+    @property
+    def story_continuation(self) -> str:
+        """The text to rate: ``continuation``, else ``text`` without a leading ``prompt``."""
+        if self.continuation is not None:
+            return self.continuation
+        prompt = self.story_prompt
+        return self.text[len(prompt) :] if prompt and self.text.startswith(prompt) else self.text
+
+
+def read_story_records(path: str | Path) -> list[tuple[str, StoryRecord]]:
+    """(id, record) for every story of a stories file, ids unique (a story without an id
+    gets its line number); a UserError for an empty file, a bad line or a repeated id."""
+    first_line: dict[str, int] = {}
+    found = []
+    for lineno, record in read_records(path, StoryRecord):
+        rid = record.id if record.id is not None else str(lineno)
+        if rid in first_line:
+            raise UserError(
+                f"{path}: lines {first_line[rid]} and {lineno} both have the id '{rid}' (a story without an id "
+                "gets its line number); give every story its own id so ratings can be matched."
+            )
+        first_line[rid] = lineno
+        found.append((rid, record))
+    if not found:
+        raise UserError(f"{path} holds no stories.")
+    return found
+
+
+class ProbeRecord(Record):
+    id: Id
+    story: Id
+    kind: str
+    targets: list[str] | None = Field(None, description="criteria the damage must lower")
+    prompt: str | None = None
+    continuation: str
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        from onceupon.teacher.probes import KINDS  # here: probes reads its files with this module
+
+        if kind not in KINDS:
+            raise ValueError(f"unknown probe kind (known: {', '.join(KINDS)})")
+        return kind
+
+
+def read_probe_records(path: str | Path) -> list[ProbeRecord]:
+    """The probes of a ``probes.jsonl`` written by check-teacher, ids unique."""
+    records = [r for _, r in read_records(path, ProbeRecord)]
+    if not records:
+        raise UserError(f"{path} holds no probes.")
+    ids = [r.id for r in records]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{path} has a probe id twice; give a probes.jsonl written by check-teacher.")
+    return records
