@@ -264,10 +264,13 @@ def test_annotators_at_once_on_one_file_from_two_processes(tmp_path):
     assert not (set(sent["ada"]) - shared) & (set(sent["cy"]) - shared)  # one process hands a story out once
     assert set().union(*map(set, sent.values())) == set(range(30))
 
+    from onceupon.annotate.agreement import compare
     from onceupon.config import ExperimentConfig
     from onceupon.teacher import rate
+    from onceupon.teacher.rubric import Rubric
 
-    result = rate.run(ExperimentConfig(), stories, tmp_path / "teacher.jsonl", out)  # the heuristic teacher
+    ours = rate.run(ExperimentConfig(), stories, tmp_path / "teacher.jsonl", out)  # the heuristic teacher
+    result = compare(ours, out, Rubric())  # an annotations file: compared as people's answers
     ada_bob = result["between"]["ada ~ bob"]
     assert ada_bob["both_valid"] >= 6  # at least the shared stories
     assert all(ada_bob["criteria"][c]["kappa"] == pytest.approx(1.0) for c in ("readability", "coherence", "creativity"))
@@ -415,7 +418,7 @@ def test_agreement_with_several_annotators_by_hand(tmp_path):
     assert result["teacher_vs_mean"]["criteria"]["coherence"]["mean_abs_diff"] == pytest.approx((0 + 0.5 + 1) / 3)
 
 
-def test_report_shows_the_teacher_against_people(tmp_path):
+def test_report_shows_the_teacher_against_people(tmp_path, cli):
     from fake_runs import make_pretraining_run
 
     from onceupon.analysis.report import build
@@ -429,10 +432,9 @@ def test_report_shows_the_teacher_against_people(tmp_path):
     ))
     teacher = tmp_path / "teacher.jsonl"
     teacher.write_text("".join(json.dumps({"id": str(i), "scores": scores_for(i)}) + "\n" for i in range(8)))
-    from onceupon.config import ExperimentConfig
-    from onceupon.teacher import rate
-
-    rate.run(ExperimentConfig(), teacher, compare=human, as_rated=True)
+    # through the command: `rate --compare` must tell people's answers from one rater's ratings
+    rated = cli("rate", str(teacher), "--as-rated", "--compare", str(human))
+    assert rated.returncode == 0, rated.stderr
     agreement = tmp_path / "teacher.agreement.json"
     result = json.loads(agreement.read_text())
     assert result["teacher_vs"]["ada"]["criteria"]["readability"]["kappa"] == pytest.approx(1.0)

@@ -7,6 +7,7 @@
   several annotators and processes) and what each annotator has done and sees next;
 - :mod:`~onceupon.annotate.server`: the FastAPI app and its uvicorn server; the page itself
   is plain HTML/JS/CSS in ``annotate/page/``;
-- :mod:`~onceupon.annotate.agreement`: ``onceupon rate --compare human.jsonl``: the teacher
-  against each annotator and their mean, beside the agreement between annotators.
+- :mod:`~onceupon.annotate.agreement`: ``onceupon rate --compare OTHER``: tells people's
+  answers from another rater's ratings; for people, the teacher against each annotator and
+  their mean, beside the agreement between annotators.
 """

@@ -1,7 +1,11 @@
 """Agreement when the other ratings come from several people (an ``onceupon annotate`` file).
 
-``onceupon rate --compare human.jsonl`` comes here when the file's records name an
-``annotator``. The file is read as it is: the last record per (annotator, story) is that
+``onceupon rate --compare OTHER`` comes here (:func:`compare`), which chooses: a file whose
+records name an ``annotator`` is compared here, any other ratings file as one more rater's
+(:func:`onceupon.teacher.agreement.compare_ratings`). The choice lives here, above the
+teacher, so the teacher never needs to know about people's answers.
+
+An annotations file is read as it is: the last record per (annotator, story) is that
 annotator's answer, and a skipped story is no rating. Each comparison below uses the
 statistics of :func:`onceupon.teacher.agreement.agreement` (Spearman, quadratic-weighted
 kappa, exact agreement, mean absolute difference; per criterion and for the total):
@@ -26,7 +30,7 @@ from rich.table import Table
 from onceupon.annotate.answers import latest
 from onceupon.errors import UserError
 from onceupon.files import read_jsonl
-from onceupon.teacher.agreement import Rated, agreement, load_ratings, save_agreement
+from onceupon.teacher.agreement import Rated, agreement, compare_ratings, load_ratings, save_agreement
 from onceupon.teacher.rubric import Rubric
 from onceupon.tracking import print_table
 
@@ -139,7 +143,17 @@ def print_comparison(result: dict, console: Console) -> None:
     print_table(table, console)
 
 
-def run(ours_path: str | Path, path: str | Path, rubric: Rubric, console: Console) -> dict:
+def compare(ours_path: str | Path, other: str | Path, rubric: Rubric, console: Console | None = None) -> dict:
+    """``onceupon rate --compare OTHER``: our ratings against people's answers (an ``onceupon
+    annotate`` file) or against another rater's ratings; printed, and written to
+    ``OURS.agreement.json``."""
+    console = console or Console()
+    if is_annotations(other):
+        return compare_people(ours_path, other, rubric, console)
+    return compare_ratings(ours_path, other, rubric, console)
+
+
+def compare_people(ours_path: str | Path, path: str | Path, rubric: Rubric, console: Console) -> dict:
     """``onceupon rate --compare`` with an annotations file: print, write OURS.agreement.json."""
     ours = load_ratings(ours_path, rubric)
     result = {"a": str(ours_path), "b": str(path), **compare_with_annotators(ours, path, rubric)}

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_text, read_jsonl
-from onceupon.teacher.rate import read_stories
+from onceupon.teacher.stories import read_stories
 
 
 @dataclass

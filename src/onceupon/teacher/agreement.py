@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, read_jsonl
 from onceupon.teacher.rubric import Rubric
+from onceupon.tracking import print_table
 
 
 @dataclass
@@ -138,3 +141,31 @@ def save_agreement(ours_path: str | Path, result: dict) -> Path:
     report = Path(ours_path).with_name(Path(ours_path).name.removesuffix(".jsonl") + ".agreement.json")
     atomic_write_json(report, result)
     return report
+
+
+def fmt(value) -> str:
+    """A statistic or score as the tables show it: three decimals, "-" for None."""
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def print_agreement(result: dict, console: Console, a: str, b: str) -> None:
+    table = Table(
+        title=f"agreement: {a} vs {b} ({result['matched']} matched by {result['matched_by']}, {result['both_valid']} rated validly by both)"
+    )
+    for col in ("criterion", "spearman", "kappa (quadratic)", "exact", "mean |diff|", "n"):
+        table.add_column(col, justify="left" if col == "criterion" else "right")
+    for name, s in [*result["criteria"].items(), ("total", result["total"])]:
+        table.add_row(name, fmt(s["spearman"]), fmt(s["kappa"]), fmt(s["exact"]), fmt(s["mean_abs_diff"]), str(s["n"]))
+    print_table(table, console)
+    console.print(f"invalid rate: {a} {fmt(result['invalid_rate_a'])}, {b} {fmt(result['invalid_rate_b'])}")
+
+
+def compare_ratings(ours_path: str | Path, other: str | Path, rubric: Rubric, console: Console) -> dict:
+    """``onceupon rate --compare OTHER`` when OTHER holds one rater's ratings (another teacher's,
+    or a spreadsheet of ratings): print the agreement, write ``OURS.agreement.json``."""
+    result = agreement(load_ratings(ours_path, rubric), load_ratings(other, rubric), rubric)
+    result = {"a": str(ours_path), "b": str(other), **result}
+    print_agreement(result, console, Path(ours_path).name, Path(other).name)
+    report = save_agreement(ours_path, result)
+    console.print(f"agreement written to {report}")
+    return result

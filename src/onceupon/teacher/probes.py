@@ -28,7 +28,7 @@ seed always give the same probes, and ``probes.jsonl`` can be rated again by ano
 
 Clean stories come from storyworld (continuations of the paper's fixed prompt: the opening
 sentence becomes "there lived a clever fox named Pip.") or from a user's JSONL file (an
-anthology, a ratings file, anything :func:`onceupon.teacher.rate.read_stories` reads).
+anthology, a ratings file, anything :func:`onceupon.teacher.stories.read_stories` reads).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from onceupon.corpus import storyworld
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_text, read_jsonl
 from onceupon.teacher.base import Story
+from onceupon.teacher.stories import read_stories
 from onceupon.words import count_words
 
 #: variant -> the criteria its damage must lower
@@ -138,8 +139,6 @@ def file_stories(path: str | Path, n: int, seed: int = 0) -> tuple[list[Clean], 
     The ``n`` are a seeded sample in file order, so an anthology contributes stories from
     the whole run, not only its first (and worst) steps.
     """
-    from onceupon.teacher.rate import read_stories
-
     stories = read_stories(path)
     out = []
     for i, story in enumerate(stories):

@@ -1,11 +1,7 @@
 """``onceupon rate``: rate a JSONL file of stories with a teacher; compare with other ratings.
 
-Input, one JSON object per line:
-    ``continuation`` (the student's text to rate; or ``text``: a whole story, from which a
-    leading ``prompt`` is removed), ``prompt`` (optional, default ""), ``id`` (optional,
-    default the line number). Anthology files of an interaction run are valid input. Ids must
-    be unique (a file that repeats one is refused, naming both lines), so ratings can be
-    matched to other raters' by id.
+Input: a JSONL file of stories, read as :mod:`onceupon.teacher.stories` says (``continuation``
+    or ``text``, optional ``prompt`` and ``id``; ids unique).
 Output (``--out``, default ``STORIES.ratings.jsonl``), one line per input line, in order:
     ``id``, ``prompt``, ``continuation`` (cleaned), ``valid``, ``scores`` {criterion: score},
     ``score`` (0..1), ``total`` (sum), ``raw`` (the teacher's answer), ``error``,
@@ -15,8 +11,9 @@ While rating, progress advances story by story (done/total, rate, ETA, and for a
 requests in flight and retries) and every finished rating is appended to ``OUT.partial``.
 Ctrl-C or SIGTERM stops at once and keeps that file; the same command again continues from it
 (asking again only for failed requests) and removes it once ``OUT`` is written.
-``--compare OTHER.jsonl``: agreement between these ratings and OTHER's (agreement.py),
-printed as a table and written to ``OUT`` with the suffix ``.agreement.json``.
+``--compare OTHER.jsonl``: agreement between these ratings and OTHER's (another teacher's:
+teacher/agreement.py; people's: annotate/agreement.py), printed as a table and written to
+``OUT`` with the suffix ``.agreement.json``.
 ``--as-rated``: STORIES already holds ratings; compare it with OTHER without rating again.
 """
 
@@ -37,47 +34,20 @@ from rich.table import Table
 from onceupon import preflight
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
-from onceupon.files import append_jsonl, atomic_write_text, read_jsonl
+from onceupon.files import append_jsonl, atomic_write_text
 from onceupon.student.runstate import Stopped, stop_exit_code, stop_on_signals, stop_requested
-from onceupon.teacher.agreement import agreement, load_ratings, save_agreement
+from onceupon.teacher.agreement import fmt
 from onceupon.teacher.base import Outcome, Rating, Story, TeacherUnavailable
 from onceupon.teacher.factory import build_teacher
 from onceupon.teacher.pipeline import RubricTeacher
 from onceupon.teacher.rubric import Rubric, clean_text
+from onceupon.teacher.stories import read_stories
 from onceupon.tracking import print_table, progress_bar
 
 #: the first line of ``OUT.partial``: what the ratings in it were made from
 PARTIAL_FORMAT = "onceupon-rate-partial/1"
 #: outcomes a continued run asks for again (the request got no answer)
 _ASK_AGAIN = (Outcome.FAILED.value, Outcome.REJECTED.value)
-
-
-def read_stories(path: str | Path) -> list[Story]:
-    stories = []
-    first_line: dict[str, int] = {}
-    for lineno, record in enumerate(read_jsonl(path), 1):
-        prompt = record.get("prompt") or ""
-        if not isinstance(prompt, str):
-            raise UserError(f"{path}, story {lineno}: 'prompt' must be a string.")
-        if isinstance(record.get("continuation"), str):
-            continuation = record["continuation"]
-        elif isinstance(record.get("text"), str):
-            text = record["text"]
-            continuation = text[len(prompt) :] if prompt and text.startswith(prompt) else text
-        else:
-            raise UserError(f"{path}, story {lineno}: needs a 'continuation' (or 'text') string.")
-        rid = record.get("id")
-        rid = str(rid) if rid is not None else str(lineno)
-        if rid in first_line:
-            raise UserError(
-                f"{path}: stories {first_line[rid]} and {lineno} both have the id '{rid}' (a story without an id "
-                "gets its line number); give every story its own id so ratings can be matched."
-            )
-        first_line[rid] = lineno
-        stories.append(Story(prompt=prompt, continuation=continuation, id=rid))
-    if not stories:
-        raise UserError(f"{path} holds no stories.")
-    return stories
 
 
 def default_out(stories_path: Path) -> Path:
@@ -245,64 +215,38 @@ def _load_partial(partial: Path, header: dict) -> dict[int, dict]:
     return done
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
 def print_summary(records: list[dict], rubric: Rubric, console: Console) -> None:
     valid = [r for r in records if r["valid"]]
     table = Table(title=f"{len(records)} stories, {len(records) - len(valid)} invalid")
     table.add_column("criterion")
     table.add_column("mean", justify="right")
     for name in rubric.names:
-        table.add_row(name, _fmt(sum(r["scores"][name] for r in valid) / len(valid)) if valid else "-")
-    table.add_row(f"total (0..{rubric.max_total})", _fmt(sum(r["total"] for r in valid) / len(valid)) if valid else "-")
+        table.add_row(name, fmt(sum(r["scores"][name] for r in valid) / len(valid)) if valid else "-")
+    table.add_row(f"total (0..{rubric.max_total})", fmt(sum(r["total"] for r in valid) / len(valid)) if valid else "-")
     print_table(table, console)
 
 
-def print_agreement(result: dict, console: Console, a: str, b: str) -> None:
-    table = Table(
-        title=f"agreement: {a} vs {b} ({result['matched']} matched by {result['matched_by']}, {result['both_valid']} rated validly by both)"
-    )
-    for col in ("criterion", "spearman", "kappa (quadratic)", "exact", "mean |diff|", "n"):
-        table.add_column(col, justify="left" if col == "criterion" else "right")
-    for name, s in [*result["criteria"].items(), ("total", result["total"])]:
-        table.add_row(name, _fmt(s["spearman"]), _fmt(s["kappa"]), _fmt(s["exact"]), _fmt(s["mean_abs_diff"]), str(s["n"]))
-    print_table(table, console)
-    console.print(f"invalid rate: {a} {_fmt(result['invalid_rate_a'])}, {b} {_fmt(result['invalid_rate_b'])}")
+def run(cfg: ExperimentConfig, stories_path: Path, out: Path | None = None, compare: Path | None = None, as_rated: bool = False) -> Path:
+    """The rating part of the ``onceupon rate`` command: rate STORIES into OUT (not with
+    ``as_rated``, where STORIES holds ratings already) and return the ratings file to compare.
 
-
-def run(
-    cfg: ExperimentConfig, stories_path: Path, out: Path | None = None, compare: Path | None = None, as_rated: bool = False
-) -> dict | None:
-    """The ``onceupon rate`` command; returns the agreement result when comparing."""
+    ``compare`` is only checked here, before a long rating rather than after it. The
+    comparison itself is chosen above the teacher (:func:`onceupon.annotate.agreement.compare`),
+    since the other file may hold people's answers from ``onceupon annotate``.
+    """
     stories_path = Path(stories_path)
-    console = Console()
-    rubric = Rubric.from_config(cfg.teacher)
     if as_rated:
         if compare is None:
             raise UserError("--as-rated compares existing ratings, so it needs --compare OTHER.jsonl.")
-        ours_path = stories_path
-    else:
-        out = Path(out) if out else default_out(stories_path)
-        if out.resolve() == stories_path.resolve():
-            raise UserError("--out must differ from the stories file.")
-        preflight.output_file(out)
-        if compare is not None and not Path(compare).is_file():  # found now, not after the rating
-            raise UserError(f"--compare {compare} does not exist or is not a file.")
-        records = rate_file(cfg, stories_path, out)
-        print_summary(records, rubric, console)
-        console.print(f"ratings written to {out}")
-        ours_path = out
-    if compare is None:
-        return None
-    from onceupon.annotate import agreement as annotators  # here: annotate reads stories with this module
-
-    if annotators.is_annotations(compare):  # several people's answers, from `onceupon annotate`
-        return annotators.run(ours_path, compare, rubric, console)
-    result = agreement(load_ratings(ours_path, rubric), load_ratings(compare, rubric), rubric)
-    result = {"a": str(ours_path), "b": str(compare), **result}
-    print_agreement(result, console, Path(ours_path).name, Path(compare).name)
-    report = save_agreement(ours_path, result)
-    console.print(f"agreement written to {report}")
-    return result
+        return stories_path
+    out = Path(out) if out else default_out(stories_path)
+    if out.resolve() == stories_path.resolve():
+        raise UserError("--out must differ from the stories file.")
+    preflight.output_file(out)
+    if compare is not None and not Path(compare).is_file():  # found now, not after the rating
+        raise UserError(f"--compare {compare} does not exist or is not a file.")
+    records = rate_file(cfg, stories_path, out)
+    console = Console()
+    print_summary(records, Rubric.from_config(cfg.teacher), console)
+    console.print(f"ratings written to {out}")
+    return out
