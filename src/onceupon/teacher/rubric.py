@@ -157,8 +157,9 @@ class Rubric:
         trial = Story(prompt="Once upon a time,", continuation="there was a fox.")
         self.render(trial)
         # The template shows the example if it uses the variable or writes the answer itself.
+        # A one-criterion answer is one number, which every listing of the levels writes.
         probe = self._render(trial, _EXAMPLE_PROBE)
-        literal = re.search(rf"(?<![\d.]){re.escape(self.example_answer)}(?![\d.])", self.render(trial))
+        literal = len(self.criteria) > 1 and re.search(rf"(?<![\d.]){re.escape(self.example_answer)}(?![\d.])", self.render(trial))
         #: the example answer if the prompt in use shows it, else None
         self.shown_example: str | None = self.example_answer if _EXAMPLE_PROBE in probe or literal else None
 
