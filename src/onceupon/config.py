@@ -170,7 +170,24 @@ class TeacherConfig(Section):
     device: str = Field("auto", description="transformers backend: 'auto', 'cpu', 'cuda', 'cuda:1', ...")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="Weights dtype (transformers/vllm).")
     gpu_memory_utilization: float = Field(
-        0.25, gt=0, le=1, description="vllm: share of GPU memory for the teacher (paper: 25 %, sharing with the student)."
+        0.25,
+        gt=0,
+        le=1,
+        description="vllm: share of the device's memory for the engine (weights, activations, KV cache): of the GPU's memory on a GPU, of the machine's RAM on CPU (paper: 25 %, sharing with the student).",
+    )
+    enforce_eager: bool | None = Field(
+        None,
+        description="vllm: run the model without compiling it (no torch.compile, no CUDA graphs): starts in seconds instead of minutes, decodes slower on a GPU. null: on without a CUDA GPU, off with one.",
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=1,
+        description="vllm: most tokens of prompt + answer; null: the model's own (Llama 3.1: 131,072, more KV cache than a small memory share holds; a rubric prompt with its story needs about 1,000).",
+    )
+    kv_cache_gib: float | None = Field(
+        None,
+        gt=0,
+        description="vllm: KV cache size in GiB, instead of what gpu_memory_utilization leaves after the weights (vLLM's kv_cache_memory_bytes).",
     )
     cache: str | None = Field(None, description="SQLite cache file for ratings; none by default.")
     criteria: list[CriterionConfig] | None = Field(
