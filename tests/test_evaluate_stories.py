@@ -104,6 +104,18 @@ def test_a_second_judge_rates_the_same_stories_and_is_kept_beside_the_first(tmp_
     stamp = summary.stat().st_mtime_ns
     judge_run(ExperimentConfig(), run)
     assert summary.stat().st_mtime_ns == stamp
+    # ... nor when an earlier version wrote the summary (a key, no fingerprint): the judge its
+    # summary names (teacher, rubric, teacher config) is recognised as this one
+    saved = json.loads(summary.read_text())
+    assert saved.pop("fingerprint") == {"teacher": saved["summary"]["teacher"], "rubric": saved["summary"]["rubric"],
+                                        "settings": {"invalid_policy": "exclude", "invalid_retries": 2, "min_words": 3}}
+    summary.write_text(json.dumps({"key": "0" * 20, **saved}))
+    stamp = summary.stat().st_mtime_ns
+    judge_run(ExperimentConfig(), run)
+    assert summary.stat().st_mtime_ns == stamp
+    # A setting that changes ratings (min_words) is another judge: asked again.
+    judge_run(ExperimentConfig.model_validate({"teacher": {"min_words": 200}}), run)
+    assert json.loads(summary.read_text())["fingerprint"]["settings"]["min_words"] == 200
 
     # Stories sampled anew (another evaluation) leave the old judge out: it rated other stories.
     stories = run / "evaluation" / "start" / "stories.jsonl"

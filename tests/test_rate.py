@@ -235,3 +235,32 @@ def test_rate_refuses_a_partial_file_from_other_stories(tmp_path, cli):
     res = cli("rate", str(stories))
     assert res.returncode == 2 and "holds ratings of other stories" in res.stderr and "Traceback" not in res.stderr
     assert partial.exists() and not (tmp_path / "s.ratings.jsonl").exists()  # nothing lost
+
+
+def test_rate_continues_a_partial_file_of_an_earlier_version(tmp_path, capsys):
+    """The partial file's first line has named the same things since its first version
+    (format, stories, teacher, rubric, settings); the teacher's fingerprint fills the last
+    three now, so a file left by an earlier version is continued, not refused."""
+    import hashlib
+
+    from onceupon.config import ExperimentConfig
+    from onceupon.teacher.factory import build_teacher
+    from onceupon.teacher.rate import rate_file
+
+    stories = write_jsonl(tmp_path / "s.jsonl", [{"id": "a", "continuation": GOOD}, {"id": "b", "continuation": SALAD}])
+    with build_teacher() as teacher:
+        identity = teacher.identity  # the heuristic teacher's
+    digest = hashlib.sha256()
+    for sid, text in (("a", GOOD), ("b", SALAD)):
+        digest.update(json.dumps([sid, "", text]).encode("utf-8"))
+    header = {
+        "format": "onceupon-rate-partial/1", "stories": digest.hexdigest(), "teacher": identity, "rubric": Rubric().hash,
+        "settings": {"invalid_policy": "exclude", "invalid_retries": 2, "min_words": 3},
+    }
+    kept = {"index": 0, "id": "a", "valid": True, "scores": {"readability": 3, "coherence": 3, "creativity": 3}, "mark": "kept"}
+    out = tmp_path / "s.ratings.jsonl"
+    (tmp_path / "s.ratings.jsonl.partial").write_text(json.dumps(header) + "\n" + json.dumps(kept) + "\n")
+    records = rate_file(ExperimentConfig(), stories, out)
+    assert "continuing from" in capsys.readouterr().err
+    assert records[0]["mark"] == "kept" and "mark" not in records[1]  # the kept rating, not asked again
+    assert records[1]["teacher"] == identity

@@ -15,6 +15,7 @@ from onceupon.config import TeacherConfig
 from onceupon.teacher.base import Outcome, Rating, Story
 from onceupon.teacher.cache import RatingCache
 from onceupon.teacher.factory import build_teacher
+from onceupon.teacher.judges import FINGERPRINT_SETTINGS, OPERATIONAL, fingerprint, same_judge
 from onceupon.teacher.parsing import parse_answer
 from onceupon.teacher.pipeline import RubricTeacher
 from onceupon.teacher.rubric import Rubric
@@ -47,6 +48,11 @@ class ScriptedBackend:
 
 
 STORIES = ["the fox ran home.", "the owl sang a song.", "the bear slept all day."]
+
+
+def judge(identity: str, rubric_hash: str) -> dict:
+    """The fingerprint of a teacher with the default pipeline settings."""
+    return fingerprint(identity, rubric_hash, TeacherConfig().model_dump())
 
 
 def make(policy, scripts, fail=frozenset(), cache=None, retries=2):
@@ -92,7 +98,7 @@ def test_retry_policy_does_not_repeat_failed_requests():
 def test_cache_answers_repeats_and_only_stores_valid_ratings(tmp_path):
     path = tmp_path / "ratings.sqlite"
     rubric = Rubric()
-    cache = RatingCache(path, "scripted:v1", rubric.hash)
+    cache = RatingCache(path, judge("scripted:v1", rubric.hash))
     teacher, backend = make("exclude", {STORIES[0]: ["2 3 1", "0 0 0"], STORIES[1]: ["bad", "1 1 1"]}, cache=cache)
     first = teacher.rate([Story(PROMPT, s) for s in STORIES[:2]])
     second = teacher.rate([Story(PROMPT, s) for s in STORIES[:2]])
@@ -110,14 +116,14 @@ def test_cache_answers_repeats_and_only_stores_valid_ratings(tmp_path):
 
 def test_cache_key_depends_on_teacher_rubric_and_text(tmp_path):
     rubric = Rubric()
-    a = RatingCache(tmp_path / "c.sqlite", "t1", rubric.hash)
+    a = RatingCache(tmp_path / "c.sqlite", judge("t1", rubric.hash))
     story = Story(PROMPT, "the fox ran.")
     a.put_many([story], [rubric.rating("1 1 1", {"readability": 1, "coherence": 1, "creativity": 1})])
     assert a.get_many([story])[0].total == 3
     assert a.get_many([Story(PROMPT, "the fox ran!")]) == [None]
     assert a.get_many([Story("Long ago,", "the fox ran.")]) == [None]
-    b = RatingCache(tmp_path / "c.sqlite", "t2", rubric.hash)
-    c = RatingCache(tmp_path / "c.sqlite", "t1", "otherhash")
+    b = RatingCache(tmp_path / "c.sqlite", judge("t2", rubric.hash))
+    c = RatingCache(tmp_path / "c.sqlite", judge("t1", "otherhash"))
     assert b.get_many([story]) == [None] and c.get_many([story]) == [None]
     for x in (a, b, c):
         x.close()
@@ -177,7 +183,7 @@ def test_typed_fields_round_trip_and_old_records_still_load(tmp_path):
     assert old.outcome is Outcome.ANSWERED and old.answers == ["2 3 1"] and not old.request_failed
     # an old cache row, stored with the old extra keys, is served as a cache hit
     rubric = Rubric()
-    cache = RatingCache(tmp_path / "c.sqlite", "scripted:v1", rubric.hash)
+    cache = RatingCache(tmp_path / "c.sqlite", judge("scripted:v1", rubric.hash))
     story = Story(PROMPT, STORIES[0])
     legacy = {"valid": True, "raw": "1 2 3", "scores": {"readability": 1, "coherence": 2, "creativity": 3}, "score": 0.6, "total": 6,
               "error": None, "attempts": 1, "extra": {"expected": False}}
@@ -188,7 +194,7 @@ def test_typed_fields_round_trip_and_old_records_still_load(tmp_path):
 
 
 def test_outcome_says_how_each_rating_came_about(tmp_path):
-    cache = RatingCache(tmp_path / "c.sqlite", "scripted:v1", Rubric().hash)
+    cache = RatingCache(tmp_path / "c.sqlite", judge("scripted:v1", Rubric().hash))
     teacher, backend = make("exclude", {STORIES[0]: ["2 3 1"], STORIES[1]: ["nonsense"]}, fail={STORIES[2]}, cache=cache)
     stories = [Story(PROMPT, s) for s in STORIES] + [Story(PROMPT, "ok.")]
     a, b, c, short = teacher.rate(stories)
@@ -197,3 +203,44 @@ def test_outcome_says_how_each_rating_came_about(tmp_path):
     (again,) = teacher.rate(stories[:1])
     assert again.outcome is Outcome.CACHED and backend.asked.count(STORIES[0]) == 1
     teacher.close()
+
+
+def test_an_old_cache_file_is_still_used(tmp_path):
+    """The key of a cache row has been SHA-256 of [identity, rubric hash, prompt, continuation]
+    since the cache began; the fingerprint keeps it, so no cache file goes stale."""
+    import hashlib
+
+    rubric = Rubric()
+    story = Story(PROMPT, STORIES[0])
+    old_key = hashlib.sha256(json.dumps(["scripted:v1", rubric.hash, PROMPT, STORIES[0]]).encode("utf-8")).hexdigest()
+    row = rubric.rating("1 2 3", {"readability": 1, "coherence": 2, "creativity": 3}).to_dict()
+    db = sqlite3.connect(tmp_path / "c.sqlite")
+    db.execute("CREATE TABLE ratings (key TEXT PRIMARY KEY, teacher TEXT NOT NULL, rubric TEXT NOT NULL, rating TEXT NOT NULL, created REAL NOT NULL)")
+    db.execute("INSERT INTO ratings VALUES (?, ?, ?, ?, ?)", (old_key, "scripted:v1", rubric.hash, json.dumps(row), 0.0))
+    db.commit()
+    db.close()
+    teacher, backend = make("exclude", {}, cache=RatingCache(tmp_path / "c.sqlite", judge("scripted:v1", rubric.hash)))
+    (hit,) = teacher.rate([story])
+    assert hit.outcome is Outcome.CACHED and hit.total == 6 and backend.asked == []
+    teacher.close()
+
+
+def test_every_teacher_setting_decides_ratings_or_only_how_requests_go():
+    """A new teacher setting must be put in one of the two lists, or same_judge and the
+    fingerprint would silently disagree about it."""
+    assert FINGERPRINT_SETTINGS.isdisjoint(OPERATIONAL)
+    assert FINGERPRINT_SETTINGS | OPERATIONAL == set(TeacherConfig.model_fields)
+
+
+@pytest.mark.parametrize(
+    "change, same",
+    [({"concurrency": 9, "timeout": 5.0, "cache": None}, True), ({"min_words": 9}, False), ({"invalid_policy": "zero"}, False),
+     ({"expected_words": 40}, False), ({"prompt": "example"}, False)],
+)
+def test_same_judge_agrees_with_the_fingerprint(change, same):
+    """Two saved configs are the same judge exactly when the teachers built from them have one
+    fingerprint (here with the heuristic backend, which needs no server)."""
+    a, b = TeacherConfig(), TeacherConfig(**change)
+    with build_teacher(a) as ta, build_teacher(b) as tb:
+        assert (ta.fingerprint == tb.fingerprint) is same
+    assert same_judge(a.model_dump(mode="json"), b.model_dump(mode="json")) is same

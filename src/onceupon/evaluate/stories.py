@@ -41,7 +41,7 @@ from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, atomic_write_text, read_jsonl
 from onceupon.readability import automated_readability_index
 from onceupon.teacher.base import Rating, Story
-from onceupon.teacher.judges import judge_config
+from onceupon.teacher.judges import fingerprint
 from onceupon.words import count_words
 
 LN2 = math.log(2.0)
@@ -239,9 +239,23 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
 
 
-def judge_slug(identity: str, rubric_hash: str) -> str:
-    """A directory name for a judge: readable, and distinct for distinct prompts."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", identity)[:60].strip("_") + "-" + rubric_hash[:8]
+def judge_slug(judge: dict) -> str:
+    """A directory name for a judge (a teacher's fingerprint): readable, and distinct for
+    distinct teachers and prompts."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", judge["teacher"])[:60].strip("_") + "-" + judge["rubric"][:8]
+
+
+def judged_by(saved: dict) -> dict | None:
+    """The fingerprint of the judge whose ``summary.json`` this is. A summary written before
+    it kept its fingerprint names the same things (teacher, rubric, the teacher config), so its
+    judge is still recognised and not asked again; None when it names none of them."""
+    summary = saved.get("summary") or {}
+    if "fingerprint" in saved:
+        return saved["fingerprint"]
+    try:
+        return fingerprint(summary["teacher"], summary["rubric"], summary["teacher_config"])
+    except (KeyError, TypeError):
+        return None
 
 
 def judges_for(out_dir: Path) -> dict[str, dict]:
@@ -312,19 +326,20 @@ def _judge_rows(teacher, teacher_cfg: dict, rated: list[tuple[dict, Path]]) -> N
     """Rate the stories of each row not yet rated by this judge; write its files per row."""
     from onceupon.tracking import progress_bar
 
-    slug = judge_slug(teacher.identity, teacher.rubric.hash)
+    judge = teacher.fingerprint
+    slug = judge_slug(judge)
     todo = []
     for _row, out_dir in rated:
         digest = _file_digest(out_dir / "stories.jsonl")
-        judge = [digest, teacher.identity, teacher.rubric.hash, judge_config(teacher_cfg)]
-        key = hashlib.sha256(json.dumps(judge, sort_keys=True).encode()).hexdigest()[:20]
         old = out_dir / JUDGES_DIR / slug / "summary.json"
-        if old.is_file() and json.loads(old.read_text(encoding="utf-8")).get("key") == key:
-            continue
-        todo.append((out_dir, digest, key, list(read_jsonl(out_dir / "stories.jsonl"))))
+        if old.is_file():  # these very stories, rated by this very judge: nothing to do
+            saved = json.loads(old.read_text(encoding="utf-8"))
+            if saved.get("stories_digest") == digest and judged_by(saved) == judge:
+                continue
+        todo.append((out_dir, digest, list(read_jsonl(out_dir / "stories.jsonl"))))
     with progress_bar("stories") as bar:
-        task = bar.add_task("judge", total=sum(len(t[3]) for t in todo))
-        for out_dir, digest, key, records in todo:
+        task = bar.add_task("judge", total=sum(len(t[2]) for t in todo))
+        for out_dir, digest, records in todo:
             # advanced story by story as ratings arrive: a slow remote judge never sits at 0 for minutes
             ratings = teacher.rate(
                 [Story(r["prompt"], r["continuation"], str(i)) for i, r in enumerate(records)],
@@ -335,7 +350,8 @@ def _judge_rows(teacher, teacher_cfg: dict, rated: list[tuple[dict, Path]]) -> N
             summary.update(teacher=teacher.identity, rubric=teacher.rubric.hash, teacher_config=teacher_cfg)
             lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in story_records(samples, ratings)]
             atomic_write_text(out_dir / JUDGES_DIR / slug / "stories.jsonl", "".join(lines))
-            atomic_write_json(out_dir / JUDGES_DIR / slug / "summary.json", {"key": key, "stories_digest": digest, "summary": summary})
+            saved = {"fingerprint": judge, "stories_digest": digest, "summary": summary}
+            atomic_write_json(out_dir / JUDGES_DIR / slug / "summary.json", saved)
 
 
 def judges_table(results: dict):

@@ -1,9 +1,13 @@
 """A SQLite cache of ratings, so rating the same story twice with the same teacher is free.
 
-Key: SHA-256 of (teacher identity, rubric hash, cleaned prompt, cleaned continuation). The
-identity names the backend, model and sampling settings, and the rubric hash covers criteria
-and template, so changing any of them misses the cache instead of returning a stale rating.
+Key: SHA-256 of (teacher identity, rubric hash, cleaned prompt, cleaned continuation): the
+first two parts of the teacher's fingerprint (:mod:`onceupon.teacher.judges`). The identity
+names the backend, model and sampling settings, and the rubric hash covers criteria and
+template, so changing any of them misses the cache instead of returning a stale rating.
 Only valid ratings are stored: an invalid answer or a failed request is worth asking again.
+So the fingerprint's pipeline settings (what becomes of invalid answers and too-short
+stories) are not in the key: they change no stored rating. The key has been the same since
+the cache began, so a cache file of any earlier version is still used.
 
 The database runs in WAL mode, so many processes can read while one writes (evaluation
 workers sharing one cache file, for example); writers wait up to ``busy_timeout`` for each
@@ -34,10 +38,10 @@ CREATE TABLE IF NOT EXISTS ratings (
 
 
 class RatingCache:
-    def __init__(self, path: str | Path, identity: str, rubric_hash: str):
+    def __init__(self, path: str | Path, fingerprint: dict):
         self.path = Path(path)
-        self.identity = identity
-        self.rubric_hash = rubric_hash
+        self.identity = fingerprint["teacher"]
+        self.rubric_hash = fingerprint["rubric"]
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

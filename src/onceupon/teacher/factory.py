@@ -42,13 +42,13 @@ def build_teacher(cfg: TeacherConfig | None = None) -> RubricTeacher:
     """
     cfg = cfg or TeacherConfig()
     rubric = Rubric.from_config(cfg)
-    backend = build_backend(cfg, rubric)
-    cache = RatingCache(cfg.cache, backend.identity, rubric.hash) if cfg.cache else None
-    return RubricTeacher(
-        backend,
+    teacher = RubricTeacher(
+        build_backend(cfg, rubric),
         rubric,
         invalid_policy=cfg.invalid_policy,
         invalid_retries=cfg.invalid_retries,
         min_words=cfg.min_words,
-        cache=cache,
     )
+    if cfg.cache:
+        teacher.cache = RatingCache(cfg.cache, teacher.fingerprint)
+    return teacher

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from onceupon.teacher.base import Backend, Outcome, Rating, Story
 from onceupon.teacher.cache import RatingCache
+from onceupon.teacher.judges import fingerprint
 from onceupon.teacher.policy import is_final, settle, settle_one
 from onceupon.teacher.rubric import Rubric, clean_story
 from onceupon.words import count_words
@@ -53,6 +54,12 @@ class RubricTeacher:
         self._lock = threading.Lock()
         #: whether the backend reports each rating as it comes (see the module docstring)
         self.streams = "on_rated" in inspect.signature(backend.rate).parameters
+
+    @property
+    def fingerprint(self) -> dict:
+        """What decides this teacher's ratings: backend identity, rubric hash and the
+        pipeline settings (:mod:`onceupon.teacher.judges`)."""
+        return fingerprint(self.identity, self.rubric.hash, vars(self))
 
     def too_short(self, continuation: str) -> bool:
         n = count_words(continuation)

@@ -64,7 +64,7 @@ def rate_file(cfg: ExperimentConfig, stories_path: Path, out: Path) -> list[dict
     stories = read_stories(stories_path)
     partial = partial_path(out)
     with build_teacher(cfg.teacher) as teacher:
-        header = _partial_header(cfg, teacher, stories)
+        header = _partial_header(teacher, stories)
         done = _load_partial(partial, header)
         if done:
             print(f"continuing from {partial}: {len(done)} of {len(stories)} stories already rated", file=sys.stderr, flush=True)
@@ -169,19 +169,12 @@ def _stopped(done: dict, stories: list, partial: Path) -> str:
     )
 
 
-def _partial_header(cfg: ExperimentConfig, teacher: RubricTeacher, stories: list[Story]) -> dict:
-    """What decides the ratings: the stories, the teacher and the settings that change a rating."""
+def _partial_header(teacher: RubricTeacher, stories: list[Story]) -> dict:
+    """What decides the ratings: the stories, and the teacher's fingerprint."""
     digest = hashlib.sha256()
     for s in stories:
         digest.update(json.dumps([s.id, s.prompt, s.continuation], ensure_ascii=False).encode("utf-8"))
-    t = cfg.teacher
-    return {
-        "format": PARTIAL_FORMAT,
-        "stories": digest.hexdigest(),
-        "teacher": teacher.identity,
-        "rubric": teacher.rubric.hash,
-        "settings": {"invalid_policy": t.invalid_policy, "invalid_retries": t.invalid_retries, "min_words": t.min_words},
-    }
+    return {"format": PARTIAL_FORMAT, "stories": digest.hexdigest(), **teacher.fingerprint}
 
 
 def _load_partial(partial: Path, header: dict) -> dict[int, dict]:
