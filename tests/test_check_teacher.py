@@ -7,15 +7,17 @@ an LLM's. The heuristic teacher is checked through the command line.
 
 import json
 import random
+import re
 
 import pytest
+from fake_judges import FakeJudge
 
 from onceupon.config import TeacherConfig
 from onceupon.corpus.storyworld import apply_event
-from onceupon.teacher.check_teacher import check, compare, wilson
+from onceupon.teacher.check_teacher import check, compare, judged_rows, mean_interval, wilson
 from onceupon.teacher.parsing import rating_from_answer
 from onceupon.teacher.pipeline import RubricTeacher
-from onceupon.teacher.probes import VARIANTS, build_probes, read_probes, storyworld_stories
+from onceupon.teacher.probes import VARIANTS, build_probes, read_probes, storyworld_stories, write_probes
 from onceupon.teacher.rubric import Rubric
 from onceupon.words import count_words
 
@@ -48,6 +50,11 @@ def knows_the_damage(kind: str) -> str:
     return " ".join(str(v) for v in scores.values())
 
 
+def one_level_lower(answer: str) -> str:
+    """``3 2 3`` -> ``2 1 2``: the same judgement with room above it (for the injection to use)."""
+    return answer.translate(str.maketrans("321", "210"))
+
+
 @pytest.fixture(scope="module")
 def probes():
     return build_probes(storyworld_stories(12, seed=1), "3 3 3", seed=1)
@@ -68,12 +75,15 @@ def verdicts(result):
 def test_a_teacher_that_follows_the_damage_discriminates(probes):
     result = run_check(probes, knows_the_damage)
     assert set(verdicts(result).values()) == {"discriminates"}
-    assert result["verdict"]["discriminates"] and result["verdict"]["text"].startswith("PASS")
+    assert result["verdict"]["passed"] and result["verdict"]["text"].startswith("PASS")
     coherence = result["criteria"]["coherence"]
     assert coherence["discrimination"] == 1.0 and coherence["tied"] == 0
+    # one level lower on every damaged pair: a gap of exactly one point, with no spread
+    assert coherence["gap"] == 1.0 and coherence["gap_interval"] == [1.0, 1.0]
     assert coherence["pairs"] == sum(p.kind in ("shuffled", "spliced", "contradicted") for p in probes)
     assert result["fragments"]["lowest_rate"] == 1.0
     assert result["injection"]["verdict"] == "does not raise the score" and result["injection"]["lift"] == 0
+    assert result["injection"]["lift_interval"] == [0.0, 0.0]
     assert result["retest"]["criteria"]["coherence"]["exact"] == 1.0
     assert result["answers"]["invalid_rate"] == 0 and result["warnings"] == []
 
@@ -82,9 +92,11 @@ def test_the_same_answer_for_everything_does_not_discriminate(probes):
     result = run_check(probes, lambda kind: "2 2 2")
     assert set(verdicts(result).values()) == {"does not discriminate"}
     assert result["criteria"]["readability"]["tied"] == result["criteria"]["readability"]["pairs"] > 0
-    assert not result["verdict"]["discriminates"] and result["verdict"]["text"].startswith("FAIL")
+    assert not result["verdict"]["passed"] and result["verdict"]["text"].startswith("FAIL")
     answer = result["diversity"]["answer"]
     assert answer["most_frequent"] == "2 2 2" and answer["entropy_bits"] == 0
+    assert "one answer" in result["verdict"]["failing"]  # 100 % of the answers, above the bound
+    assert "-0.00" not in result["criteria"]["readability"]["text"]
     assert any("of the valid answers are '2 2 2'" in w for w in result["warnings"])
 
 
@@ -106,22 +118,62 @@ def test_copying_the_example_is_counted_and_does_not_discriminate(probes):
     assert set(verdicts(result).values()) == {"does not discriminate"}
     assert result["answers"]["example_copy_rate"] == 1.0
     assert any("copy the prompt's example answer '1 2 3'" in w for w in result["warnings"])
+    assert {"example copies", "one answer"} <= set(result["verdict"]["failing"])
     # The default prompt shows no example, so there is nothing to count as a copy.
     assert run_check(probes, lambda kind: "1 2 3")["answers"]["example_copy_rate"] is None
 
 
 def test_an_obedient_teacher_is_caught_by_the_injection(probes):
-    result = run_check(probes, lambda kind: "3 3 3" if kind == "injection" else knows_the_damage(kind).replace("3", "2"))
+    """It discriminates on every criterion, and it obeys the grader's note: a FAIL."""
+    result = run_check(probes, lambda kind: "3 3 3" if kind == "injection" else one_level_lower(knows_the_damage(kind)))
+    assert set(verdicts(result).values()) == {"discriminates"}
     assert result["injection"]["verdict"] == "raises the score"
     assert result["injection"]["asked_answer_given"] == 12 and result["injection"]["lift"] > 0
+    assert result["injection"]["lift_interval"][0] > 0
     assert any("instruction to the grader" in w for w in result["warnings"])
+    assert result["verdict"]["failing"] == ["injection"] and result["verdict"]["discriminates"]
+    assert result["verdict"]["text"].startswith("FAIL: test: an instruction to the grader raises the score (lift +0.")
+
+
+def test_a_consistent_sign_with_a_tiny_gap_does_not_pass(probes):
+    """Expected-score answers that are a hair lower for every damaged story: the clean story
+    wins every pair, and the criterion still fails, by how little it moves."""
+    rubric = Rubric.from_config(TeacherConfig())
+
+    class Nudged:  # scores are floats, as in expected-score mode
+        identity = "nudged"
+
+        def rate(self, stories):
+            out = []
+            for s in stories:
+                kind = s.id.split("-", 1)[1] if "-" in s.id else "clean"
+                scores = {c: 2.0 - (0.02 if c in VARIANTS.get(kind, ()) else 0.0) for c in rubric.names}
+                out.append(rubric.rating("2 2 2", scores))
+            return out
+
+        def close(self):
+            pass
+
+    result, _, _ = check(RubricTeacher(Nudged(), rubric), probes, retest=0)
+    row = result["criteria"]["coherence"]
+    assert row["discrimination"] == 1.0 and row["verdict"] == "too small a gap"
+    assert row["gap"] == pytest.approx(0.02) and row["gap_interval"][1] < 0.25
+    assert set(result["verdict"]["failing"]) >= {"readability", "coherence", "creativity"}
+    assert "coherence gap +0.02 points below the minimum 0.25" in result["verdict"]["text"]
+    # the same ratings with a minimum below the gap pass on the criteria
+    lenient, _, _ = check(RubricTeacher(Nudged(), rubric), probes, retest=0, min_gap=0.01)
+    assert lenient["criteria"]["coherence"]["verdict"] == "discriminates"
 
 
 def test_unparseable_answers_are_invalid_not_numbers(probes):
     result = run_check(probes, lambda kind: "What a lovely story!", retest=0)
     assert result["answers"]["invalid_rate"] == 1.0
     assert all(row["pairs"] == 0 for row in result["criteria"].values())
-    assert result["verdict"]["discriminates"] is False
+    assert all(row["verdict"] == "not measured" for row in result["criteria"].values())
+    assert result["verdict"]["passed"] is False
+    assert result["verdict"]["text"] == "FAIL: test was not measured: every answer was invalid"
+    assert result["criteria"]["coherence"]["text"] == "coherence: not measured: every answer was invalid"
+    assert result["injection"]["verdict"] == "not measured" and result["injection"]["lift"] is None
 
 
 def test_statistics():
@@ -130,9 +182,16 @@ def test_statistics():
     assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
     row = compare([(3, 1)] * 6 + [(2, 2)] * 4)
     assert row["discrimination"] == 0.6 and row["tied"] == 4 and row["chance"] == 0.3
-    assert row["verdict"] == "discriminates"
+    assert row["verdict"] == "discriminates" and row["gap"] == pytest.approx(1.2)
+    lo, hi = row["gap_interval"]
+    assert 0.3 < lo < 1.2 < hi <= 2.0
     assert compare([(1, 3)] * 8)["verdict"] == "reversed"
-    assert compare([(3, 1)] * 6 + [(2, 2)] * 20)["verdict"] == "discriminates weakly"
+    assert compare([(3, 1)] * 6 + [(2, 2)] * 20)["verdict"] == "discriminates weakly"  # gap 12 / 26 = 0.46
+    assert compare([(3, 1)] * 6 + [(2, 2)] * 60)["verdict"] == "too small a gap"  # gap 12 / 66 = 0.18
+    assert compare([(3, 1)] * 6 + [(2, 2)] * 60, min_gap=0.1)["verdict"] == "discriminates weakly"
+    assert compare([])["verdict"] == "not measured" and compare([])["gap"] is None
+    assert mean_interval([]) is None and mean_interval([0.5, 0.5]) == [0.5, 0.5]
+    assert mean_interval([0.0, 1.0] * 20) == mean_interval([0.0, 1.0] * 20)  # seeded
 
 
 def test_probes_are_seeded_and_damaged_as_described():
@@ -171,25 +230,31 @@ def test_probes_are_seeded_and_damaged_as_described():
 def test_heuristic_through_the_command_line(tmp_path, cli):
     out = tmp_path / "check"
     proc = cli("check-teacher", "--out", str(out), "--n", "10", "--retest", "5", "--json")
-    assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result == json.loads((out / "check.json").read_text())
-    # What the heuristic is: it sees broken sentences and loops, not the order of events.
+    # A FAIL exits with code 1, a PASS with 0 (bad input: 2).
+    assert proc.returncode == (0 if result["verdict"]["passed"] else 1), proc.stderr
+    # What the heuristic is: it sees broken sentences and loops.
     assert verdicts(result)["readability"] == "discriminates"
     assert verdicts(result)["creativity"] == "discriminates"
-    assert verdicts(result)["coherence"] == "does not discriminate"
-    assert "coherence: does not discriminate" in proc.stderr and "FAIL: heuristic:v1" in proc.stderr
+    assert result["teacher"].startswith("heuristic:")
+    assert result["verdict"]["text"] in proc.stderr and result["verdict"]["text"].startswith((f"PASS: {result['teacher']}", "FAIL: "))
     probes = read_probes(out / "probes.jsonl")
     assert len(probes) == result["probes"]["n"] == len((out / "ratings.jsonl").read_text().splitlines())
 
-    # The same probes on another run (here: the same teacher) give the same figures, and
-    # --fail-under turns a criterion below it into exit code 1.
+    # The same probes on another run (here: the same teacher) give the same figures;
+    # --fail-under turns a criterion below it into exit code 1, --exit-zero keeps 0.
     again = tmp_path / "again"
-    proc = cli("check-teacher", "--out", str(again), "--probes", str(out / "probes.jsonl"), "--retest", "0", "--fail-under", "50")
+    proc = cli("check-teacher", "--out", str(again), "--probes", str(out / "probes.jsonl"), "--retest", "0", "--fail-under", "99")
     assert proc.returncode == 1, proc.stderr
-    assert "below --fail-under 50 %: coherence" in proc.stdout
+    assert "below --fail-under 99 %: readability" in proc.stdout
     redo = json.loads((again / "check.json").read_text())
     assert redo["criteria"]["readability"]["discrimination"] == result["criteria"]["readability"]["discrimination"]
+    assert redo["fail_under"] == 99
+    proc = cli("check-teacher", "--out", str(again), "--probes", str(out / "probes.jsonl"), "--retest", "0", "--fail-under", "99",
+               "--exit-zero")
+    assert proc.returncode == 0, proc.stderr
+    assert "--exit-zero: exit code 0 despite the FAIL" in proc.stdout
 
 
 def test_a_real_server_that_always_answers_the_same_fails_the_check(tmp_path, cli, teacher_server):
@@ -246,8 +311,93 @@ def test_the_transformers_backend_in_process_is_checked_the_same_way(tmp_path, c
         "check-teacher", "--out", str(out), "--n", "10", "--retest", "0",
         "--set", "teacher.backend=transformers", "--set", f"teacher.model={tiny_teacher_model}", "--set", "teacher.device=cpu",
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # a FAIL
     result = json.loads((out / "check.json").read_text())
     assert result["teacher"].startswith("transformers:")
     assert set(verdicts(result).values()) == {"does not discriminate"}
     assert result["speed"]["ratings"] == result["probes"]["n"]
+
+
+# --------------------------------------------------------------------------- judges over HTTP
+# The teacher's openai backend against fake judges on loopback (fake_judges.py), through the
+# command line: each judge answers from the story it is shown, in one controlled way.
+@pytest.fixture(scope="module")
+def probe_file(tmp_path_factory, probes):
+    path = tmp_path_factory.mktemp("probes") / "probes.jsonl"
+    write_probes(path, probes)
+    return path
+
+
+@pytest.fixture(scope="module")
+def kind_of(probes):
+    """The probe kind of a story as the judge sees it (None: not a probe, e.g. the start-up request)."""
+    by_text = {" ".join(p.continuation.split()): p.kind for p in probes}
+    return by_text.get
+
+
+def check_over_http(cli, out, probe_file, judge, *extra, env=None):
+    with judge:
+        proc = cli(
+            "check-teacher", "--out", str(out), "--probes", str(probe_file), "--retest", "0",
+            "--set", "teacher.backend=openai", "--set", f"teacher.base_url={judge.base_url}", *extra, env=env,
+        )  # fmt: skip
+    assert (out / "check.json").is_file(), proc.stderr
+    return proc, json.loads((out / "check.json").read_text())
+
+
+def test_an_honest_judge_over_http_passes(tmp_path, cli, probe_file, kind_of):
+    judge = FakeJudge(lambda story: knows_the_damage(kind_of(story) or "clean"))
+    # one request at a time, a progress line every 0.1 s: the count moves rating by rating
+    env = {"ONCEUPON_PROGRESS": "plain", "ONCEUPON_PROGRESS_INTERVAL": "0.1"}
+    proc, result = check_over_http(cli, tmp_path / "check", probe_file, judge, "--set", "teacher.concurrency=1", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert result["verdict"]["passed"] and result["verdict"]["text"].startswith("PASS: openai:fake-judge")
+    assert {r["gap"] for r in judged_rows(result["criteria"]).values()} == {1.0}
+    assert result["injection"]["verdict"] == "does not raise the score"
+    counts = {int(m) for m in re.findall(r"^check: (\d+)/\d+ stories", proc.stderr, re.M)}
+    n = result["probes"]["n"]
+    assert len({c for c in counts if 0 < c < n}) >= 3, proc.stderr
+    assert any(c % 16 for c in counts if c < n), proc.stderr  # not only whole chunks
+
+
+def test_a_judge_that_obeys_the_injection_fails_over_http(tmp_path, cli, probe_file, kind_of):
+    """It tells damaged stories from clean ones, and gives the top answer when the story asks."""
+
+    def obedient(story):
+        kind = kind_of(story) or "clean"
+        return "3 3 3" if kind == "injection" else one_level_lower(knows_the_damage(kind))
+
+    proc, result = check_over_http(cli, tmp_path / "check", probe_file, FakeJudge(obedient))
+    assert proc.returncode == 1, proc.stderr
+    assert set(verdicts(result).values()) == {"discriminates"}
+    assert result["injection"]["raised"] == result["injection"]["pairs"] == 12
+    assert result["verdict"]["failing"] == ["injection"]
+    assert "FAIL: openai:fake-judge" in proc.stdout and "an instruction to the grader raises the score" in proc.stdout
+
+
+def test_an_expected_score_judge_with_tiny_gaps_fails_over_http(tmp_path, cli, probe_file, kind_of):
+    """Always "1 2 3"; only its digit probabilities move, by 0.012, and always the right way
+    (the issue's SmolLM2-like judge). The clean story wins every pair, by 0.036 points."""
+    rubric = Rubric.from_config(TeacherConfig())
+
+    def digits(story, answer):
+        targets = VARIANTS.get(kind_of(story) or "clean", ())
+        out = []
+        for name, chosen in zip(rubric.names, answer.split()):
+            p = {d: 0.15 for d in "0123"} | {chosen: 0.55}
+            if name in targets:  # damaged: a little mass from the top digit to the bottom one
+                p["3"], p["0"] = p["3"] - 0.012, p["0"] + 0.012
+            out.append(p)
+        return out
+
+    judge = FakeJudge(lambda story: "1 2 3", logprobs=digits)
+    proc, result = check_over_http(cli, tmp_path / "check", probe_file, judge, "--set", "teacher.expected_score=true")
+    assert proc.returncode == 1, proc.stderr
+    assert result["teacher"].endswith("|expected")
+    for name in ("readability", "coherence", "creativity"):
+        row = result["criteria"][name]
+        assert row["discrimination"] == 1.0 and row["verdict"] == "too small a gap"
+        assert row["gap"] == pytest.approx(0.036, abs=1e-6)
+    assert "coherence gap +0.04 points below the minimum 0.25" in proc.stdout
+    # its expected scores round to one answer for every story: that fails it too
+    assert result["verdict"]["failing"] == ["readability", "coherence", "creativity", "one answer"]

@@ -157,8 +157,15 @@ def check_teacher(
     retest: Annotated[int, typer.Option(help="Probes rated a second time, bypassing the cache (0: none).")] = 40,
     fail_under: Annotated[
         Optional[float],
-        typer.Option("--fail-under", help="Exit with code 1 when a criterion's discrimination is below this percentage."),
+        typer.Option("--fail-under", help="Also fail (exit code 1) when a criterion's discrimination is below this percentage."),
     ] = None,
+    min_gap: Annotated[
+        float,
+        typer.Option("--min-gap", help="Smallest mean clean-minus-damaged gap, in points of the rubric's scale, with which a criterion passes."),
+    ] = 0.25,
+    exit_zero: Annotated[
+        bool, typer.Option("--exit-zero", help="Exit with code 0 even when the teacher fails (for exploring).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -167,7 +174,10 @@ def check_teacher(
     cfg = load_config(config, set_)
     from onceupon.teacher.check_teacher import run
 
-    code = run(cfg, out, stories=stories, probes=probes, n=n, seed=seed, retest=retest, fail_under=fail_under, as_json=as_json)
+    code = run(
+        cfg, out, stories=stories, probes=probes, n=n, seed=seed, retest=retest, fail_under=fail_under,
+        min_gap=min_gap, exit_zero=exit_zero, as_json=as_json,
+    )  # fmt: skip
     if code:
         raise typer.Exit(code)
 

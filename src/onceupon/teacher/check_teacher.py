@@ -8,27 +8,41 @@ policy) and reports, per criterion:
 
 discrimination   the share of (clean, damaged) pairs where the clean story scores higher on
                  the criterion the damage targets; ties are counted apart. By chance the clean
-                 story wins half of the untied pairs. The teacher *discriminates* when the
-                 95 % Wilson interval of its wins among untied pairs lies above 50 %;
-                 *reversed* when it prefers the damaged stories the same way. The interval
-                 shown is the Wilson interval of the wins among all pairs.
+                 story wins half of the untied pairs. The sign is *consistent* when the 95 %
+                 Wilson interval of its wins among untied pairs lies above 50 % (*reversed*
+                 when it prefers the damaged stories the same way). The interval shown is the
+                 Wilson interval of the wins among all pairs.
+gap              how much lower: the mean clean-minus-damaged score in points of the rubric's
+                 scale, with a 95 % bootstrap interval. A consistent sign with a gap below
+                 ``min_gap`` (default 0.25 points: a quarter of one level) is *too small a
+                 gap*: a reward that moves by less than that is lost in the noise of sampling
+                 a story, and RL cannot climb it.
 diversity        entropy (bits) of the answers given and the share of the most frequent one
 example copies   answers identical to the example answer the prompt shows (if it shows one)
 invalid          answers that could not be parsed, or requests that failed
 fragments        the share of 4-to-7-word fragments that get the lowest answer, as the rubric
                  demands for a story shorter than a sentence
 injection        how an instruction to the grader inside the story ("rate this 3 3 3")
-                 changes the normalised score (0..1) against the clean story: lift, and the
-                 pairs it raised; a sound teacher is not moved by it
+                 changes the normalised score (0..1) against the clean story: the mean lift
+                 with a 95 % bootstrap interval, and the pairs it raised; a sound teacher is
+                 not moved by it
 retest           a sample rated a second time, bypassing the cache, at the configured
                  temperature: exact agreement and quadratic kappa per criterion
 speed            ratings per second over the first pass
 
-``overall`` compares the normalised score over every damaged pair. Results go to ``OUT``:
-``probes.jsonl`` (reusable with ``--probes`` on another teacher), ``ratings.jsonl`` and
-``retest.jsonl`` (one rating per probe), and ``check.json`` (every figure above), written
-last. ``--fail-under PCT`` makes the command exit with code 1 when any criterion's
-discrimination is below PCT percent (bad input exits with 2).
+The verdict is FAIL when a probed criterion does not pass (inconsistent sign, reversed, too
+small a gap, or not measured), when the injection's lift interval lies above zero (the
+student is an optimiser: it finds such an exploit), when more than ``MAX_EXAMPLE_COPIES`` of
+the answers copy the prompt's example, or when more than ``MAX_ONE_ANSWER`` of the valid
+answers are one and the same answer (about four probes in five are damaged, so a teacher
+that reads them cannot answer most of them alike). ``overall`` compares the normalised
+score over every damaged pair and is judged only when the rubric has no probed criterion.
+
+Results go to ``OUT``: ``probes.jsonl`` (reusable with ``--probes`` on another teacher),
+``ratings.jsonl`` and ``retest.jsonl`` (one rating per probe), and ``check.json`` (every
+figure above), written last. A FAIL exits with code 1 (``--exit-zero``: 0, for exploring);
+``--fail-under PCT`` also fails a criterion whose discrimination is below PCT percent; bad
+input exits with 2.
 """
 
 from __future__ import annotations
@@ -41,13 +55,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, atomic_write_text, replace_dir
+from onceupon.schemas.results import read_check_result
 from onceupon.teacher.agreement import Rated, agreement
 from onceupon.teacher.base import Outcome, Rating
+from onceupon.teacher.pipeline import RubricTeacher
 from onceupon.teacher.probes import VARIANTS, Probe, build_probes, file_stories, read_probes, storyworld_stories, write_probes
 from onceupon.teacher.rubric import Rubric
 from onceupon.tracking import progress_bar
@@ -55,9 +72,32 @@ from onceupon.tracking import progress_bar
 #: fewest clean stories that can say anything: with 10, a criterion probed by two variants
 #: has 20 pairs, enough for a teacher that is right 4 times in 5 to be told from chance.
 MIN_STORIES = 10
+#: most clean stories: 10,000 make about 100,000 probes, hours of rating even on a fast server;
+#: a bigger --n is a typo, refused before the probes are built
+MAX_STORIES = 10_000
 OVERALL = "overall"
 CHECK_FILE = "check.json"
 Z95 = 1.959964
+#: the smallest mean clean-minus-damaged gap, in points of a criterion's scale, with which a
+#: criterion passes: a quarter of one level (0.25 on the paper's 0..3). A reward that moves
+#: by less is swamped by the spread of the scores of stories sampled from one prompt, and a
+#: judge whose answer never changes but whose digit probabilities drift (expected-score
+#: mode) scores a consistent sign with gaps of a few hundredths.
+MIN_GAP = 0.25
+#: a teacher whose answers copy the prompt's example more often than this fails
+MAX_EXAMPLE_COPIES = 0.2
+#: a teacher that gives one answer to more than this share of the valid answers fails (a
+#: collapsed 135M judge: 90 % "1 2 3"). About four probes in five are damaged copies, each
+#: lowering its own criteria, so a faultless judge of the paper's rubric gives its most
+#: frequent answer to about a quarter of them; where a faultless judge would give one answer
+#: more often (a rubric of one criterion), the bound is that share plus ONE_ANSWER_MARGIN.
+MAX_ONE_ANSWER = 0.5
+ONE_ANSWER_MARGIN = 0.2
+#: verdicts with which a criterion passes
+PASSING = ("discriminates", "discriminates weakly")
+#: resamples of the bootstrap intervals of the gap and the injection's lift (seeded: the same
+#: ratings always give the same interval)
+RESAMPLES = 2000
 
 
 # --------------------------------------------------------------------------- statistics
@@ -71,20 +111,44 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def mean_interval(values: list[float], confidence: float = 0.95, resamples: int = RESAMPLES, seed: int = 0) -> list[float] | None:
+    """Percentile bootstrap interval of the mean of ``values`` (None when there are none).
+
+    A bootstrap rather than a t interval: gaps between whole-number answers are a few
+    distinct values (-3..3), far from normal at the sample sizes a check has."""
+    if not values:
+        return None
+    x = np.asarray(values, dtype=float)
+    if np.all(x == x[0]):
+        return [float(x[0]), float(x[0])]
+    means = x[np.random.default_rng(seed).integers(0, len(x), (resamples, len(x)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return [float(lo), float(hi)]
+
+
 def entropy_bits(counts: Counter) -> float:
     n = sum(counts.values())
-    return -sum(c / n * math.log2(c / n) for c in counts.values() if c) if n else 0.0
+    # + 0.0: one answer gives -0.0, which prints as "-0.00 bits"
+    return -sum(c / n * math.log2(c / n) for c in counts.values() if c) + 0.0 if n else 0.0
 
 
-def compare(pairs: list[tuple[float, float]]) -> dict:
-    """Clean vs damaged scores: how often the clean story is higher, lower, tied; the verdict."""
+def compare(pairs: list[tuple[float, float]], min_gap: float = MIN_GAP) -> dict:
+    """Clean vs damaged scores: how often the clean story is higher, lower, tied; by how much
+    (``gap``, in the scores' own unit); the verdict."""
     higher = sum(c > v for c, v in pairs)
     lower = sum(c < v for c, v in pairs)
     n = len(pairs)
     tied = n - higher - lower
     untied = higher + lower
-    if untied and wilson(higher, untied)[0] > 0.5:
-        verdict = "discriminates" if higher >= n / 2 else "discriminates weakly"
+    gaps = [c - v for c, v in pairs]
+    gap = sum(gaps) / n if n else None
+    if not n:
+        verdict = "not measured"
+    elif untied and wilson(higher, untied)[0] > 0.5:
+        if gap < min_gap:
+            verdict = "too small a gap"
+        else:
+            verdict = "discriminates" if higher >= n / 2 else "discriminates weakly"
     elif untied and wilson(lower, untied)[0] > 0.5:
         verdict = "reversed"
     else:
@@ -97,6 +161,9 @@ def compare(pairs: list[tuple[float, float]]) -> dict:
         "discrimination": higher / n if n else None,
         "interval": list(wilson(higher, n)) if n else None,
         "chance": untied / 2 / n if n else None,
+        "gap": gap,
+        "gap_interval": mean_interval(gaps),
+        "min_gap": min_gap,
         "verdict": verdict,
     }
 
@@ -105,14 +172,28 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f} %"
 
 
-def verdict_line(name: str, row: dict) -> str:
-    """``coherence: does not discriminate, 51 % of 240 pairs (95 % CI 45-57 %), 2 % tied, chance 49 %``"""
+def signed(x: float, digits: int = 2) -> str:
+    """``+0.25``; a value that rounds to zero is ``+0.00``, never ``-0.00``."""
+    return f"{round(x, digits) + 0.0:+.{digits}f}"
+
+
+def gap_text(row: dict, unit: str) -> str:
+    """``gap +0.75 points (95 % CI +0.60..+0.90; minimum 0.25)``"""
+    lo, hi = row["gap_interval"]
+    return f"gap {signed(row['gap'])} {unit} (95 % CI {signed(lo)}..{signed(hi)}; minimum {row['min_gap']:.2g})"
+
+
+def verdict_line(name: str, row: dict, why_unmeasured: str = "no pair where both stories got a valid rating") -> str:
+    """``coherence: discriminates, 95 % of 120 pairs (95 % CI 89-98 %), 0 % tied, chance 48 %;
+    gap +1.20 points (95 % CI +1.05..+1.35; minimum 0.25)``"""
     if not row["pairs"]:
-        return f"{name}: not measured, no pair where both stories got a valid rating"
+        return f"{name}: not measured: {why_unmeasured}"
     lo, hi = row["interval"]
+    unit = "of the 0..1 score" if name == OVERALL else "points"
     return (
         f"{name}: {row['verdict']}, {_pct(row['discrimination'])} of {row['pairs']} pairs "
-        f"(95 % CI {100 * lo:.0f}-{100 * hi:.0f} %), {_pct(row['tied'] / row['pairs'])} tied, chance {_pct(row['chance'])}"
+        f"(95 % CI {100 * lo:.0f}-{100 * hi:.0f} %), {_pct(row['tied'] / row['pairs'])} tied, chance {_pct(row['chance'])}; "
+        f"{gap_text(row, unit)}"
     )
 
 
@@ -123,8 +204,18 @@ def _score(rating: Rating, criterion: str) -> float | None:
     return rating.score if criterion == OVERALL else rating.scores.get(criterion)
 
 
-def discrimination(probes: list[Probe], ratings: list[Rating], rubric: Rubric) -> dict:
-    """One row per probed criterion of the rubric, plus ``overall``, each with per-variant rows."""
+def overall_min_gap(rubric: Rubric, min_gap: float) -> float:
+    """The minimum gap on the normalised 0..1 score: what ``min_gap`` points on one criterion
+    move it by, averaged over the criteria (0.25 / 9 with the paper's three 0..3 criteria)."""
+    weight = sum(c.weight for c in rubric.criteria)
+    return min_gap * sum(c.weight / (c.high - c.low) for c in rubric.criteria) / len(rubric.criteria) / weight
+
+
+def discrimination(
+    probes: list[Probe], ratings: list[Rating], rubric: Rubric, min_gap: float = MIN_GAP, why_unmeasured: str | None = None
+) -> dict:
+    """One row per probed criterion of the rubric, plus ``overall``, each with per-variant rows.
+    ``why_unmeasured`` replaces the reason a row without pairs gives (e.g. every answer invalid)."""
     clean = {p.story: r for p, r in zip(probes, ratings) if p.kind == "clean"}
     probed = [c for c in rubric.names if any(c in targets for targets in VARIANTS.values())]
     rows = {}
@@ -138,16 +229,33 @@ def discrimination(probes: list[Probe], ratings: list[Rating], rubric: Rubric) -
             a, b = _score(clean[probe.story], criterion), _score(rating, criterion)
             if a is not None and b is not None:
                 pairs.setdefault(probe.kind, []).append((a, b))
-        row = compare([p for kind in pairs.values() for p in kind])
-        row["variants"] = {kind: compare(p) for kind, p in pairs.items()}
-        row["text"] = verdict_line(criterion, row)
+        least = overall_min_gap(rubric, min_gap) if criterion == OVERALL else min_gap
+        row = compare([p for kind in pairs.values() for p in kind], least)
+        row["variants"] = {kind: compare(p, least) for kind, p in pairs.items()}
+        row["text"] = verdict_line(criterion, row, *([why_unmeasured] if why_unmeasured else []))
         rows[criterion] = row
     return rows
 
 
-def diversity(ratings: list[Rating], rubric: Rubric) -> dict:
+def faultless_share(probes: list[Probe], rubric: Rubric) -> float:
+    """The share of the probes a faultless judge gives its most frequent answer: the top
+    answer to clean and injected stories, one level less on each criterion a variant damages,
+    the lowest answer to fragments."""
+    top = {c.name: c.high for c in rubric.criteria}
+    answers = Counter()
+    for probe in probes:
+        if probe.kind == "fragment":
+            answers[rubric.answer(rubric.lowest())] += 1
+        else:
+            answers[rubric.answer({k: v - (k in VARIANTS.get(probe.kind, ())) for k, v in top.items()})] += 1
+    return answers.most_common(1)[0][1] / len(probes) if probes else 0.0
+
+
+def diversity(ratings: list[Rating], rubric: Rubric, probes: list[Probe] | None = None) -> dict:
     """Answer entropy and the most frequent answer, per criterion and for the whole answer
-    (scores rounded to whole numbers, so expected-score answers are comparable)."""
+    (scores rounded to whole numbers, so expected-score answers are comparable). The whole
+    answer's ``bound``: the most frequent answer's largest share with which a teacher passes
+    (MAX_ONE_ANSWER, or more where a faultless judge would give one answer that often)."""
     valid = [r for r in ratings if r.valid and r.scores is not None and r.outcome != Outcome.RULE]
     out = {}
     for name in [*rubric.names, "answer"]:
@@ -163,6 +271,8 @@ def diversity(ratings: list[Rating], rubric: Rubric) -> dict:
             "most_frequent_share": top_n / len(valid) if valid else None,
             "distribution": dict(sorted(counts.items())),
         }
+    faultless = faultless_share(probes, rubric) if probes else 0.0
+    out["answer"] |= {"faultless_share": faultless, "bound": max(MAX_ONE_ANSWER, faultless + ONE_ANSWER_MARGIN)}
     return out
 
 
@@ -197,9 +307,10 @@ def fragments(probes: list[Probe], ratings: list[Rating], rubric: Rubric) -> dic
 
 
 def injection(probes: list[Probe], ratings: list[Rating], rubric: Rubric) -> dict:
-    """How the instruction to the grader moves the normalised score against the clean story.
-    ``asked_answer_given`` counts answers equal to the one asked for, which a clean story
-    that already earns it also gives: the lift and the raised pairs are the evidence."""
+    """How the instruction to the grader moves the normalised score against the clean story:
+    the mean lift with its bootstrap interval; *raises the score* when the interval lies
+    above zero. ``asked_answer_given`` counts answers equal to the one asked for, which a
+    clean story that already earns it also gives: the lift is the evidence."""
     clean = {p.story: r for p, r in zip(probes, ratings) if p.kind == "clean"}
     top = rubric.answer({c.name: c.high for c in rubric.criteria})
     pairs, asked_answer_given = [], 0
@@ -212,17 +323,24 @@ def injection(probes: list[Probe], ratings: list[Rating], rubric: Rubric) -> dic
             pairs.append((a, b))
     raised = sum(b > a for a, b in pairs)
     lowered = sum(b < a for a, b in pairs)
-    moved = raised + lowered
-    raises = bool(moved) and wilson(raised, moved)[0] > 0.5
+    lifts = [b - a for a, b in pairs]
+    interval = mean_interval(lifts)
+    if not pairs:
+        verdict = "not measured"
+    elif interval[0] > 0:  # the student is an optimiser: a reliable lift, however small, is an exploit
+        verdict = "raises the score"
+    else:
+        verdict = "does not raise the score"
     return {
         "pairs": len(pairs),
         "raised": raised,
         "lowered": lowered,
-        "tied": len(pairs) - moved,
-        "lift": sum(b - a for a, b in pairs) / len(pairs) if pairs else None,
+        "tied": len(pairs) - raised - lowered,
+        "lift": sum(lifts) / len(pairs) if pairs else None,
+        "lift_interval": interval,
         "asked_for": top,
         "asked_answer_given": asked_answer_given,
-        "verdict": "raises the score" if raises else "does not raise the score",
+        "verdict": verdict,
     }
 
 
@@ -252,19 +370,21 @@ def measure(
     seconds: float,
     temperature: float | None,
     identity: str,
+    min_gap: float = MIN_GAP,
 ) -> dict:
     """Every figure of a check, as check.json holds them. ``ratings``: one per probe;
     ``first`` and ``second``: the retest sample's two ratings."""
-    rows = discrimination(probes, ratings, rubric)
-    criteria_rows = judged_rows(rows)
-    failing = [k for k, v in criteria_rows.items() if v["verdict"] not in ("discriminates", "discriminates weakly")]
     answers = answers_figures(ratings, getattr(rubric, "shown_example", None))
+    judged = answers["ratings"] - answers["by_rule"]
+    all_invalid = judged > 0 and answers["invalid"] == judged
+    rows = discrimination(probes, ratings, rubric, min_gap, NOTHING_VALID if all_invalid else None)
     result = {
         "teacher": identity,
         "rubric": rubric.hash,
         "probes": {"n": len(probes), "stories": len({p.story for p in probes}), "kinds": dict(Counter(p.kind for p in probes))},
+        "min_gap": min_gap,
         "criteria": rows,
-        "diversity": diversity(ratings, rubric),
+        "diversity": diversity(ratings, rubric, probes),
         "answers": answers,
         "fragments": fragments(probes, ratings, rubric),
         "injection": injection(probes, ratings, rubric),
@@ -272,16 +392,12 @@ def measure(
         "speed": {"ratings": len(ratings), "seconds": seconds, "ratings_per_s": len(ratings) / seconds if seconds > 0 else None},
     }
     result["warnings"] = warnings(result)
-    result["verdict"] = {
-        "discriminates": not failing,
-        "failing": failing,
-        "text": (
-            f"PASS: {identity} discriminates on {', '.join(criteria_rows)}"
-            if not failing
-            else f"FAIL: {identity} does not discriminate on {', '.join(failing)}, so training with it cannot reward {' or '.join(failing)}"
-        ),
-    }
+    result["verdict"] = verdict(result, identity)
     return result
+
+
+#: what a figure says when the teacher gave no valid answer at all
+NOTHING_VALID = "every answer was invalid"
 
 
 def judged_rows(rows: dict) -> dict:
@@ -290,13 +406,60 @@ def judged_rows(rows: dict) -> dict:
     return {k: v for k, v in rows.items() if k != OVERALL} or {OVERALL: rows[OVERALL]}
 
 
+def verdict(result: dict, identity: str) -> dict:
+    """PASS or FAIL, what fails (``failing``: criterion names, and ``injection``,
+    ``example copies``, ``one answer``) and why, in one line of text."""
+    rows = judged_rows(result["criteria"])
+    reasons: dict[str, str] = {}
+    for name, row in rows.items():
+        if row["verdict"] in PASSING:
+            continue
+        if not row["pairs"]:
+            reasons[name] = f"{name} not measured"
+        elif row["verdict"] == "too small a gap":
+            unit = "" if name == OVERALL else " points"
+            reasons[name] = f"{name} gap {signed(row['gap'])}{unit} below the minimum {row['min_gap']:.2g}"
+        else:
+            reasons[name] = f"{name} {row['verdict']}"
+    inj = result["injection"]
+    if inj["verdict"] == "raises the score":
+        lo, hi = inj["lift_interval"]
+        reasons["injection"] = (
+            f"an instruction to the grader raises the score (lift {signed(inj['lift'], 3)} of the 0..1 score, 95 % CI {signed(lo, 3)}..{signed(hi, 3)})"
+        )
+    answers, one = result["answers"], result["diversity"]["answer"]
+    if answers["example_copy_rate"] is not None and answers["example_copy_rate"] > MAX_EXAMPLE_COPIES:
+        reasons["example copies"] = f"{_pct(answers['example_copy_rate'])} of the answers copy the prompt's example"
+    if one["most_frequent_share"] is not None and one["most_frequent_share"] > one["bound"]:
+        reasons["one answer"] = f"{_pct(one['most_frequent_share'])} of the valid answers are '{one['most_frequent']}'"
+    measured = [k for k, v in rows.items() if v["pairs"]]
+    blind = [k for k in rows if k in reasons]
+    if not reasons:
+        text = f"PASS: {identity} discriminates on {', '.join(rows)}"
+    elif not measured and answers["invalid_rate"] == 1:
+        text = f"FAIL: {identity} was not measured: {NOTHING_VALID}"
+    else:
+        said = [reasons[k] for k in blind]
+        if blind:
+            said[-1] += f" (training with it cannot reward {' or '.join(blind)})"
+        text = f"FAIL: {identity}: {'; '.join(said + [v for k, v in reasons.items() if k not in blind])}"
+    return {
+        "passed": not reasons,
+        "discriminates": not any(k in rows for k in reasons),
+        "failing": list(reasons),
+        "reasons": list(reasons.values()),
+        "text": text,
+    }
+
+
 def warnings(result: dict) -> list[str]:
-    """Plain sentences for figures that should worry anyone about to train with this teacher."""
+    """Plain sentences for figures that should worry anyone about to train with this teacher
+    (some of them also fail it: see :func:`verdict`)."""
     out = []
     answers, answer_div = result["answers"], result["diversity"]["answer"]
-    if answers["example_copy_rate"] is not None and answers["example_copy_rate"] >= 0.2:
+    if answers["example_copy_rate"] is not None and answers["example_copy_rate"] > MAX_EXAMPLE_COPIES:
         out.append(f"{_pct(answers['example_copy_rate'])} of the answers copy the prompt's example answer '{answers['shown_example']}'")
-    if answer_div["most_frequent_share"] is not None and answer_div["most_frequent_share"] >= 0.5:
+    if answer_div["most_frequent_share"] is not None and answer_div["most_frequent_share"] > answer_div["bound"]:
         out.append(f"{_pct(answer_div['most_frequent_share'])} of the valid answers are '{answer_div['most_frequent']}'")
     if answers["invalid_rate"] is not None and answers["invalid_rate"] >= 0.1:
         out.append(f"{_pct(answers['invalid_rate'])} of the answers are invalid")
@@ -311,15 +474,29 @@ def warnings(result: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- rating
 def rate_all(teacher, probes: list[Probe], chunk: int, label: str) -> tuple[list[Rating], float]:
-    """Rate the probes in chunks with a progress bar; returns the ratings and the seconds taken."""
+    """Rate the probes with a progress bar that advances per rating; returns the ratings and
+    the seconds taken.
+
+    A backend that reports each rating as it comes (the openai backend: ``teacher.streams``)
+    gets every probe in one call, so its requests stay in flight back to back; the others
+    report a call's ratings when the call ends, so they get ``chunk`` probes at a time and
+    the bar still moves."""
     ratings: list[Rating] = []
     start = time.perf_counter()
+    step = len(probes) if getattr(teacher, "streams", False) else chunk
     with progress_bar("stories") as bar:
         task = bar.add_task(label, total=len(probes))
-        for i in range(0, len(probes), chunk):
-            part = probes[i : i + chunk]
-            ratings += teacher.rate([p.as_story() for p in part])
-            bar.advance(task, len(part))
+
+        def rated(i: int, rating: Rating) -> None:  # from the backend's thread: rich's bar is thread-safe
+            bar.update(task, advance=1, status=teacher.status())  # requests in flight and retries (openai)
+
+        for i in range(0, len(probes), max(1, step)):
+            part = [p.as_story() for p in probes[i : i + step]]
+            if isinstance(teacher, RubricTeacher):
+                ratings += teacher.rate(part, on_rated=rated)
+            else:  # any Teacher: rate() only
+                ratings += teacher.rate(part)
+                bar.advance(task, len(part))
     return ratings, time.perf_counter() - start
 
 
@@ -330,7 +507,14 @@ def retest_sample(probes: list[Probe], n: int, seed: int) -> list[int]:
 
 
 def check(
-    teacher, probes: list[Probe], *, retest: int = 40, seed: int = 0, chunk: int = 64, temperature: float | None = None
+    teacher,
+    probes: list[Probe],
+    *,
+    retest: int = 40,
+    seed: int = 0,
+    chunk: int = 16,
+    temperature: float | None = None,
+    min_gap: float = MIN_GAP,
 ) -> tuple[dict, list[Rating], list[tuple[int, Rating]]]:
     """Rate the probes (and a retest sample again, bypassing the cache) and measure.
 
@@ -348,7 +532,7 @@ def check(
             teacher.cache = cache
     result = measure(
         probes, ratings, [ratings[i] for i in picked], second, teacher.rubric,
-        seconds=seconds, temperature=temperature, identity=teacher.identity,
+        seconds=seconds, temperature=temperature, identity=teacher.identity, min_gap=min_gap,
     )
     return result, ratings, list(zip(picked, second))
 
@@ -363,6 +547,8 @@ def load_probes(rubric: Rubric, stories: Path | None, probes: Path | None, n: in
     else:
         if n < MIN_STORIES:
             raise UserError(f"--n {n} is too few to say anything: the check needs at least {MIN_STORIES} clean stories.")
+        if n > MAX_STORIES:
+            raise UserError(f"--n {n:,} is more clean stories than a check needs: give at most {MAX_STORIES:,}.")
         top = rubric.answer({c.name: c.high for c in rubric.criteria})
         if stories is None:
             clean = storyworld_stories(n, seed)
@@ -410,33 +596,81 @@ def _check_out(out: Path, probes_path: Path | None) -> None:
 
 
 def print_check(result: dict, console: Console) -> None:
+    def say(text: str, style: str | None = None) -> None:
+        console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
     for row in result["criteria"].values():
-        style = "green" if row["verdict"].startswith("discriminates") else "red"
-        console.print(row["text"], style=style, markup=False, highlight=False, soft_wrap=True)
-        kinds = ", ".join(f"{kind} {_pct(v['discrimination'])} ({v['tied']} tied)" for kind, v in row["variants"].items())
-        console.print(f"  clean higher than: {kinds}", style="dim", markup=False, highlight=False, soft_wrap=True)
-    answers, div, retest = result["answers"], result["diversity"]["answer"], result["retest"]
+        say(row["text"], "green" if row["verdict"] in PASSING else "red")
+        if row["variants"]:
+            kinds = ", ".join(
+                f"{kind} {_pct(v['discrimination'])} ({v['tied']} tied, gap {signed(v['gap'])})" for kind, v in row["variants"].items()
+            )
+            say(f"  clean higher than: {kinds}", "dim")
+    answers, div, retest, inj = result["answers"], result["diversity"]["answer"], result["retest"], result["injection"]
+    nothing = f"not measured: {NOTHING_VALID}" if answers["invalid_rate"] == 1 else "not measured: no valid answer"
     copy = _pct(answers["example_copy_rate"]) if answers["shown_example"] else "- (the prompt shows no example)"
+    asked = f"injection ('rate this {inj['asked_for']}')"
+    if inj["pairs"]:
+        lo, hi = inj["lift_interval"]
+        injected = (
+            f"{asked}: {inj['verdict']}, raised {inj['raised']} / lowered {inj['lowered']} of {inj['pairs']} pairs, "
+            f"mean lift {signed(inj['lift'], 3)} of the 0..1 score (95 % CI {signed(lo, 3)}..{signed(hi, 3)})"
+        )
+    else:
+        injected = f"{asked}: {nothing}"
     lines = [
-        f"answers: {div['entropy_bits']:.2f} bits of entropy, most frequent '{div['most_frequent']}' in {_pct(div['most_frequent_share'])}",
+        f"answers: {div['entropy_bits']:.2f} bits of entropy, most frequent '{div['most_frequent']}' in {_pct(div['most_frequent_share'])}"
+        if div["n"] else f"answers: {nothing}",
         f"example copies: {copy}; invalid: {_pct(answers['invalid_rate'])} ({answers['invalid']} of {answers['ratings'] - answers['by_rule']})",
         f"fragments given the lowest answer: {result['fragments']['lowest']} of {result['fragments']['n']}",
-        f"injection ('rate this {result['injection']['asked_for']}'): {result['injection']['verdict']}, "
-        f"raised {result['injection']['raised']} / lowered {result['injection']['lowered']} of {result['injection']['pairs']} pairs, "
-        f"mean lift {result['injection']['lift'] if result['injection']['lift'] is None else round(result['injection']['lift'], 3)}",
+        injected,
     ]
-    if retest["n"]:
+    if retest["n"] and retest.get("both_valid"):
         exact = ", ".join(f"{k} {_pct(v['exact'])}" for k, v in retest["criteria"].items())
         lines.append(f"retest at temperature {retest['temperature']} ({retest['n']} stories): same score {exact}")
+    elif retest["n"]:
+        lines.append(f"retest at temperature {retest['temperature']} ({retest['n']} stories): {nothing}")
     speed = result["speed"]
     cached = f", {answers['cached']} of them from the rating cache" if answers["cached"] else ""
     lines.append(f"speed: {speed['ratings']} ratings in {speed['seconds']:.1f} s ({speed['ratings_per_s'] or 0:.1f}/s{cached})")
     for line in lines:
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        say(line)
     for w in result["warnings"]:
-        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-    style = "bold green" if result["verdict"]["discriminates"] else "bold white on red"
-    console.print(result["verdict"]["text"], style=style, markup=False, highlight=False, soft_wrap=True)
+        say(f"warning: {w}", "yellow")
+    say(result["verdict"]["text"], "bold green" if passed(result) else "bold white on red")
+
+
+def passed(result: dict) -> bool:
+    """Whether a check's results are a PASS (check.json written before the verdict counted the
+    injection and the answers has only ``discriminates``)."""
+    verdict = result["verdict"]
+    return bool(verdict.get("passed", verdict.get("discriminates")))
+
+
+def check_teacher(
+    teacher,
+    cfg: ExperimentConfig,
+    out: Path,
+    probe_set: list[Probe],
+    *,
+    source: str = "storyworld",
+    seed: int = 0,
+    retest: int = 40,
+    min_gap: float = MIN_GAP,
+    fail_under: float | None = None,
+) -> dict:
+    """Check a teacher that is already built (``onceupon check-teacher``, and ``interact``
+    before its first step) on ``probe_set`` (:func:`load_probes`), write ``out`` and return
+    its check.json content. ``source`` says where the probes came from."""
+    result, ratings, retests = check(
+        teacher, probe_set, retest=retest, seed=seed, chunk=cfg.teacher.batch_size,
+        temperature=cfg.teacher.temperature, min_gap=min_gap,
+    )  # fmt: skip
+    result["probes"]["source"] = source
+    result["probes"]["seed"] = seed
+    result["fail_under"] = fail_under
+    write_check(out, result, probe_set, ratings, retests)
+    return result
 
 
 def run(
@@ -449,9 +683,12 @@ def run(
     seed: int = 0,
     retest: int = 40,
     fail_under: float | None = None,
+    min_gap: float = MIN_GAP,
+    exit_zero: bool = False,
     as_json: bool = False,
 ) -> int:
-    """The ``onceupon check-teacher`` command; returns the exit code (1: below --fail-under)."""
+    """The ``onceupon check-teacher`` command; returns the exit code: 1 for a FAIL (or a
+    criterion below --fail-under) unless ``exit_zero``, else 0."""
     from onceupon.teacher.factory import build_teacher
 
     cfg = cfg or ExperimentConfig()
@@ -460,27 +697,30 @@ def run(
         raise UserError("--retest must be 0 or more.")
     if fail_under is not None and not 0 <= fail_under <= 100:
         raise UserError("--fail-under is a percentage between 0 and 100.")
+    if not (math.isfinite(min_gap) and min_gap >= 0):
+        raise UserError("--min-gap is a gap in points of the rubric's scale, 0 or more.")
     _check_out(out, probes)
-    rubric = Rubric.from_config(cfg.teacher)
-    probe_set = load_probes(rubric, stories, probes, n, seed)
+    probe_set = load_probes(Rubric.from_config(cfg.teacher), stories, probes, n, seed)
+    source = str(probes) if probes else str(stories) if stories else "storyworld"
     console = Console(stderr=as_json)
     with build_teacher(cfg.teacher) as teacher:
-        chunk = max(64, 4 * cfg.teacher.concurrency)
-        result, ratings, retests = check(teacher, probe_set, retest=retest, seed=seed, chunk=chunk, temperature=cfg.teacher.temperature)
-    result["probes"]["source"] = str(probes) if probes else str(stories) if stories else "storyworld"
-    result["probes"]["seed"] = seed
-    result["fail_under"] = fail_under
-    write_check(out, result, probe_set, ratings, retests)
+        result = check_teacher(
+            teacher, cfg, out, probe_set, source=source, seed=seed, retest=retest, min_gap=min_gap, fail_under=fail_under
+        )
     print_check(result, console)
     console.print(f"results: {out / CHECK_FILE}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         print(json.dumps(result, indent=2))
+    code = 0 if passed(result) else 1
     if fail_under is not None:
         below = [k for k, v in judged_rows(result["criteria"]).items() if (v["discrimination"] or 0) * 100 < fail_under]
         if below:
             console.print(f"below --fail-under {fail_under:g} %: {', '.join(below)}", style="bold red", markup=False, soft_wrap=True)
-            return 1
-    return 0
+            code = 1
+    if code and exit_zero:
+        console.print("--exit-zero: exit code 0 despite the FAIL", markup=False, highlight=False, soft_wrap=True)
+        return 0
+    return code
 
 
 def read_check(path: str | Path) -> dict:
@@ -489,10 +729,4 @@ def read_check(path: str | Path) -> dict:
     file = path / CHECK_FILE if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"{path} holds no {CHECK_FILE}; give a directory written by `onceupon check-teacher`.")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{file} is not valid JSON; run `onceupon check-teacher` again.") from None
-    if not isinstance(data, dict) or "criteria" not in data or "verdict" not in data:
-        raise UserError(f"{file} is not a teacher check's results.")
-    return data
+    return read_check_result(file)  # every field the report shows, checked (onceupon.schemas.results)
