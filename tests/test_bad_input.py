@@ -432,7 +432,7 @@ def test_rate_out_that_is_a_directory_is_refused_before_any_request(tmp_path):
 def test_rate_with_duplicate_ids_is_refused(tmp_path):
     (tmp_path / "stories.jsonl").write_text(json.dumps(RATE_STORY) + "\n" + json.dumps({**RATE_STORY, "continuation": "another tale."}) + "\n")
     result, out = _rate(tmp_path)
-    assert_one_sentence(result, "stories 1 and 2 both have the id 'a'")
+    assert_one_sentence(result, "lines 1 and 2 both have the id 'a'")
     assert not out.exists()
 
 
@@ -529,3 +529,88 @@ def test_interact_from_damaged_weights_is_one_sentence(damage, tmp_path, tiny_ch
     weights.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"<html>not a model</html>" * 40)
     assert_one_sentence(_interact(start, tmp_path / "run"), str(start), "cannot be read")
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- files read through a schema
+# Each file a command reads is checked as a whole before any work (onceupon.schemas); the cases
+# found by hand, through the real command. tests/test_schemas.py fuzzes the readers themselves.
+_SCORES = {"readability": 2, "coherence": 3, "creativity": 1}
+
+
+@pytest.mark.parametrize(
+    "other, needles",
+    [
+        ({"id": "a", "scores": {**_SCORES, "coherence": float("nan")}}, ["line 1", "scores.coherence", "0 to 3"]),
+        ({"id": "a", "readability": float("inf"), "coherence": 1, "creativity": 1}, ["line 1", "readability"]),
+        ({"id": "a", "annotator": "ada", "scores": {**_SCORES, "coherence": 7}}, ["line 1", "scores.coherence", "0 to 3"]),
+        ({"id": "a", "annotator": ["ada"], "scores": _SCORES}, ["line 1", "annotator"]),
+    ],
+    ids=["NaN score", "Infinity score (spreadsheet)", "annotator score 7", "annotator a list"],
+)
+def test_rate_compare_with_a_bad_file_is_refused_before_any_rating(other, needles, tmp_path):
+    compare = tmp_path / "other.jsonl"
+    compare.write_text(json.dumps(other) + "\n")  # Python's json writes NaN and Infinity as they are read
+    result, out = _rate(tmp_path, None, "--compare", str(compare))
+    assert_one_sentence(result, str(compare), *needles)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["other.jsonl", "stories.jsonl"]
+
+
+def test_rate_as_rated_on_stories_without_ratings_is_refused(tmp_path):
+    (tmp_path / "people.jsonl").write_text(json.dumps({"id": "a", **_SCORES}) + "\n")
+    result, _ = _rate(tmp_path, None, "--as-rated", "--compare", str(tmp_path / "people.jsonl"))
+    assert_one_sentence(result, "stories.jsonl holds stories but no ratings", "without --as-rated")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["people.jsonl", "stories.jsonl"]
+
+
+def test_a_binary_prompt_template_is_one_sentence(tmp_path):
+    template = tmp_path / "prompt.j2"
+    template.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    result, out = _rate(tmp_path, None, "--set", f"teacher.template={template}")
+    assert_one_sentence(result, str(template), "not valid UTF-8")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "case, needles",
+    [("probe targets a number", ["probes.jsonl, line 1", "targets"]), ("--n absurd", ["--n 1,000,000,000", "at most 10,000"])],
+)
+def test_check_teacher_refuses_bad_probes_and_an_absurd_n(case, needles, tmp_path):
+    probes = tmp_path / "probes.jsonl"
+    probes.write_text(json.dumps({"id": "p1", "story": "s1", "kind": "shuffled", "targets": 5, "continuation": "x."}) + "\n")
+    args = ["--probes", str(probes)] if case.startswith("probe") else ["--n", "1000000000"]
+    out = tmp_path / "check"
+    assert_one_sentence(run_cli("check-teacher", "--out", str(out), *args, env=ENV), *needles)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "option, content, needles",
+    [
+        ("--check", {"criteria": {"coherence": []}, "verdict": {}}, ["check.json", "field"]),
+        ("--agreement", {"annotators": {"ada": 3}, "teacher_vs": {}}, ["teacher_vs_mean", "missing"]),
+        ("--agreement", {"annotators": {"ada": 3}, "teacher_vs": [], "teacher_vs_mean": 1, "between": {}}, ["teacher_vs"]),
+    ],
+    ids=["check.json of the wrong shape", "partial agreement", "agreement wrongly typed"],
+)
+def test_report_with_a_results_file_of_the_wrong_shape_is_one_sentence(option, content, needles, tmp_path):
+    given = tmp_path / ("check.json" if option == "--check" else "ours.agreement.json")
+    given.write_text(json.dumps(content))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("step,loss\n1,2.0\n")
+    out = tmp_path / "report"
+    assert_one_sentence(run_cli("report", str(run), "--out", str(out), option, str(given), env=ENV), str(given), *needles)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("setting", ["pretrain.epochs=inf", "pretrain.seed=99999999999999999999999"])
+def test_pretrain_with_a_number_that_does_not_fit_is_one_sentence(setting, tmp_path):
+    assert_one_sentence(_pretrain(tmp_path / "run", setting), setting.split("=")[0])
+    assert not (tmp_path / "run").exists()
+
+
+def test_interact_with_a_seed_numpy_cannot_take_is_refused_at_once(tmp_path, tiny_checkpoint):
+    started = time.monotonic()
+    result = _interact(tiny_checkpoint, tmp_path / "run", *SHORT_INTERACTION, "interact.seed=99999999999999999999999")
+    assert_one_sentence(result, "interact.seed", "4294967295")
+    assert time.monotonic() - started < 60 and not (tmp_path / "run").exists()  # it was 18 s of loading first

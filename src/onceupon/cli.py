@@ -107,13 +107,17 @@ def rate(
 ) -> None:
     """Rate a file of stories with a teacher; optionally report agreement with other ratings."""
     cfg = load_config(config, set_)
+    from onceupon.annotate.agreement import check_other
     from onceupon.annotate.agreement import compare as compare_with
     from onceupon.teacher.rate import run
     from onceupon.teacher.rubric import Rubric
 
+    rubric = Rubric.from_config(cfg.teacher)
+    if compare is not None and Path(compare).is_file():
+        check_other(compare, rubric)  # every line read and checked before any story is rated
     ours = run(cfg, stories, out, compare, as_rated=as_rated)
     if compare is not None:  # people's answers or another rater's: annotate's agreement tells them apart
-        compare_with(ours, compare, Rubric.from_config(cfg.teacher))
+        compare_with(ours, compare, rubric)
 
 
 @app.command()

@@ -20,16 +20,16 @@ kappa, exact agreement, mean absolute difference; per criterion and for the tota
 
 from __future__ import annotations
 
-import json
 from itertools import combinations
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from onceupon.annotate.answers import latest
 from onceupon.errors import UserError
 from onceupon.files import read_jsonl
+from onceupon.schemas.ratings import read_answer_records
+from onceupon.schemas.results import read_people_agreement
 from onceupon.teacher.agreement import Rated, agreement, compare_ratings, load_ratings, save_agreement
 from onceupon.teacher.rubric import Rubric
 from onceupon.tracking import print_table
@@ -46,10 +46,11 @@ def is_annotations(path: str | Path) -> bool:
 def load_annotators(path: str | Path, rubric: Rubric) -> dict[str, list[Rated]]:
     """Each annotator's ratings (their last answer per story; skipped stories left out)."""
     people: dict[str, list[Rated]] = {}
-    for (who, story), record in latest(list(read_jsonl(path))).items():
-        scores = record.get("scores")
-        if isinstance(scores, dict) and all(isinstance(scores.get(n), (int, float)) for n in rubric.names):
-            people.setdefault(who, []).append(Rated(story, {n: float(scores[n]) for n in rubric.names}))
+    answers = {(r.annotator, r.id): r for r in read_answer_records(path, rubric)}  # the last answer counts
+    for (who, story), answer in answers.items():
+        scores = answer.rated(rubric)
+        if scores is not None:
+            people.setdefault(who, []).append(Rated(story, scores))
     if not people:
         raise UserError(f"{path} holds no rated stories yet (only skips, or answers for another rubric).")
     return dict(sorted(people.items()))
@@ -118,12 +119,7 @@ def comparison_rows(result: dict) -> list[dict]:
 
 def read_agreement(path: str | Path) -> dict:
     """An ``OURS.agreement.json`` written with people's answers, for ``onceupon report``."""
-    try:
-        result = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise UserError(f"{path} is not a readable agreement file (OURS.agreement.json of onceupon rate --compare).") from None
-    if not isinstance(result, dict) or "teacher_vs" not in result:
-        raise UserError(f"{path} is not an agreement with people: compare with an onceupon annotate file to write one.")
+    result = read_people_agreement(path)  # every field used below, checked (onceupon.schemas.results)
     criteria = list(result["teacher_vs_mean"]["criteria"])
     return {"path": str(path), "annotators": result["annotators"], "criteria": criteria, "rows": comparison_rows(result)}
 
@@ -141,6 +137,15 @@ def print_comparison(result: dict, console: Console) -> None:
         kappas = map(_fmt, r["kappa"].values())
         table.add_row(r["label"], str(r["n"]), *kappas, _fmt(r["total_kappa"]), _fmt(r["total_spearman"]))
     print_table(table, console)
+
+
+def check_other(other: str | Path, rubric: Rubric) -> None:
+    """Read OTHER (``rate --compare``) through its schema now, so that a bad file is one
+    sentence before any story is rated rather than after."""
+    if is_annotations(other):
+        load_annotators(other, rubric)
+    else:
+        load_ratings(other, rubric)
 
 
 def compare(ours_path: str | Path, other: str | Path, rubric: Rubric, console: Console | None = None) -> dict:

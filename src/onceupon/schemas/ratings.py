@@ -53,6 +53,11 @@ class RatingRecord(Record):
             _check_scale(source, info.context["rubric"], "scores." if nested else "", whole=False)
         return self
 
+    def holds_rating(self, rubric) -> bool:
+        """Whether the line is a rating at all (valid or not), not a bare story."""
+        fields = self.model_fields_set | set(self.model_extra or {})
+        return bool(fields & {"scores", "valid", *rubric.names})
+
     def rated(self, rubric) -> dict[str, float] | None:
         """{criterion: score} of a valid rating, None for an invalid one."""
         source = self.scores if "scores" in self.model_fields_set else self.model_extra
@@ -66,6 +71,11 @@ def read_rating_records(path: str | Path, rubric) -> list[RatingRecord]:
     records = [r for _, r in read_records(path, RatingRecord, context={"rubric": rubric})]
     if not records:
         raise UserError(f"{path} holds no ratings.")
+    if not any(r.holds_rating(rubric) for r in records):
+        raise UserError(
+            f"{path} holds stories but no ratings (no line has 'scores', 'valid' or a criterion of the rubric); "
+            "rate it first (onceupon rate without --as-rated)."
+        )
     return records
 
 

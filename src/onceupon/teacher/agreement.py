@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_json, read_jsonl
+from onceupon.files import atomic_write_json
+from onceupon.schemas.ratings import read_rating_records
 from onceupon.teacher.rubric import Rubric
 from onceupon.tracking import print_table
 
@@ -40,20 +41,9 @@ class Rated:
 def load_ratings(path: str | Path, rubric: Rubric) -> list[Rated]:
     """Ratings from JSONL: ``scores`` {criterion: number} (our ratings files, anthologies) or
     the criteria as top-level fields (a spreadsheet of human ratings). ``valid: false``,
-    ``scores: null`` or a missing criterion make a record invalid."""
-    rows = []
-    for record in read_jsonl(path):
-        rid = record.get("id")
-        rid = None if rid is None else str(rid)
-        source = record.get("scores") if "scores" in record else record
-        valid = record.get("valid", True) is not False and isinstance(source, dict)
-        scores = None
-        if valid and all(isinstance(source.get(n), (int, float)) and not isinstance(source.get(n), bool) for n in rubric.names):
-            scores = {n: float(source[n]) for n in rubric.names}
-        rows.append(Rated(rid, scores))
-    if not rows:
-        raise UserError(f"{path} holds no ratings.")
-    return rows
+    ``scores: null`` or a missing criterion make a record invalid; a score that is not a finite
+    number on the criterion's scale is an error (:mod:`onceupon.schemas.ratings`)."""
+    return [Rated(r.id, r.rated(rubric)) for r in read_rating_records(path, rubric)]
 
 
 def match(a: list[Rated], b: list[Rated]) -> tuple[list[tuple[Rated, Rated]], str]:

@@ -41,8 +41,8 @@ from pathlib import Path
 
 from onceupon.config import PAPER_PROMPT
 from onceupon.corpus import storyworld
-from onceupon.errors import UserError
-from onceupon.files import atomic_write_text, read_jsonl
+from onceupon.files import atomic_write_text
+from onceupon.schemas.stories import read_probe_records
 from onceupon.teacher.base import Story
 from onceupon.teacher.stories import read_stories
 from onceupon.words import count_words
@@ -290,22 +290,8 @@ def write_probes(path: str | Path, probes: list[Probe]) -> None:
 
 
 def read_probes(path: str | Path) -> list[Probe]:
-    """Probes saved by an earlier check (``OUT/probes.jsonl``)."""
-    probes = []
-    for lineno, rec in enumerate(read_jsonl(path), 1):
-        try:
-            probe = Probe(
-                str(rec["id"]), str(rec["story"]), str(rec["kind"]), tuple(rec.get("targets") or ()),
-                str(rec.get("prompt") or ""), str(rec["continuation"]),
-            )
-        except KeyError as e:
-            raise UserError(f"{path}, line {lineno}: a probe needs {e.args[0]!r}; give a probes.jsonl written by check-teacher.") from None
-        if probe.kind not in KINDS:
-            raise UserError(f"{path}, line {lineno}: unknown probe kind {probe.kind!r} (known: {', '.join(KINDS)}).")
-        probes.append(probe)
-    if not probes:
-        raise UserError(f"{path} holds no probes.")
-    ids = [p.id for p in probes]
-    if len(set(ids)) != len(ids):
-        raise UserError(f"{path} has a probe id twice; give a probes.jsonl written by check-teacher.")
-    return probes
+    """Probes saved by an earlier check (``OUT/probes.jsonl``), checked as a whole first
+    (:mod:`onceupon.schemas.stories`)."""
+    return [
+        Probe(r.id, r.story, r.kind, tuple(r.targets or ()), r.prompt or "", r.continuation) for r in read_probe_records(path)
+    ]
