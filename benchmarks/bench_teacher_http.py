@@ -18,6 +18,14 @@ does. No cache, so every run does the full work.
     python benchmarks/bench_teacher_http.py --server shared-cpu --work 0.2 --timeout 2
     python benchmarks/bench_teacher_http.py --base-url http://127.0.0.1:8000/v1 --fixed 1,8,32,64
 
+``--server frozen`` measures something else: how long a rating call takes to give up on a
+server that answers ``--answers`` requests and then freezes (accepts requests, never answers),
+with ``--stories`` stories, ``--timeout``, ``--max-retries`` and ``--patience`` (teacher.patience;
+0: never, the behaviour before whole-batch patience):
+
+    python benchmarks/bench_teacher_http.py --server frozen --stories 360 --timeout 5 --max-retries 5
+    python benchmarks/bench_teacher_http.py --server frozen --stories 16 --timeout 5 --max-retries 2 --patience 0
+
 The figures are for the server and machine you run it on; a batching server (vLLM) gains far
 more from many requests in flight than ``transformers serve`` on a CPU.
 """
@@ -89,6 +97,29 @@ def start_server(args) -> tuple[object | None, str]:
     return serve_model(model, threads=args.threads)
 
 
+def frozen(args) -> None:
+    """Time from the freeze to the rating call giving up (see the module docstring)."""
+    from http_servers import proxy_stats, start_freezing_server
+
+    patience = args.patience if args.patience is None or args.patience > 0 else 1e9
+    process, url = start_freezing_server(answers=1 + args.answers)  # the start-up request, then ratings
+    cfg = TeacherConfig(backend="openai", base_url=url, timeout=args.timeout, max_retries=args.max_retries, patience=patience)
+    rated: list = []
+    with process, build_teacher(cfg) as teacher:
+        start = time.time()
+        try:
+            teacher.rate(stories(args.stories, "frozen"), on_rated=lambda i, r: rated.append(r.valid))
+            outcome = "returned"
+        except UserError as e:
+            outcome = f"raised: {e}"
+        stopped = time.time()
+        froze = proxy_stats(url)["frozen_at"] or stopped
+    shown = "off" if patience == 1e9 else f"{teacher.backend.patience:g} s"
+    print(f"{args.stories} stories, answers {args.answers}, timeout {args.timeout:g} s, max_retries {args.max_retries}, "
+          f"patience {shown}: gave up {stopped - froze:.1f} s after the freeze ({stopped - start:.1f} s in all), "
+          f"{sum(rated)} valid ratings kept; {outcome}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stories", type=int, default=200)
@@ -96,12 +127,17 @@ def main() -> None:
     parser.add_argument("--fixed", default="1,2,4,16", help="Fixed numbers of requests in flight to compare.")
     parser.add_argument("--timeout", type=float, default=TeacherConfig().timeout, help="teacher.timeout for every run.")
     parser.add_argument("--base-url", help="Use this running server instead of starting one.")
-    parser.add_argument("--server", choices=["transformers", "shared-cpu"], default="transformers")
+    parser.add_argument("--server", choices=["transformers", "shared-cpu", "frozen"], default="transformers")
     parser.add_argument("--model", type=Path, help="Model directory for transformers serve (default: a tiny one).")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for transformers serve.")
     parser.add_argument("--work", type=float, default=0.2, help="Seconds of work per request (shared-cpu).")
     parser.add_argument("--rounds", type=int, default=4, help="Rounds in which the settings take turns.")
+    parser.add_argument("--answers", type=int, default=20, help="Requests answered before the freeze (frozen).")
+    parser.add_argument("--max-retries", type=int, default=TeacherConfig().max_retries, help="teacher.max_retries (frozen).")
+    parser.add_argument("--patience", type=float, default=None, help="teacher.patience (frozen; 0: never give up early).")
     args = parser.parse_args()
+    if args.server == "frozen":
+        return frozen(args)
 
     process, base_url = start_server(args)
     try:

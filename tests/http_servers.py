@@ -13,6 +13,13 @@
   of work, shared between the requests it holds (as one CPU is shared by threads): ``n``
   requests in flight each take ``n`` times longer. A slow teacher in miniature, for the
   adaptive-concurrency test and benchmark; it counts the most requests it held at once.
+- :func:`start_freezing_server` answers the first ``answers`` chat requests with "2 3 1", then
+  freezes: it keeps accepting connections and reading requests but never answers, like a
+  teacher whose engine hung (until ``GET /_thaw``). ``GET /_stats`` says how many requests it
+  answered and held, and when (Unix time) it froze.
+- :func:`start_refusing_server` answers chat requests (all, or all after the first ``after``)
+  with an HTTP error and a body, such as llama-cpp-python's HTTP 500 for a request its schema
+  refuses; ``GET /_stats`` counts the requests.
 - ``python tests/http_servers.py proxy --upstream URL --port P`` runs a fault-injecting
   reverse proxy (a real process) in front of any server. A story asks for faults by carrying
   a marker in its text, so each test decides exactly which story suffers what:
@@ -491,6 +498,77 @@ def start_shared_cpu_server(work: float) -> tuple[Process, str]:
     return Process(args, f"{base}/_stats", timeout=60), f"{base}/v1"
 
 
+def run_freezing_server(port: int, answers: int) -> None:
+    """See the module docstring."""
+    lock = threading.Lock()
+    state = {"answered": 0, "held": 0, "frozen_at": None}
+    thawed = threading.Event()
+
+    class Handler(_Quiet):
+        def do_GET(self):
+            if self.path == "/_thaw":
+                thawed.set()
+            with lock:
+                data = state if self.path in ("/_stats", "/_thaw") else {"object": "list", "data": [{"id": "judge", "object": "model"}]}
+                return self.send(200, json.dumps(data).encode())
+
+        def do_POST(self):
+            self.body()
+            with lock:
+                frozen = state["answered"] >= answers and not thawed.is_set()
+                if frozen:
+                    state["held"] += 1
+                    state["frozen_at"] = state["frozen_at"] or time.time()
+                else:
+                    state["answered"] += 1
+            if frozen:
+                thawed.wait()  # the connection stays open, the request unanswered
+                self.close_connection = True
+                return
+            self.send(200, json.dumps(_completion(ANSWER)).encode())
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def start_freezing_server(answers: int) -> tuple[Process, str]:
+    port = free_port()
+    args = [sys.executable, str(Path(__file__).resolve()), "freezing", "--port", str(port), "--answers", str(answers)]
+    base = f"http://127.0.0.1:{port}"
+    return Process(args, f"{base}/_stats", timeout=60), f"{base}/v1"
+
+
+def run_refusing_server(port: int, status: int, body: str, after: int) -> None:
+    """Chat requests after the first ``after``: HTTP ``status`` with ``body``."""
+    lock = threading.Lock()
+    state = {"requests": 0}
+
+    class Handler(_Quiet):
+        def do_GET(self):
+            with lock:
+                data = state if self.path == "/_stats" else {"object": "list", "data": [{"id": "judge", "object": "model"}]}
+                return self.send(200, json.dumps(data).encode())
+
+        def do_POST(self):
+            self.body()
+            with lock:
+                state["requests"] += 1
+                refuse = state["requests"] > after
+            self.send(status, body.encode()) if refuse else self.send(200, json.dumps(_completion(ANSWER)).encode())
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def start_refusing_server(status: int, body: str, after: int = 0) -> tuple[Process, str]:
+    port = free_port()
+    args = [sys.executable, str(Path(__file__).resolve()), "refusing", "--port", str(port), "--status", str(status), "--body", body, "--after", str(after)]
+    base = f"http://127.0.0.1:{port}"
+    return Process(args, f"{base}/_stats", timeout=60), f"{base}/v1"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -509,8 +587,20 @@ def main() -> None:
     c = sub.add_parser("shared-cpu")
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--work", type=float, required=True)
+    f = sub.add_parser("freezing")
+    f.add_argument("--port", type=int, required=True)
+    f.add_argument("--answers", type=int, required=True)
+    r = sub.add_parser("refusing")
+    r.add_argument("--port", type=int, required=True)
+    r.add_argument("--status", type=int, required=True)
+    r.add_argument("--body", required=True)
+    r.add_argument("--after", type=int, default=0)
     args = parser.parse_args()
-    if args.cmd == "garbage":
+    if args.cmd == "freezing":
+        run_freezing_server(args.port, args.answers)
+    elif args.cmd == "refusing":
+        run_refusing_server(args.port, args.status, args.body, args.after)
+    elif args.cmd == "garbage":
         run_garbage_server(args.kind, args.port, args.models_ok)
     elif args.cmd == "shared-cpu":
         run_shared_cpu_server(args.port, args.work)

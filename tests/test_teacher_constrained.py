@@ -7,6 +7,7 @@ import re
 import pytest
 
 from onceupon.config import CriterionConfig, TeacherConfig
+from onceupon.errors import UserError
 from onceupon.teacher.base import Story
 from onceupon.teacher.constrain import AnswerFormat
 from onceupon.teacher.factory import build_teacher
@@ -106,10 +107,10 @@ def test_expected_score_mode_works_constrained(random_chat_model, tiny_teacher_m
 
 
 # --------------------------------------------------------------------------- openai backend
-@pytest.fixture
-def recording_server():
+def start_recording_server(owned_by="judge", server_header=None, openapi=None, version=None):
     """A loopback OpenAI-style server that keeps every chat request body and answers as a
-    server honouring it would: JSON for a json_schema response_format, "2 3 1" otherwise."""
+    server honouring it would: JSON when asked for JSON, "2 3 1" otherwise. It can look like
+    a given server: its models' owned_by, its Server header, its /openapi.json, its /version."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -119,21 +120,27 @@ def recording_server():
         def log_message(self, *args):
             pass
 
-        def _send(self, data: dict) -> None:
+        def _send(self, data, status=200):
             body = json.dumps(data).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
+        def version_string(self):
+            return server_header or super().version_string()
+
         def do_GET(self):
-            self._send({"object": "list", "data": [{"id": "judge", "object": "model", "created": 0, "owned_by": "vllm"}]})
+            if self.path == "/v1/models":
+                return self._send({"object": "list", "data": [{"id": "judge", "object": "model", "created": 0, "owned_by": owned_by}]})
+            found = {"/openapi.json": openapi, "/version": version and {"version": version}}.get(self.path)
+            self._send(found, 200) if found else self._send({"detail": "Not Found"}, 404)
 
         def do_POST(self):
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             bodies.append(request)
-            json_answer = (request.get("response_format") or {}).get("type") == "json_schema"
+            json_answer = (request.get("response_format") or {}).get("type") in ("json_schema", "json_object")
             answer = json.dumps({"readability": 2, "coherence": 3, "creativity": 1}) if json_answer else "2 3 1"
             self._send({
                 "id": "c", "object": "chat.completion", "created": 0, "model": "judge",
@@ -142,41 +149,108 @@ def recording_server():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", bodies
-    server.shutdown()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1", bodies
 
 
-@pytest.mark.parametrize("mode", ["auto", "off", "regex", "json_schema"])
-def test_openai_backend_asks_for_the_format_it_is_told_to(recording_server, mode):
-    url, bodies = recording_server
-    with build_teacher(TeacherConfig(backend="openai", base_url=url, constrained=mode)) as teacher:
-        (rating,) = teacher.rate(stories(1))
-        identity = teacher.identity
+LLAMA_CPP_PYTHON_OPENAPI = {"info": {"title": "🦙 llama.cpp Python API"}, "paths": {"/v1/chat/completions": {}}}
+TRANSFORMERS_OPENAPI = {"info": {"title": "FastAPI"}, "paths": {"/v1/chat/completions": {}, "/load_model": {}}}
+
+
+@pytest.mark.parametrize("looks_like, recognised", [
+    ({"owned_by": "vllm", "version": "0.32.0"}, "vllm"),
+    ({"owned_by": "llamacpp"}, "llama.cpp"),
+    ({"server_header": "llama.cpp"}, "llama.cpp"),
+    ({"owned_by": "me", "openapi": LLAMA_CPP_PYTHON_OPENAPI}, "llama-cpp-python"),
+    ({"openapi": TRANSFORMERS_OPENAPI}, "transformers"),
+    ({}, "other"),
+])
+def test_the_server_is_recognised_from_what_it_says(looks_like, recognised):
+    server, url, _ = start_recording_server(**looks_like)
+    try:
+        with build_teacher(TeacherConfig(backend="openai", base_url=url)) as teacher:
+            assert teacher.backend.server == recognised
+        # a declared server is taken as said, whatever the server looks like
+        with build_teacher(TeacherConfig(backend="openai", base_url=url, server="openai")) as teacher:
+            assert teacher.backend.server == "openai"
+    finally:
+        server.shutdown()
+
+
+REGEX = "(0|1|2|3) (0|1|2|3) (0|1|2|3)"
+GBNF = 'root ::= ("0" | "1" | "2" | "3") " " ("0" | "1" | "2" | "3") " " ("0" | "1" | "2" | "3")'
+SCHEMA = {"name": "rating", "schema": AnswerFormat(Rubric()).json_schema(), "strict": True}
+# (server, mode) -> the constraint fields a rating request carries; None: refused at start
+SENT = {
+    ("vllm", "auto"): {"structured_outputs": {"regex": REGEX}},
+    ("vllm", "regex"): {"structured_outputs": {"regex": REGEX}},
+    ("vllm", "json_schema"): {"response_format": {"type": "json_schema", "json_schema": SCHEMA}},
+    ("llama.cpp", "auto"): {"grammar": GBNF},
+    ("llama.cpp", "json_schema"): {"response_format": {"type": "json_schema", "json_schema": SCHEMA}},
+    ("llama-cpp-python", "auto"): {"grammar": GBNF},
+    ("llama-cpp-python", "json_schema"): {"response_format": {"type": "json_object", "schema": SCHEMA["schema"]}},
+    ("openai", "auto"): {"response_format": {"type": "json_schema", "json_schema": SCHEMA}},
+    ("openai", "regex"): None,
+    ("transformers", "auto"): {},
+    ("transformers", "regex"): None,
+    ("transformers", "json_schema"): None,
+    ("other", "auto"): {},
+    ("other", "regex"): {"structured_outputs": {"regex": REGEX}},
+    ("other", "json_schema"): {"response_format": {"type": "json_schema", "json_schema": SCHEMA}},
+    ("vllm", "off"): {},
+}
+CONSTRAINT_FIELDS = ("structured_outputs", "guided_regex", "grammar", "response_format")
+
+
+@pytest.mark.parametrize("kind, mode", list(SENT))
+def test_openai_backend_asks_each_server_for_the_format_the_way_it_takes_it(kind, mode):
+    server, url, bodies = start_recording_server()
+    cfg = TeacherConfig(backend="openai", base_url=url, constrained=mode, server=kind)
+    try:
+        if SENT[kind, mode] is None:  # the server has no way to honour it: one sentence at start
+            with pytest.raises(UserError, match=f"teacher.constrained={mode} cannot work with") as caught:
+                build_teacher(cfg)
+            assert "\n" not in str(caught.value) and bodies == []
+            return
+        with build_teacher(cfg) as teacher:
+            (rating,) = teacher.rate(stories(1))
+            identity = teacher.identity
+    finally:
+        server.shutdown()
     assert rating.valid and rating.scores == {"readability": 2, "coherence": 3, "creativity": 1}, rating
-    (body,) = bodies
-    if mode in ("auto", "off"):  # an unknown server may reject what it does not know: nothing extra
-        assert "structured_outputs" not in body and "response_format" not in body and body["max_tokens"] == 6
-        assert "constrained" not in identity
-    elif mode == "regex":  # vLLM's field (>= 0.10.2)
-        assert body["structured_outputs"] == {"regex": "(0|1|2|3) (0|1|2|3) (0|1|2|3)"} and body["max_tokens"] == 6
-        assert identity.endswith("|constrained=regex")
-    else:
-        schema = body["response_format"]["json_schema"]
-        assert body["response_format"]["type"] == "json_schema" and schema["strict"] is True
-        assert schema["schema"] == AnswerFormat(Rubric()).json_schema()
-        assert body["max_tokens"] > 40  # room for '{"readability": 2, ...}', not the plain answer's 6
-        assert identity.endswith("|constrained=json_schema")
+    probe, body = bodies  # one start-up request built like every rating request, then the rating
+    sent = {k: body[k] for k in CONSTRAINT_FIELDS if k in body}
+    assert sent == SENT[kind, mode] and {k: probe[k] for k in CONSTRAINT_FIELDS if k in probe} == sent
+    fmt = "json_schema" if "response_format" in sent else "regex" if sent else None
+    assert body["max_tokens"] == (6 if fmt != "json_schema" else AnswerFormat(Rubric()).max_tokens("json_schema"))
+    assert identity.endswith(f"|constrained={fmt}") if fmt else "constrained" not in identity
 
 
-def test_transformers_serve_ignores_json_schema_and_rejects_regex(teacher_server):
-    """What ``transformers serve`` does with each mode (documented in docs/teacher.md)."""
-    cfg = TeacherConfig(backend="openai", base_url=teacher_server, constrained="json_schema", timeout=120)
+def test_old_vllm_is_asked_with_guided_regex():
+    # vLLM read guided_regex before 0.10.2 and ignores structured_outputs there
+    server, url, bodies = start_recording_server(owned_by="vllm", version="0.9.2")
+    try:
+        with build_teacher(TeacherConfig(backend="openai", base_url=url)) as teacher:
+            teacher.rate(stories(1))
+    finally:
+        server.shutdown()
+    assert bodies[-1]["guided_regex"] == REGEX and "structured_outputs" not in bodies[-1]
+
+
+def test_transformers_serve_is_recognised_and_its_constraints_tested(teacher_server):
+    """What ``transformers serve`` does with each field (docs/teacher.md's table): recognised,
+    auto sends nothing; told it is another server, response_format is accepted but ignored, and
+    structured_outputs is refused (HTTP 422) by the start-up request, one sentence."""
+    cfg = TeacherConfig(backend="openai", base_url=teacher_server, timeout=120)
     with build_teacher(cfg) as teacher:
+        assert teacher.backend.server == "transformers" and "constrained" not in teacher.identity
+    with pytest.raises(UserError, match="accepts response_format but ignores it"):
+        build_teacher(cfg.model_copy(update={"constrained": "json_schema"}))
+    with build_teacher(cfg.model_copy(update={"constrained": "json_schema", "server": "other"})) as teacher:
         (rating,) = teacher.rate(stories(1))
     assert rating.valid and rating.raw.strip() == "2 3 1"  # accepted, not enforced: the plain answer
-    with build_teacher(cfg.model_copy(update={"constrained": "regex"})) as teacher:
-        (rating,) = teacher.rate(stories(1))
-    assert not rating.valid and "HTTP 422" in rating.error, rating.error  # "Unexpected fields in the request"
+    with pytest.raises(UserError, match="refuses onceupon's requests .*structured_outputs.*HTTP 422") as caught:
+        build_teacher(cfg.model_copy(update={"constrained": "regex", "server": "other"}))
+    assert "\n" not in str(caught.value)
 
 
 # --------------------------------------------------------------------------- a real small judge

@@ -7,11 +7,16 @@ their faults by carrying a marker, so each assertion knows exactly what each sto
 """
 
 import asyncio
+import json
+import re
 import socket
 import threading
+import time
+import urllib.request
 
 import pytest
 
+from conftest import assert_one_sentence, run_cli
 from http_servers import free_port, proxy_stats, start_proxy
 from onceupon.config import TeacherConfig
 from onceupon.errors import UserError
@@ -54,8 +59,8 @@ def test_faults_are_retried_and_counted_and_nothing_is_lost_or_doubled(proxy):
     stories = [story(f"[[fault:503x{i % 4}:s{i}]]", i) for i in range(12)]
     stories[1] = story("[[fault:429x2]] tag-429", 1)
     stories[2] = story("[[fault:dropx1]] tag-drop", 2)
-    before = proxy_stats(proxy).get("*", {}).get("forwarded", 0)
     with build_teacher(config(proxy, max_retries=4)) as teacher:
+        before = proxy_stats(proxy).get("*", {}).get("forwarded", 0)  # after the start-up request
         ratings = teacher.rate(stories)
         stats = teacher.backend.stats
     assert len(ratings) == len(stories)
@@ -275,10 +280,11 @@ def test_a_slow_shared_server_is_not_flooded_into_timeouts():
         server = proxy_stats(url)
     assert all(r.valid and r.scores == EXPECTED for r in ratings)
     assert stats["retries"] <= 2 and server["most"] <= 5
-    # the same server with a fixed 8 in flight: every request times out, the run stops
+    # the same server with a fixed 8 in flight: every request times out, no answer comes
+    # back at all, and the run stops once teacher.patience (2 x timeout) has passed
     proc, url = start_shared_cpu_server(work=0.15)
     with proc, build_teacher(config(url, concurrency=8, timeout=1.0, max_retries=1, adapt_concurrency=False)) as teacher:
-        with pytest.raises(TeacherUnavailable, match="timed out"):
+        with pytest.raises(TeacherUnavailable, match="stopped answering: no answer for 2 s"):
             teacher.rate([story("shared", i) for i in range(16)])
 
 
@@ -323,3 +329,124 @@ def test_a_rejected_request_says_the_servers_reason_in_fastapis_shape_too():
     finally:
         server.shutdown()
     assert reasons == ["HTTP 422: Unsupported parameter: top_k", "HTTP 422: Field required", "HTTP 422: model not loaded"]
+
+
+# --------------------------------------------------------------------------- a stalled server, a refused request
+PAPER_BATCH = 360  # stories per RL step in the paper
+FROZEN = {"timeout": 1.0, "patience": 2.0, "max_retries": 5, "concurrency": 16}  # the paper's 60 s / 6 attempts, scaled down
+CLI_ENV = {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+MARGIN = 2.5  # seconds past patience for waking up, cancelling and (for a command) exiting, on a busy machine
+
+
+def test_a_server_that_freezes_mid_batch_stops_the_call_within_patience():
+    # 360 stories, the server answers 100 and then accepts requests and never answers: waiting
+    # out each story's own timeouts (6 attempts of 1 s, at most 16 at a time) would take
+    # minutes; the call stops within teacher.patience of the last answer, with the 100 kept.
+    from http_servers import proxy_stats, start_freezing_server
+
+    proc, url = start_freezing_server(answers=1 + 100)  # the start-up request, then 100 ratings
+    rated: list = []
+    statuses: list[str] = []
+    with proc, build_teacher(config(url, **FROZEN)) as teacher:
+        caught: list[BaseException] = []
+
+        def rate() -> None:
+            try:
+                teacher.rate([story("frozen", i) for i in range(PAPER_BATCH)], on_rated=lambda i, r: rated.append(r))
+            except BaseException as e:
+                caught.append(e)
+
+        worker = threading.Thread(target=rate)
+        worker.start()
+        while worker.is_alive() and proxy_stats(url)["frozen_at"] is None:
+            time.sleep(0.05)
+        time.sleep(1.3)  # frozen for a while: the progress line says how long since the last answer
+        statuses.append(teacher.status())
+        worker.join(timeout=60)
+        stopped = time.time()
+        server = proxy_stats(url)
+    assert not worker.is_alive() and len(caught) == 1 and isinstance(caught[0], TeacherUnavailable), caught
+    assert stopped - server["frozen_at"] <= FROZEN["patience"] + MARGIN, stopped - server["frozen_at"]
+    message = str(caught[0])
+    assert "stopped answering" in message and "teacher.patience" in message and "\n" not in message
+    assert len(rated) == 100 and all(r.valid and r.scores == EXPECTED for r in rated)
+    found = re.fullmatch(r"(\d+) in flight \(limit \d+\), \d+ retries, last answer (\d+) s ago", statuses[0])
+    assert found and int(found.group(1)) >= 1 and int(found.group(2)) >= 1, statuses
+
+
+def test_rate_keeps_what_was_rated_when_the_server_freezes_and_continues_after(tmp_path):
+    """The same through the real `onceupon rate`: exit 2 and one sentence within patience,
+    the ratings already made kept in the partial file, and the same command continues."""
+    from http_servers import proxy_stats, start_freezing_server
+
+    stories = tmp_path / "stories.jsonl"
+    stories.write_text("".join(
+        json.dumps({"id": f"s{i}", "prompt": PROMPT, "continuation": f"there lived a fox number {i}. It found a key."}) + "\n"
+        for i in range(PAPER_BATCH)
+    ))
+    proc, url = start_freezing_server(answers=1 + 100)
+    # 16 in flight from the start (not adapted up from 1): the 360 requests take less time
+    fixed = {"adapt_concurrency": "false", "backoff": 0.05}
+    settings = [f"teacher.{k}={v}" for k, v in {**FROZEN, **fixed, "backend": "openai", "base_url": url}.items()]
+    args = ["rate", str(stories)] + [a for s in settings for a in ("--set", s)]
+    with proc:
+        result = run_cli(*args, env=CLI_ENV)
+        ended = time.time()
+        server = proxy_stats(url)
+        line = assert_one_sentence(result, "stopped answering", "teacher.patience", "100 ratings so far are kept")
+        assert ended - server["frozen_at"] <= FROZEN["patience"] + MARGIN + 2, (ended - server["frozen_at"], line)
+        partial = tmp_path / "stories.ratings.jsonl.partial"
+        kept = [json.loads(l) for l in partial.read_text().splitlines()[1:]]
+        assert len(kept) == 100 and all(r["valid"] for r in kept)
+        with urllib.request.urlopen(url.replace("/v1", "/_thaw"), timeout=5):
+            pass
+        again = run_cli(*args, env=CLI_ENV)
+        answered = proxy_stats(url)["answered"] - server["answered"]
+    assert again.returncode == 0, again.stderr
+    out = [json.loads(l) for l in (tmp_path / "stories.ratings.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in out] == [f"s{i}" for i in range(PAPER_BATCH)] and all(r["valid"] for r in out)
+    assert answered == 1 + PAPER_BATCH - 100 and not partial.exists()  # the start-up request and the rest only
+
+
+# llama-cpp-python's server answers a request its schema refuses (here response_format type
+# json_schema) with HTTP 500 and the validation error as the message
+LLAMA_CPP_PYTHON_500 = json.dumps({"error": {
+    "message": "1 validation error for CreateChatCompletionRequest\nresponse_format.type\n  Input should be 'text' or "
+    "'json_object' [type=literal_error, input_value='json_schema', input_type=str]",
+    "type": "internal_server_error", "param": None, "code": None,
+}})
+
+
+@pytest.mark.parametrize("status, body, said", [
+    (500, LLAMA_CPP_PYTHON_500, "HTTP 500: 1 validation error"),
+    (400, json.dumps({"error": {"message": "grammar and json_schema cannot be used together"}}), "HTTP 400: grammar"),
+    (422, json.dumps({"detail": [{"msg": "Extra inputs are not permitted"}]}), "HTTP 422: Extra inputs"),
+])
+def test_a_request_the_server_refuses_is_one_sentence_at_once(status, body, said):
+    from http_servers import proxy_stats, start_refusing_server
+
+    proc, url = start_refusing_server(status, body)  # refuses even the start-up request
+    with proc:
+        with pytest.raises(UserError) as caught:
+            build_teacher(config(url))
+        assert proxy_stats(url)["requests"] == 1  # not retried
+    message = str(caught.value)
+    assert "refuses onceupon's requests" in message and said in message and "\n" not in message
+    # the same refusals during rating (the start-up request passed): each story asked once,
+    # and a batch that is refused whole stops with one sentence
+    proc, url = start_refusing_server(status, body, after=1)
+    with proc, build_teacher(config(url, max_retries=5)) as teacher:
+        with pytest.raises(TeacherUnavailable, match="refuses onceupon's requests") as caught:
+            teacher.rate([story("refused", i) for i in range(8)])
+        assert proxy_stats(url)["requests"] == 1 + 8 and teacher.backend.stats["retries"] == 0
+    assert said in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_500_that_blames_the_server_is_still_retried():
+    from http_servers import proxy_stats, start_refusing_server
+
+    proc, url = start_refusing_server(500, json.dumps({"error": {"message": "CUDA out of memory"}}), after=1)
+    with proc, build_teacher(config(url, max_retries=2)) as teacher:
+        with pytest.raises(TeacherUnavailable, match="stopped answering"):
+            teacher.rate([story("oom", 0)])
+        assert proxy_stats(url)["requests"] == 1 + 3

@@ -153,6 +153,15 @@ class TeacherConfig(Section):
         description="Adapt the requests in flight to the server (openai): raise while answers stay fast, cut on timeouts and 429/5xx; false keeps exactly teacher.concurrency.",
     )
     timeout: float = Field(60.0, gt=0, description="Seconds per request before it is retried.")
+    patience: float | None = Field(
+        None,
+        gt=0,
+        description="openai: seconds without any answer from the server, while stories wait, before the rating stops with TeacherUnavailable (a stalled server); None: 2 x timeout.",
+    )
+    server: Literal["auto", "vllm", "llama.cpp", "llama-cpp-python", "transformers", "openai", "other"] = Field(
+        "auto",
+        description="openai: which server it is, which decides how constrained answers are asked for; auto: recognised once at start (GET /models, /version, /openapi.json), else other.",
+    )
     max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts/refused connections.")
     backoff: float = Field(0.5, ge=0, description="First retry waits up to this many seconds; doubles each retry (full jitter).")
     max_backoff: float = Field(30.0, ge=0, description="Longest wait between two retries, in seconds.")
@@ -200,7 +209,7 @@ class TeacherConfig(Section):
     )
     constrained: Constrained = Field(
         "auto",
-        description="Decode only answers in the rubric's format, so none is invalid. transformers: on unless off; vllm: auto/regex '2 3 1', json_schema a JSON object; openai: regex sends vLLM's structured_outputs, json_schema an OpenAI response_format (OpenAI, vLLM, llama.cpp), auto sends nothing; off: free answers.",
+        description="Decode only answers in the rubric's format, so none is invalid. transformers: on unless off; vllm: auto/regex '2 3 1', json_schema a JSON object; openai: what teacher.server honours (auto: regex on vLLM, a GBNF grammar on llama.cpp, json_schema on the OpenAI API, nothing on transformers serve or an unknown server); off: free answers.",
     )
 
 

@@ -4,12 +4,13 @@ A small judge told only *how* to answer (``<readability> <coherence> <creativity
 drifts out of format, and one shown an example answer copies it. Constraining the decoder to
 the format lets it answer in format without being shown what to answer. The format is the
 rubric's strict one: one whole number per criterion, within that criterion's scale, in
-order, separated by single spaces, nothing else (``2 3 1``). Held here in three shapes:
+order, separated by single spaces, nothing else (``2 3 1``). Held here in four shapes:
 
 - :meth:`AnswerFormat.regex`: for regex-guided decoding (vLLM);
+- :meth:`AnswerFormat.gbnf`: the same as a llama.cpp grammar (llama-server, llama-cpp-python);
 - :meth:`AnswerFormat.json_schema`: for JSON-schema structured outputs (the answer is then
   ``{"readability": 2, ...}``, which the parser reads as a labelled answer);
-  :func:`openai_request_args` turns either into chat-completion request arguments;
+  teacher/servers.py says which of these each OpenAI-compatible server takes, and how;
 - :class:`TokenConstraint` + :func:`answer_processor`: a transformers logits processor
   that, at each step, lets through only the tokens that keep the answer a prefix of the
   format, then only end-of-sequence, so every answer parses, even a random model's. The
@@ -43,6 +44,12 @@ class AnswerFormat:
         """``(0|1|2|3) (0|1|2|3) (0|1|2|3)`` for the paper's rubric (longest values first)."""
         groups = ["(" + "|".join(re.escape(v) for v in sorted(vs, key=len, reverse=True)) + ")" for vs in self.values]
         return " ".join(groups)
+
+    def gbnf(self) -> str:
+        """The same format as a llama.cpp GBNF grammar (llama-server's and llama-cpp-python's
+        ``grammar`` field): ``root ::= ("0" | "1" | "2" | "3") " " (...) " " (...)``."""
+        groups = ["(" + " | ".join(json.dumps(v) for v in sorted(vs, key=len, reverse=True)) + ")" for vs in self.values]
+        return "root ::= " + ' " " '.join(groups)
 
     def json_schema(self) -> dict[str, Any]:
         """An object with one integer per criterion, each within its scale, all required."""
@@ -172,20 +179,3 @@ def answer_processor(constraint: TokenConstraint, prompt_length: int):
             return scores + mask
 
     return AnswerFormatProcessor()
-
-
-def openai_request_args(mode: str, answer: AnswerFormat, max_tokens: int) -> dict[str, Any]:
-    """Arguments of an OpenAI-style chat completion that ask the server for a constrained answer.
-
-    ``regex``: vLLM's ``structured_outputs`` (vLLM >= 0.10.2; older vLLM ignores it, and a
-    server that validates its fields, like ``transformers serve``, rejects it with HTTP 422).
-    ``json_schema``: the OpenAI ``response_format`` (OpenAI, vLLM, llama.cpp, SGLang honour
-    it; ``transformers serve`` accepts and ignores it). ``auto`` and ``off``: nothing, since an
-    unknown server may reject what it does not know. ``max_tokens`` is raised to fit the format.
-    """
-    if mode == "regex":
-        return {"extra_body": {"structured_outputs": {"regex": answer.regex()}}, "max_tokens": max(max_tokens, answer.max_tokens(mode))}
-    if mode == "json_schema":
-        schema = {"name": "rating", "schema": answer.json_schema(), "strict": True}
-        return {"response_format": {"type": "json_schema", "json_schema": schema}, "max_tokens": max(max_tokens, answer.max_tokens(mode))}
-    return {}

@@ -124,8 +124,8 @@ class RubricTeacher:
             cancel()
 
     def status(self) -> str:
-        """A short text for progress lines: requests in flight and retries, where the backend
-        tracks them (openai); "" otherwise."""
+        """A short text for progress lines: requests in flight, retries and the seconds since
+        the server last answered, where the backend tracks them (openai); "" otherwise."""
         status = getattr(self.backend, "status", None)
         return status() if status is not None else ""
 

@@ -1,5 +1,5 @@
 """Any OpenAI-compatible chat server as the teacher: vLLM (``vllm serve``), llama.cpp
-(``llama-server``), Ollama, ``transformers serve``, or a hosted API.
+(``llama-server``), llama-cpp-python, Ollama, ``transformers serve``, or a hosted API.
 
 - Requests run concurrently on a private asyncio event loop in a background thread, so
   :meth:`OpenAIBackend.rate` is a plain blocking call that works from any thread (the
@@ -10,18 +10,31 @@
   chat completion at all (an HTML page, plain text, broken JSON: a proxy or the wrong URL) is
   retried up to ``max_retries`` times, waiting a random time up to ``backoff * 2**k`` seconds
   (full jitter, capped at ``max_backoff``; a server's ``Retry-After`` is honoured within the
-  cap). Other HTTP errors (400, 404, ...) are not retried. A story whose requests all fail
-  gets an invalid rating with ``outcome`` FAILED (REJECTED for a 4xx); if *every* story of a
-  call fails that way the server is gone and :class:`TeacherUnavailable` is raised instead.
-- At start the server is probed (``GET /models``): unreachable, wrong key, unknown model, or a
-  server that does not answer in the OpenAI format are one clear :class:`UserError`. Without
-  ``teacher.model`` the server's first model is used.
+  cap). Each story retries on its own, so the retries of different stories run side by side
+  (within the limit in flight). A request the server refuses as malformed is not retried: a
+  4xx other than 429, or a 500 whose message says the request is invalid (llama-cpp-python's
+  server answers a request its schema refuses with HTTP 500). A story whose requests all fail
+  gets an invalid rating with ``outcome`` FAILED (REJECTED when refused); if *every* story of
+  a call ends that way the server is gone or refuses us, and :class:`TeacherUnavailable` is
+  raised instead.
+- Patience, for the whole call: when no answer at all has come back for ``teacher.patience``
+  seconds (default twice ``timeout``) while stories wait, the server has stalled (it accepts
+  connections and says nothing): the call stops with :class:`TeacherUnavailable` within that
+  time, however many stories are left, instead of letting every story wait out its own
+  timeouts and retries (hours, at 360 stories and 6 attempts of 60 s). Ratings already
+  passed to ``on_rated`` stand.
+- At start the server is probed (``GET /models``, then one short request built like every
+  rating request): unreachable, wrong key, unknown model, a server that does not answer in
+  the OpenAI format, or one that refuses the request as malformed are one clear :class:`UserError`. Without
+  ``teacher.model`` the server's first model is used. Which server it is (``teacher.server``,
+  recognised there when ``auto``, see teacher/servers.py) decides how a constrained answer is
+  asked for; a constrained mode it cannot honour is a :class:`UserError` at start.
 - The API key is read from the environment variable named by ``api_key_env`` and is kept
   only inside the client: never logged, never in the identity, errors or saved config. Local
   servers that need no key get a placeholder.
 - Expected-score mode asks for ``top_logprobs`` and averages each criterion's allowed digits
   by probability (parsing.expected_scores); the server must return log-probabilities, which
-  is checked at start.
+  the start-up request checks.
 """
 
 from __future__ import annotations
@@ -31,7 +44,10 @@ import concurrent.futures
 import json
 import os
 import random
+import re
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -39,14 +55,23 @@ import openai
 
 from onceupon.config import TeacherConfig
 from onceupon.errors import UserError
+from onceupon.teacher import servers
 from onceupon.teacher.base import Outcome, Rating, Story, TeacherUnavailable
 from onceupon.teacher.concurrency import AdaptiveLimit
+from onceupon.teacher.constrain import AnswerFormat
 from onceupon.teacher.parsing import rating_from_answer
 from onceupon.teacher.rubric import Rubric
 
 T = TypeVar("T")
 PLACEHOLDER_KEY = "no-key-needed"  # local servers ignore the key, the client insists on one
 RETRYABLE = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+#: What a server error says when the fault is the request's, not the server's: llama-cpp-python
+#: wraps its request validation errors (pydantic) in HTTP 500, llama-server says "invalid".
+INVALID_REQUEST = re.compile(
+    r"invalid.request|validation error|input should be|field required|extra inputs are not permitted"
+    r"|unexpected field|must be one of|not supported|unsupported",
+    re.IGNORECASE,
+)
 
 
 class NotOpenAI(Exception):
@@ -106,17 +131,22 @@ class OpenAIBackend:
         #: request counters for reports and benchmarks: requests sent, retries, stories failed
         self.stats = {"requests": 0, "retries": 0, "failed": 0}
         self.limit = AdaptiveLimit(cfg.concurrency, adaptive=cfg.adapt_concurrency)
+        #: seconds without any answer, while stories wait, before a call gives up (see the docstring)
+        self.patience = cfg.patience if cfg.patience is not None else 2 * cfg.timeout
+        self._answers = 0  # HTTP answers of any kind so far: 0 means the server never answered us
+        self._last_answer: float | None = None  # when the last one came, while a call runs
         self._loop = LoopThread()
         try:
             self._client = self._loop.run(self._make_client(key))
             self.model = self._loop.run(self._probe())
-            if cfg.expected_score:
-                self._loop.run(self._probe_logprobs())
+            self.server, vllm_version = self._loop.run(self._recognise(key))
+            self.constraint = self._constraint(vllm_version)
+            self._loop.run(self._probe_request())
         except BaseException:
             self.close()
             raise
         mode = "|expected" if cfg.expected_score else ""
-        mode += f"|constrained={cfg.constrained}" if cfg.constrained in ("regex", "json_schema") else ""
+        mode += f"|constrained={self.constraint.format}" if self.constraint else ""
         self.identity = f"openai:{self.model}|t={cfg.temperature}|max_tokens={cfg.max_tokens}{mode}"
 
     async def _make_client(self, key: str) -> openai.AsyncOpenAI:
@@ -130,7 +160,9 @@ class OpenAIBackend:
         for attempt in range(3):  # a server that is just starting gets a moment
             try:
                 reply = await self._client.models.with_raw_response.list(timeout=min(self.cfg.timeout, 10))
-                listed = _model_ids(reply.text, reply.headers.get("content-type", ""))
+                self._models = _models(reply.text, reply.headers.get("content-type", ""))
+                self._server_header = reply.headers.get("server", "")
+                listed = [m["id"] for m in self._models]
                 break
             except NotOpenAI as e:
                 raise UserError(
@@ -145,6 +177,7 @@ class OpenAIBackend:
                 raise UserError(f"The teacher server at {self.base_url} rejected the API key from {where}.") from None
             except openai.NotFoundError:
                 listed = []  # some servers have no /models; the first request will tell
+                self._models, self._server_header = [], ""
                 break
         else:
             raise UserError(
@@ -159,35 +192,90 @@ class OpenAIBackend:
             raise UserError(f"The teacher server at {self.base_url} lists no models; set teacher.model.")
         return listed[0]
 
-    async def _probe_logprobs(self) -> None:
+    async def _recognise(self, key: str) -> tuple[str, tuple[int, ...] | None]:
+        """The server kind (``teacher.server``, or recognised from what it says: servers.py) and,
+        for vLLM, its version."""
+        kind = self.cfg.server
+        root = re.sub(r"/v1$", "", self.base_url)  # /version and /openapi.json live at the root
+
+        async def get_json(path: str) -> Any:
+            request = urllib.request.Request(root + path, headers={"Authorization": f"Bearer {key}"})
+            return await asyncio.to_thread(_read_json, request, min(self.cfg.timeout, 10))
+
+        if kind == "auto":
+            kind = servers.from_models(self._models, self._server_header, self.base_url)
+        if kind is None:
+            kind = servers.from_openapi(await get_json("/openapi.json")) or "other"
+        version = None
+        if kind == "vllm" and self.cfg.constrained != "off":
+            found = await get_json("/version")
+            version = servers.parse_version(str(found.get("version", ""))) if isinstance(found, dict) else None
+        return kind, version
+
+    def _constraint(self, vllm_version: tuple[int, ...] | None) -> servers.Constraint | None:
         try:
-            resp = await self._client.chat.completions.create(
+            return servers.constraint(self.cfg.constrained, self.server, AnswerFormat(self.rubric), self.cfg.max_tokens, vllm_version)
+        except servers.Unsupported as e:
+            raise UserError(
+                f"teacher.constrained={self.cfg.constrained} cannot work with the teacher server at {self.base_url}: {e} "
+                f"(or set teacher.server if it is not {servers.NAMES[self.server]})."
+            ) from None
+
+    def _request_args(self) -> dict[str, Any]:
+        """What every rating request carries beside the model, messages and temperature."""
+        args: dict[str, Any] = {"max_tokens": self.cfg.max_tokens}
+        # A constrained answer asks for the rubric's format the way this server takes it
+        # (servers.py); it may raise max_tokens.
+        args |= self.constraint.args if self.constraint else {}
+        if self.cfg.expected_score:
+            args |= {"logprobs": True, "top_logprobs": self.cfg.top_logprobs}
+        return args
+
+    async def _probe_request(self) -> None:
+        """One short request built like every rating request: a server that refuses it as
+        malformed would refuse them all (one sentence now, not a batch of refusals later), and
+        expected-score mode needs log-probabilities in its answer. A timeout or server error
+        here tells nothing about the request: rating meets it with retries and patience."""
+        completion = None
+        try:
+            reply = await self._client.chat.completions.with_raw_response.create(
                 model=self.model,
                 messages=[{"role": "user", "content": "Say 1."}],
-                max_tokens=1,
-                logprobs=True,
-                top_logprobs=self.cfg.top_logprobs,
+                temperature=self.cfg.temperature,
+                **self._request_args(),
             )
-            ok = bool(resp.choices and resp.choices[0].logprobs and resp.choices[0].logprobs.content)
-        except (openai.APIStatusError, AttributeError, TypeError, ValueError):  # also: not a chat completion
-            ok = False
-        if not ok:
-            raise UserError(
-                f"The teacher server at {self.base_url} does not return log-probabilities; set teacher.expected_score=false."
-            )
+            completion = _chat_completion(reply)
+        except openai.APIStatusError as e:
+            if _refused_request(e):
+                raise UserError(self._refused(_reason(e))) from None
+        except (openai.APITimeoutError, openai.APIConnectionError, NotOpenAI):
+            pass
+        if self.cfg.expected_score:
+            choice = completion.choices[0] if completion is not None and completion.choices else None
+            if not (choice and getattr(choice, "logprobs", None) and choice.logprobs.content):
+                raise UserError(
+                    f"The teacher server at {self.base_url} does not return log-probabilities; set teacher.expected_score=false."
+                )
 
     # ------------------------------------------------------------------ rating
     def rate(self, stories: list[Story], on_rated: Callable[[int, Rating], None] | None = None) -> list[Rating]:
         """One rating per story, in order. ``on_rated(i, rating)``, if given, is called from the
         backend's event-loop thread as soon as story ``i`` is rated (keep it quick)."""
         ratings = self._loop.run(self._rate_all(stories, on_rated))
-        failed = [r for r in ratings if r.outcome is Outcome.FAILED]
-        if stories and len(failed) == len(stories):
+        unanswered = [r for r in ratings if r.outcome in (Outcome.FAILED, Outcome.REJECTED)]
+        if stories and len(unanswered) == len(stories):
+            rejected = next((r for r in unanswered if r.outcome is Outcome.REJECTED), None)
+            if rejected is not None:
+                raise TeacherUnavailable(self._refused(rejected.error.removeprefix("request rejected: ")))
             raise TeacherUnavailable(
-                f"The teacher server at {self.base_url} stopped answering ({failed[0].error}); "
+                f"The teacher server at {self.base_url} stopped answering ({unanswered[0].error}); "
                 "no story of this batch could be rated."
             )
         return ratings
+
+    def _refused(self, error: str) -> str:
+        sent = f" (this request carried {self.constraint.sent} for teacher.constrained={self.cfg.constrained})" if self.constraint else ""
+        return f"The teacher server at {self.base_url} refuses onceupon's requests{sent}: {error}."
 
     def cancel(self) -> None:
         """Stop a :meth:`rate` call running in another thread at once (it raises
@@ -195,28 +283,44 @@ class OpenAIBackend:
         self._loop.cancel()
 
     def status(self) -> str:
-        """Requests in flight and retries so far, for progress lines."""
-        return f"{self.limit.in_flight} in flight (limit {self.limit.allowed}), {self.stats['retries']} retries"
+        """Requests in flight (sent, not yet answered), retries so far and, while a call runs,
+        the seconds since the server last answered, for progress lines."""
+        text = f"{self.limit.in_flight} in flight (limit {self.limit.allowed}), {self.stats['retries']} retries"
+        last = self._last_answer
+        return text + (f", last answer {time.monotonic() - last:.0f} s ago" if last is not None else "")
 
     async def _rate_all(self, stories: list[Story], on_rated: Callable[[int, Rating], None] | None) -> list[Rating]:
+        """Rate every story concurrently; stop early when the server stalls (no answer for
+        ``patience`` seconds while stories wait)."""
+
         async def one(i: int, story: Story) -> Rating:
             rating = await self._rate_one(story)
             if on_rated is not None:
                 on_rated(i, rating)
             return rating
 
-        return list(await asyncio.gather(*(one(i, s) for i, s in enumerate(stories))))
+        self._last_answer = time.monotonic()  # the call's start counts as an answer
+        tasks = [asyncio.ensure_future(one(i, s)) for i, s in enumerate(stories)]
+        everything = asyncio.gather(*tasks)
+        try:
+            while not everything.done():
+                left = self.patience - (time.monotonic() - self._last_answer)
+                if left <= 0:
+                    raise TeacherUnavailable(
+                        f"The teacher server at {self.base_url} stopped answering: no answer for {self.patience:g} s "
+                        f"(teacher.patience) with {_requests(self.limit.in_flight)} in flight; "
+                        f"{sum(t.done() for t in tasks)} of the {len(stories)} stories of this batch were done."
+                    )
+                await asyncio.wait([everything], timeout=left)
+            return list(everything.result())
+        finally:
+            self._last_answer = None
+            everything.cancel()  # stops the requests still in flight (if any)
+            await asyncio.gather(everything, return_exceptions=True)
 
     async def _rate_one(self, story: Story) -> Rating:
-        from onceupon.teacher.constrain import AnswerFormat, openai_request_args
-
         cfg = self.cfg
-        # teacher.constrained=regex|json_schema asks the server for an answer in the rubric's
-        # format (constrain.py says which servers honour what); it may raise max_tokens.
-        extra_args: dict[str, Any] = {"max_tokens": cfg.max_tokens}
-        extra_args |= openai_request_args(cfg.constrained, AnswerFormat(self.rubric), cfg.max_tokens)
-        if cfg.expected_score:
-            extra_args |= {"logprobs": True, "top_logprobs": cfg.top_logprobs}
+        extra_args = self._request_args()
         attempts = 0
         while True:
             attempts += 1
@@ -230,11 +334,16 @@ class OpenAIBackend:
                     temperature=cfg.temperature,
                     **extra_args,
                 )
+                self._heard()
                 resp = _chat_completion(reply)
                 ended = "answered"
                 break
             except (*RETRYABLE, NotOpenAI) as e:
                 last = e
+                if isinstance(e, openai.APIStatusError):
+                    self._heard()
+                    if _invalid_request(e):  # a 500 that blames the request: asking again will not help
+                        return self._reject(e, attempts)
                 if not isinstance(e, NotOpenAI):
                     ended = "overloaded"  # timeouts, 429, 5xx, refused connections: fewer in flight
                 if attempts > cfg.max_retries:
@@ -243,12 +352,22 @@ class OpenAIBackend:
                     return self.rubric.invalid("", error, attempts=attempts, outcome=Outcome.FAILED)
                 self.stats["retries"] += 1
             except openai.APIStatusError as e:  # 4xx other than 429: asking again will not help
-                self.stats["failed"] += 1
-                return self.rubric.invalid("", f"request rejected: {_reason(e)}", attempts=attempts, outcome=Outcome.REJECTED)
+                self._heard()
+                return self._reject(e, attempts)
             finally:
                 self.limit.release(started, ended)
             await asyncio.sleep(self._wait(attempts, last))
         return self._rating(resp, attempts)
+
+    def _heard(self) -> None:
+        """The server answered (anything, even an error): it has not stalled."""
+        self._answers += 1
+        self._last_answer = time.monotonic()
+
+    def _reject(self, error: openai.APIStatusError, attempts: int) -> Rating:
+        """A request the server refused as malformed: not asked again."""
+        self.stats["failed"] += 1
+        return self.rubric.invalid("", f"request rejected: {_reason(error)}", attempts=attempts, outcome=Outcome.REJECTED)
 
     def _wait(self, attempt: int, error: Exception) -> float:
         cap = min(self.cfg.max_backoff, self.cfg.backoff * 2 ** (attempt - 1))
@@ -312,8 +431,31 @@ def _chat_completion(reply: Any) -> Any:
     return reply.parse()
 
 
-def _model_ids(text: str, content_type: str) -> list[str]:
-    """Model names from a ``GET /models`` reply; :class:`NotOpenAI` when it is not one."""
+def _requests(n: int) -> str:
+    return f"{n} request" + ("" if n == 1 else "s")
+
+
+def _read_json(request: urllib.request.Request, timeout: float) -> Any:
+    """The JSON a GET answers with; None for anything else (no such page, an error, not JSON)."""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return json.loads(reply.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _invalid_request(error: openai.APIStatusError) -> bool:
+    """A 5xx whose message says the request is at fault (see INVALID_REQUEST)."""
+    return error.status_code >= 500 and bool(INVALID_REQUEST.search(_reason(error)))
+
+
+def _refused_request(error: openai.APIStatusError) -> bool:
+    """The server refused the request itself: a 4xx other than 429, or :func:`_invalid_request`."""
+    return (400 <= error.status_code < 500 and error.status_code != 429) or _invalid_request(error)
+
+
+def _models(text: str, content_type: str) -> list[dict]:
+    """The models of a ``GET /models`` reply; :class:`NotOpenAI` when it is not one."""
     try:
         data = json.loads(text)
     except ValueError:
@@ -321,7 +463,7 @@ def _model_ids(text: str, content_type: str) -> list[str]:
     models = data.get("data") if isinstance(data, dict) else None
     if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in models):
         raise NotOpenAI("with JSON that is not a list of models")
-    return [m["id"] for m in models]
+    return models
 
 
 def _reason(error: BaseException | None) -> str:
@@ -345,5 +487,6 @@ def _reason(error: BaseException | None) -> str:
             message = (inner.get("message") or inner.get("detail") or "") if isinstance(inner, dict) else str(inner)
             if isinstance(message, list):
                 message = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in message)
-        return f"HTTP {error.status_code}" + (f": {str(message)[:200]}" if message else "")
+        message = " ".join(str(message).split())  # one line: servers' messages may hold tracebacks
+        return f"HTTP {error.status_code}" + (f": {message[:200]}" if message else "")
     return type(error).__name__
