@@ -32,6 +32,18 @@ def cli():
     return run_cli
 
 
+def assert_one_sentence(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """What a user who got something wrong must meet: exit code 2, no traceback, exactly one
+    non-empty line ``error: ...`` on stderr holding every needle; returns that line."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
 TINY_TEXTS = [
     "Once upon a time, in a faraway land, there lived a little fox.",
     "The fox had a red box. She put a shiny stone in the box.",

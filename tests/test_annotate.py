@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import assert_one_sentence, run_cli
 
 PROMPT = "Once upon a time, in a faraway land,"
 ENTER, BACKSPACE = "\ue007", "\ue003"
@@ -316,10 +316,7 @@ def test_bad_input_is_one_sentence_and_exit_2_with_nothing_written(tmp_path):
             "is a directory": [str(stories), "--out", str(tmp_path)],
         }
         for expected, args in commands.items():
-            proc = run_cli("annotate", *args)
-            assert proc.returncode == 2, (expected, proc.stdout, proc.stderr)
-            assert proc.stderr.startswith("error: ") and expected in proc.stderr, proc.stderr
-            assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+            assert_one_sentence(run_cli("annotate", *args), expected)
     # ... and the rest in this process (the same UserError becomes the same exit 2).
     calls = {
         "is a file, not a directory": ([stories], tmp_path / "a_file" / "h.jsonl", {}),

@@ -5,8 +5,8 @@ work, a damaged file, a second process on the same run, Ctrl-C) must see one sen
 exit code 2 (or, for a requested stop, how to resume), never a traceback, and must find
 nothing half-done that looks complete or that blocks the corrected command.
 
-Other stages append their cases below, one section each; :func:`assert_one_sentence` and
-:func:`assert_nothing_left` are the shared assertions.
+Other stages append their cases below, one section each; ``assert_one_sentence`` (in
+conftest.py, for every test file) and :func:`assert_nothing_left` are the shared assertions.
 """
 
 from __future__ import annotations
@@ -24,23 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import assert_one_sentence, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.yaml")
 ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-
-
-def assert_one_sentence(result: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit code 2, no traceback, exactly one non-empty line ``error: ...`` on stderr holding
-    every needle; returns that line."""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def assert_nothing_left(run: Path) -> None:
@@ -67,6 +55,17 @@ def test_out_that_is_a_file_is_refused_and_kept(command, tmp_path):
     assert out.read_text() == "precious\n"
 
 
+def _as_nobody() -> list[str]:
+    """The prefix that runs a command as the unprivileged user ``nobody`` when the tests run as
+    root (root may write anywhere); none otherwise. Skips, saying what is missing, when setpriv
+    is not there."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root, and setpriv (Debian package util-linux; .ci/run installs it) is missing: cannot become an unprivileged user")
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
 def _read_only_dir() -> Path:
     """A directory the test's user cannot write to, in a place every user can reach."""
     base = Path(tempfile.mkdtemp(prefix="onceupon-ro-"))
@@ -84,14 +83,9 @@ def test_out_in_a_read_only_directory_is_refused_before_any_work(command, where,
     ``nobody`` (``setpriv``), exactly what a user without write permission meets."""
     locked = _read_only_dir()
     out = locked if where == "the directory itself" else locked / "run"
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv: cannot become an unprivileged user")
-        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     try:
         result = subprocess.run(
-            [*prefix, sys.executable, "-m", "onceupon.cli", command, "--out", str(out), "--config", TINY],
+            [*_as_nobody(), sys.executable, "-m", "onceupon.cli", command, "--out", str(out), "--config", TINY],
             capture_output=True,
             text=True,
             timeout=120,
@@ -103,12 +97,18 @@ def test_out_in_a_read_only_directory_is_refused_before_any_work(command, where,
         shutil.rmtree(locked.parent, ignore_errors=True)
 
 
-def _private_mounts() -> bool:
-    """Whether ``unshare -rm`` works here: a private mount namespace in which this test may
-    mount a real read-only or full file system, invisible to the rest of the machine."""
+def _why_no_private_mounts() -> str | None:
+    """Why ``unshare -rm`` (a private mount namespace in which a test may mount a real read-only
+    file system, invisible to the rest of the machine) does not work here; None when it does."""
     if shutil.which("unshare") is None:
-        return False
-    return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+        return "needs unshare (Debian package util-linux; .ci/run installs it)"
+    tried = subprocess.run(["unshare", "-rm", "true"], capture_output=True, text=True)
+    if tried.returncode != 0:
+        return f"unshare -rm is refused here (user namespaces are off in this kernel or container): {tried.stderr.strip()}"
+    return None
+
+
+NO_PRIVATE_MOUNTS = _why_no_private_mounts()
 
 
 def _with_mount(script: str, mount_point: Path) -> subprocess.CompletedProcess:
@@ -119,7 +119,7 @@ def _with_mount(script: str, mount_point: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600, env=env)
 
 
-@pytest.mark.skipif(not _private_mounts(), reason="needs unshare -rm (user and mount namespaces)")
+@pytest.mark.skipif(NO_PRIVATE_MOUNTS is not None, reason=str(NO_PRIVATE_MOUNTS))
 @pytest.mark.parametrize("command", ["pretrain", "corpus"])
 def test_out_on_a_read_only_file_system_is_refused(command, tmp_path):
     """A real read-only mount: refused even for root, before any work."""
@@ -128,7 +128,7 @@ def test_out_on_a_read_only_file_system_is_refused(command, tmp_path):
     assert_one_sentence(result, "not writable")
 
 
-@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs the /dev/full device (Linux)")
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs the /dev/full device (Linux; this system or container has none)")
 def test_a_full_disk_is_one_sentence():
     """``/dev/full`` fails every write with ENOSPC, as a full disk does (here: the output of
     ``onceupon config --reference``, larger than one buffer)."""
@@ -301,7 +301,7 @@ def test_a_second_process_on_the_same_run_is_refused_and_the_first_is_unharmed(r
     _same_run(run, reference_run)
 
 
-@pytest.mark.skipif(not _private_mounts(), reason="needs unshare -rm (user and mount namespaces)")
+@pytest.mark.skipif(NO_PRIVATE_MOUNTS is not None, reason=str(NO_PRIVATE_MOUNTS))
 def test_a_full_disk_mid_run_is_one_sentence_and_the_run_resumes_identically(reference_run, tmp_path):
     """A 4 MB file system holds the corpus, tokenizer and packed data but not the first
     checkpoint: one sentence, no partial checkpoint; with room again, --resume ends exactly
@@ -494,13 +494,8 @@ def test_interact_out_that_is_a_file_is_refused_and_kept(tmp_path, tiny_checkpoi
 
 def test_interact_out_in_a_read_only_directory_is_refused(tmp_path, tiny_checkpoint):
     locked = _read_only_dir()
-    prefix: tuple[str, ...] = ()
-    if os.geteuid() == 0:  # root may write anywhere: run as the unprivileged user nobody
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv: cannot become an unprivileged user")
-        prefix = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
     try:
-        assert_one_sentence(_interact(tiny_checkpoint, locked / "run", prefix=prefix), "not writable")
+        assert_one_sentence(_interact(tiny_checkpoint, locked / "run", prefix=tuple(_as_nobody())), "not writable")
         assert list(locked.iterdir()) == []
     finally:
         shutil.rmtree(locked.parent, ignore_errors=True)

@@ -7,7 +7,7 @@ import pytest
 
 from transformers import AutoConfig, AutoTokenizer
 
-from conftest import make_tiny_checkpoint
+from conftest import assert_one_sentence, make_tiny_checkpoint
 from onceupon.config import ExperimentConfig
 from onceupon.evaluate import zero_shot
 from onceupon.errors import UserError
@@ -146,11 +146,8 @@ def test_standalone_checkpoint_results_beside_it(tmp_path, tiny_checkpoint):
 def test_user_errors_are_one_sentence(tmp_path, pretrain_run, cli):
     before = (pretrain_run / "results.json").read_text() if (pretrain_run / "results.json").exists() else None
     (tmp_path / "empty").mkdir()
-    proc = cli("evaluate", str(pretrain_run), "--data", str(tmp_path / "empty"))
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:")
-    assert "none of the BabyLM task folders" in proc.stderr
-    proc = cli("evaluate", str(tmp_path / "empty"))
-    assert proc.returncode == 2 and "neither a run directory" in proc.stderr
+    assert_one_sentence(cli("evaluate", str(pretrain_run), "--data", str(tmp_path / "empty")), "none of the BabyLM task folders")
+    assert_one_sentence(cli("evaluate", str(tmp_path / "empty")), "neither a run directory")
     after = (pretrain_run / "results.json").read_text() if (pretrain_run / "results.json").exists() else None
     assert after == before  # nothing saved is lost or half-written
     with pytest.raises(UserError, match="does not exist"):

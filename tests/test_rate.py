@@ -9,6 +9,8 @@ from onceupon.errors import UserError
 from onceupon.teacher.agreement import Rated, agreement, load_ratings, quadratic_kappa
 from onceupon.teacher.rubric import Rubric
 
+from conftest import assert_one_sentence
+
 PROMPT = "Let me tell you a long, magical tale. Once upon a time, in a faraway land,"
 GOOD = (
     "there lived a little fox named Pip. Pip had a shiny red box that sang when the moon rose. "
@@ -139,11 +141,9 @@ def test_rate_compare_writes_agreement_json(tmp_path, cli):
 
 
 def test_rate_command_user_errors(tmp_path, cli):
-    missing = cli("rate", str(tmp_path / "none.jsonl"))
-    assert missing.returncode == 2 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
+    assert_one_sentence(cli("rate", str(tmp_path / "none.jsonl")), "none.jsonl")
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "x"}])
-    res = cli("rate", str(bad))
-    assert res.returncode == 2 and "needs a 'continuation'" in res.stderr
+    assert_one_sentence(cli("rate", str(bad)), "needs a 'continuation'")
     assert not (tmp_path / "bad.ratings.jsonl").exists()
 
 
@@ -232,8 +232,7 @@ def test_rate_refuses_a_partial_file_from_other_stories(tmp_path, cli):
     stories = write_jsonl(tmp_path / "s.jsonl", [{"continuation": GOOD}])
     partial = tmp_path / "s.ratings.jsonl.partial"
     partial.write_text(json.dumps({"format": "onceupon-rate-partial/1", "stories": "0" * 64}) + "\n")
-    res = cli("rate", str(stories))
-    assert res.returncode == 2 and "holds ratings of other stories" in res.stderr and "Traceback" not in res.stderr
+    assert_one_sentence(cli("rate", str(stories)), "holds ratings of other stories")
     assert partial.exists() and not (tmp_path / "s.ratings.jsonl").exists()  # nothing lost
 
 
