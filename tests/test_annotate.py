@@ -43,8 +43,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 # --------------------------------------------------------------------------- the server process
 @contextmanager
-def annotate(*args: str):
-    """`onceupon annotate ARGS --port 0` in a subprocess; yields its URL; stops it with Ctrl-C."""
+def annotate(*args: str, stop: signal.Signals = signal.SIGINT):
+    """`onceupon annotate ARGS --port 0` in a subprocess; yields its URL; stops it with ``stop``
+    (Ctrl-C's signal unless told), after which it exits as every command does: 128 + the signal."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "onceupon.cli", "annotate", *args, "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -59,10 +60,10 @@ def annotate(*args: str):
             pytest.fail("annotate ended before serving:\n" + "".join(lines))
         yield line.split()[2]
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         rest = proc.communicate(timeout=30)[0]
-    assert proc.returncode == 0, "".join(lines) + rest
-    assert "stopped:" in rest
+    assert proc.returncode == 128 + stop, "".join(lines) + rest
+    assert "stopped:" in rest and "Traceback" not in rest
 
 
 def call(url: str, path: str, body: dict | None = None):
@@ -280,7 +281,7 @@ def test_annotators_at_once_on_one_file_from_two_processes(tmp_path):
 
 def test_the_page_needs_its_token(tmp_path):
     stories = write_stories(tmp_path / "stories.jsonl", 3)
-    with annotate(str(stories), "--out", str(tmp_path / "h.jsonl"), "--token", "s3cret") as url:
+    with annotate(str(stories), "--out", str(tmp_path / "h.jsonl"), "--token", "s3cret", stop=signal.SIGTERM) as url:
         assert url.endswith("/?token=s3cret")
         base = url.split("?")[0]
         for path in ("", "?token=wrong", "api/setup", "api/annotator?name=ada"):

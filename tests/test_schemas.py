@@ -178,7 +178,7 @@ def test_a_check_json_of_the_wrong_shape_is_refused(data, needle):
         ({k: v for k, v in AGREEMENT.items() if k != "teacher_vs_mean"}, "teacher_vs_mean"),
         ({**AGREEMENT, "annotators": ["ada"]}, "annotators"),
         ({**AGREEMENT, "teacher_vs": {"ada": {**_PAIR, "total": 3}}}, "teacher_vs.ada.total"),
-        ({"criteria": {}, "total": {}, "matched": 3}, "two raters"),
+        ({"criteria": {}, "total": {}, "matched": 3}, "not an agreement with people"),
     ],
     ids=["partial", "annotators-list", "total-number", "two-raters"],
 )

@@ -217,20 +217,27 @@ def run(
     records = answers.records()
     people = len({r.get("annotator") for r in records})
     print(f"stopped: {len(records)} answers from {people} annotator(s) in {out}; the same command continues", flush=True)
+    if server.stopped_by is not None:  # exit like every command a signal stops: 130 (Ctrl-C), 143 (SIGTERM)
+        raise SystemExit(128 + server.stopped_by)
 
 
 def _server(config):
-    """uvicorn's server, except that Ctrl-C or SIGTERM end the command normally: uvicorn
-    re-raises the signal after its graceful stop, but here every answer is already on disk."""
+    """uvicorn's server, except that Ctrl-C or SIGTERM end the command through our own exit
+    (the summary line, then 128 + the signal) rather than uvicorn re-raising the signal after
+    its graceful stop; every answer is already on disk. ``stopped_by``: the first signal."""
     import uvicorn
 
     class Server(uvicorn.Server):
+        stopped_by: int | None = None
+
         @contextlib.contextmanager
         def capture_signals(self):
             with super().capture_signals():
                 try:
                     yield
                 finally:
+                    if self._captured_signals:
+                        self.stopped_by = int(self._captured_signals[0])
                     self._captured_signals.clear()
 
     return Server(config)

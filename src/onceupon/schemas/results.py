@@ -108,8 +108,8 @@ class PeopleAgreement(Record):
     @model_validator(mode="before")
     @classmethod
     def _with_people(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "teacher_vs" not in data and "criteria" in data:
-            raise ValueError("an agreement between two raters, not with people; compare with an onceupon annotate file to write one")
+        if isinstance(data, dict) and "teacher_vs" not in data:  # e.g. two raters' agreement, or results.json
+            raise ValueError("not an agreement with people (no 'teacher_vs'); compare with an onceupon annotate file to write one")
         return data
 
 
