@@ -94,7 +94,7 @@ def test_a_second_judge_rates_the_same_stories_and_is_kept_beside_the_first(tmp_
     results = judge_run(ExperimentConfig(), run)
     for row in results["rows"]:
         (judge,) = row["judges"].values()
-        assert judge["teacher"] == "heuristic:v1" and judge["n"] == 5
+        assert judge["teacher"] == "heuristic:v2" and judge["n"] == 5
         assert row["stories"] == next(r for r in json.loads(before)["rows"] if r["checkpoint"] == row["checkpoint"])["stories"]
     assert json.loads((run / "results.json").read_text()) == results
     assert "judge: 10/10 stories (100%)" in (run / "log.txt").read_text()  # the run log shows the judge's work

@@ -243,20 +243,20 @@ def test_report_shows_the_gain_by_every_judge_and_the_teacher_check(tmp_path, cl
     run = make_interaction_run(tmp_path, pre / "checkpoints" / "chck_2K", 2_000, 1.0, 2.5, "rl", n_stories=12, teacher=trained_with)
     proc = cli("evaluate", str(run), "--judge")
     assert proc.returncode == 0, proc.stderr
-    assert "heuristic:v1" in proc.stdout and "openai:fake-judge" in proc.stdout
+    assert "heuristic:v2" in proc.stdout and "openai:fake-judge" in proc.stdout
     check = tmp_path / "check"
     assert cli("check-teacher", "--out", str(check), "--n", "10", "--retest", "0").returncode == 0
 
     out = tmp_path / "report"
     proc = cli("report", str(pre), str(run), "--out", str(out), "--check", str(check), "--set", "report.bootstrap=0")
     assert proc.returncode == 0, proc.stderr
-    assert "teacher check: FAIL: heuristic:v1 does not discriminate on coherence" in proc.stdout
+    assert "teacher check: PASS: heuristic:v2 discriminates on readability, coherence, creativity" in proc.stdout
     data = json.loads((out / "report.json").read_text())
     (gains,) = data["judge_gains"]
     trained, heuristic = gains["judges"]
     assert trained["judge"] == "openai:fake-judge|t=0.2" and trained["trained"] is True
     assert trained["gain"] == pytest.approx(1.5)  # the fabricated rows: 1.0 -> 2.5
-    assert heuristic["judge"] == "heuristic:v1" and heuristic["trained"] is False
+    assert heuristic["judge"] == "heuristic:v2" and heuristic["trained"] is False
 
     # The heuristic's gain is its own ratings of the same stories, start vs final.
     def mean_total(checkpoint):
@@ -270,7 +270,7 @@ def test_report_shows_the_gain_by_every_judge_and_the_teacher_check(tmp_path, cl
     assert heuristic["gain"] == pytest.approx(mean_total(gains["final_checkpoint"]) - mean_total("start"))
     html = (out / "index.html").read_text()
     assert "Gain by judge" in html and "trained this run" in html and "Teacher checks" in html
-    assert data["teacher_checks"][0]["criteria"]["coherence"]["verdict"] == "does not discriminate"
+    assert data["teacher_checks"][0]["criteria"]["coherence"]["verdict"] == "discriminates"
 
     # A bad --check fails with one sentence before anything is written.
     proc = cli("report", str(run), "--out", str(tmp_path / "r2"), "--check", str(tmp_path))
@@ -296,7 +296,7 @@ def test_a_real_run_rated_by_two_judges(tiny_checkpoint, tmp_path, cli, teacher_
     assert proc.returncode == 0, proc.stderr
     (gains,) = json.loads((out / "report.json").read_text())["judge_gains"]
     trained, other = gains["judges"]
-    assert trained["judge"] == "heuristic:v1" and trained["trained"] is True and trained["role"] == "main"
+    assert trained["judge"] == "heuristic:v2" and trained["trained"] is True and trained["role"] == "main"
     assert other["judge"].startswith("openai:") and other["trained"] is False and other["role"] == "extra judge"
     for judge in (trained, other):
         assert judge["gain"] == pytest.approx(judge["final"] - judge["start"]) and judge["n"] == [8, 8]

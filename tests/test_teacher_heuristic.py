@@ -109,3 +109,69 @@ def test_ease_follows_the_textstat_reading_grade():
     )
     assert reading_grade(easy) <= 4 < 16 <= reading_grade(hard)
     assert signals("", easy)["ease"] == 1.0 and signals("", hard)["ease"] == 0.0
+
+
+# --------------------------------------------------------------------------- coherence: order matters
+def _coherence(teacher, texts):
+    return [r.scores["coherence"] for r in teacher.rate([Story(PROMPT, t) for t in texts])]
+
+
+def test_the_same_sentences_in_a_shuffled_order_are_less_coherent(teacher):
+    from onceupon.teacher.backends.coherence import sentences_of
+
+    sentences = sentences_of(GOOD)
+    shuffles = []
+    for seed in range(10):
+        rest = sentences[1:]
+        random.Random(seed).shuffle(rest)
+        shuffles.append(" ".join([sentences[0], *rest]))
+    good, *shuffled = _coherence(teacher, [GOOD, *shuffles])
+    assert good == 3
+    assert all(s <= good for s in shuffled)
+    assert sum(s < good for s in shuffled) >= 7, shuffled
+
+
+@pytest.mark.parametrize(
+    "signal, broken",
+    [
+        ("introductions", "Pip hid the key. There lived a fox named Pip. Pip had a red jar. He put the key into the jar."),
+        ("introductions", "there lived a fox named Pip. Pip put a key into the jar. Pip had a red jar. He was glad."),
+        ("markers", "there lived a fox named Pip. In the end, Pip was happy. Pip had a red jar. He put the key into the jar."),
+        ("consistency", "there lived a fox named Pip. Pip had a red jar. He put the key into the jar. The key was in the box now."),
+    ],
+)
+def test_each_order_slip_lowers_coherence(teacher, signal, broken):
+    """A name before its introduction, "the jar" before "a jar", a closing line mid-story, an
+    object where the story just said it is not: each is caught by its own signal."""
+    from onceupon.teacher.backends.heuristic import signals
+
+    fine = "there lived a fox named Pip. Pip had a red jar. He put the key into the jar. The key was in the jar now."
+    assert signals(PROMPT, fine)[signal] == 1.0 > signals(PROMPT, broken)[signal]
+    assert _coherence(teacher, [fine, broken])[0] == 3 > _coherence(teacher, [broken])[0]
+
+
+def test_coherence_discriminates_on_probes_from_a_seed_it_was_not_designed_on(teacher):
+    """Designed on check-teacher's default seed 0; held out: seed 7. Shuffled and spliced
+    stories must lose at least half a point of coherence on average, contradicted ones too."""
+    from onceupon.teacher.probes import build_probes, storyworld_stories
+
+    probes = [p for p in build_probes(storyworld_stories(30, seed=7), "3 3 3", seed=7) if p.kind in ("clean", "shuffled", "spliced", "contradicted")]
+    scores = {p.id: r.scores for p, r in zip(probes, teacher.rate([p.as_story() for p in probes]))}
+    for kind in ("shuffled", "spliced", "contradicted"):
+        gaps = [scores[p.story]["coherence"] - scores[p.id]["coherence"] for p in probes if p.kind == kind]
+        assert len(gaps) >= 25 and min(gaps) >= 0 and sum(gaps) / len(gaps) >= 0.5, (kind, gaps)
+        # the other criteria do not move: the damage is to the order, not the prose
+        assert all(scores[p.story]["readability"] == scores[p.id]["readability"] for p in probes if p.kind == kind and kind != "spliced")
+
+
+def test_the_transition_table_is_the_one_storyworld_gives():
+    """TRANSITIONS is pasted from fit_transitions(); a storyworld change must refit it (and bump
+    the heuristic's version, since ratings change)."""
+    from onceupon.teacher.backends.coherence import TRANSITIONS, fit_transitions
+
+    assert fit_transitions() == TRANSITIONS
+
+
+def test_the_identity_names_the_version_whose_ratings_these_are(teacher):
+    # v2: order-sensitive coherence; a cache keyed by v1 must not serve v2 ratings
+    assert teacher.identity == "heuristic:v2"

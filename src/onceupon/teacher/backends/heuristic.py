@@ -5,7 +5,8 @@ a stand-in that lets every stage run on a laptop and gives RL a real (if crude) 
 signal; it is not a judge of literature. Real experiments use an LLM backend.
 
 Every signal is a number in [0, 1]; a criterion is the mean of its signals times a
-repetition factor, cut into levels at 0.35 / 0.6 / 0.8 (0, 1, 2, 3):
+repetition factor, cut into levels at 0.35 / 0.6 / 0.8 (0, 1, 2, 3). The identity is
+``heuristic:v2`` (v1 had no order signals; its ratings differ, so caches keep them apart):
 
 readability
     ``complete``   share of sentences that end with . ! or ? and (but for the first, which
@@ -22,6 +23,14 @@ coherence
                    thing again (a repeated content word or a pronoun)
     ``structure``  at least three complete sentences of 4..30 words
     ``ending``     the text ends on a finished sentence, not cut off
+    times an *order* factor, since none of the three changes when the sentences are shuffled
+    (teacher/backends/coherence.py explains each signal and its source in the literature):
+    ``flow``       an entity grid's rank of the told order among random orders of the same
+                   sentences (Barzilay and Lapata 2008); only an order no better than chance
+                   (below 0.5) costs: the factor is min(1, 0.6 + 0.8 flow)
+    ``introductions``, ``markers``, ``consistency``   0.75 per slip: a name or a thing
+                   referred to before it is introduced, a closing line mid-story, an object
+                   said to be where the story just said it is not
     and it is capped at readability + 1: text nobody can read tells no story
 creativity
     ``variety``    distinct content words / content words
@@ -43,6 +52,7 @@ from functools import lru_cache
 
 from onceupon.errors import UserError
 from onceupon.readability import reading_grade
+from onceupon.teacher.backends import coherence
 from onceupon.teacher.base import Rating, Story
 from onceupon.teacher.rubric import Rubric
 
@@ -58,6 +68,7 @@ PRONOUNS = frozenset("he she it they him her them his its their hers theirs".spl
 # Words that cannot follow a determiner directly ("the and", "a she", "the was").
 NOT_AFTER_DETERMINER = FUNCTION_WORDS - {"one", "very", "all", "some", "other"}
 CUTS = (0.35, 0.6, 0.8)
+ORDER_SIGNALS = ("flow", "introductions", "markers", "consistency")
 
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
@@ -87,7 +98,7 @@ def signals(prompt: str, text: str) -> dict[str, float]:
     words = _WORD.findall(text)
     if not words:
         return dict.fromkeys(
-            ("complete", "grammar", "smells", "ease", "remention", "structure", "ending", "variety", "richness", "repetition"),
+            ("complete", "grammar", "smells", "ease", "remention", "structure", "ending", *ORDER_SIGNALS, "variety", "richness", "repetition"),
             0.0,
         )
     lower = [w.lower() for w in words]
@@ -130,7 +141,7 @@ def signals(prompt: str, text: str) -> dict[str, float]:
     trigrams = list(zip(lower, lower[1:], lower[2:]))
     distinct3 = len(set(trigrams)) / len(trigrams) if trigrams else 1.0
 
-    return {
+    return coherence.signals(prompt, text) | {
         "complete": sum(complete) / len(sentences) if sentences else 0.0,
         "grammar": _clamp((function_share - 0.1) / 0.3),
         "smells": _clamp(1 - 10 * smells / len(words)),
@@ -148,7 +159,8 @@ def levels(sig: dict[str, float]) -> dict[str, int]:
     """The paper's three criteria from the signals."""
     rep = sig["repetition"]
     readability = _level(rep * (sig["complete"] + sig["grammar"] + sig["smells"] + sig["ease"]) / 4)
-    coherence = min(_level(rep * (sig["remention"] + sig["structure"] + sig["ending"]) / 3), readability + 1)
+    order = min(1.0, 0.6 + 0.8 * sig["flow"]) * sig["introductions"] * sig["markers"] * sig["consistency"]
+    coherence = min(_level(rep * order * (sig["remention"] + sig["structure"] + sig["ending"]) / 3), readability + 1)
     creativity = min(_level(rep * (sig["variety"] + sig["richness"]) / 2), readability)
     return {"readability": readability, "coherence": coherence, "creativity": creativity}
 
@@ -164,7 +176,7 @@ class HeuristicBackend:
                 "use an LLM backend for a custom rubric."
             )
         self.rubric = rubric
-        self.identity = "heuristic:v1"
+        self.identity = "heuristic:v2"
 
     def rate(self, stories: list[Story]) -> list[Rating]:
         ratings = []
