@@ -290,14 +290,14 @@ def test_the_page_needs_its_token(tmp_path):
             assert refused.value.code == 403
         assert urllib.request.urlopen(url, timeout=30).status == 200
         assert urllib.request.urlopen(base + "api/setup?token=s3cret", timeout=30).status == 200
-    from onceupon.annotate.server import access_token
+    from onceupon.annotate.annotate import access_token
 
     assert access_token("127.0.0.1", None) is None and access_token("localhost", None) is None
     assert len(access_token("0.0.0.0", None)) >= 16 and access_token("0.0.0.0", "mine") == "mine"
 
 
 def test_bad_input_is_one_sentence_and_exit_2_with_nothing_written(tmp_path):
-    from onceupon.annotate.server import run
+    from onceupon.annotate.annotate import run
     from onceupon.config import ExperimentConfig
     from onceupon.errors import UserError
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from onceupon.config import CorpusConfig, ExperimentConfig
-from onceupon.corpus.build import build_corpus, ensure_corpus, load_documents, select
+from onceupon.corpus.corpus import build_corpus, ensure_corpus, load_documents, select
 from onceupon.corpus.readers import split_documents
 from onceupon.errors import UserError
 from onceupon.words import count_words

@@ -11,7 +11,7 @@ from conftest import assert_one_sentence, make_tiny_checkpoint
 from onceupon.config import ExperimentConfig
 from onceupon.evaluate import zero_shot
 from onceupon.errors import UserError
-from onceupon.evaluate.run import evaluate_checkpoint_dir, evaluate_run, run
+from onceupon.evaluate.evaluate import evaluate_checkpoint_dir, evaluate_run, run
 from onceupon.files import atomic_write_json
 
 FAST = ["--set", "evaluate.stories=3", "--set", "evaluate.story_max_new_tokens=8", "--set", "evaluate.probe_items=6"]

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
 from onceupon.evaluate import zero_shot
-from onceupon.evaluate.run import Target, evaluate_checkpoint
+from onceupon.evaluate.evaluate import Target, evaluate_checkpoint
 
 BLIMP = [  # (UID, good, bad)
     ("agreement", "The fox has a red box.", "The fox have a red box."),

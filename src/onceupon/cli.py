@@ -40,7 +40,7 @@ def corpus(
 ) -> None:
     """Build a corpus (files, a Hub dataset, or storyworld) and report its words."""
     cfg = load_config(config, set_)
-    from onceupon.corpus.build import run
+    from onceupon.corpus.corpus import run
 
     run(cfg, out)
 
@@ -140,7 +140,7 @@ def annotate(
 ) -> None:
     """People rate stories on a local web page, with the teacher's rubric; answers go to --out."""
     cfg = load_config(config, set_)
-    from onceupon.annotate.server import run
+    from onceupon.annotate.annotate import run
 
     run(cfg, sources, out, n=sample, seed=seed, overlap=overlap, host=host, port=port, token=token)
 
@@ -217,7 +217,7 @@ def evaluate(
 
         print_table(judges_table(judge_run(cfg, target)))
         return
-    from onceupon.evaluate.run import run
+    from onceupon.evaluate.evaluate import run
 
     run(cfg, target, data, out)
 

@@ -108,7 +108,7 @@ def run(out: str | Path, seed: int = 0, force: bool = False) -> dict:
     prepare_out(out, force)  # before the heavy imports: a refusal is instant
 
     from onceupon.analysis.report import build
-    from onceupon.evaluate.run import evaluate_checkpoint_dir, evaluate_run
+    from onceupon.evaluate.evaluate import evaluate_checkpoint_dir, evaluate_run
     from onceupon.interact.loop import interact
     from onceupon.student.checkpoints import list_checkpoints, read_meta
     from onceupon.student.pretrain import pretrain

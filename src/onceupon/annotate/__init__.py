@@ -5,7 +5,7 @@
   sample file that keeps that choice fixed across restarts;
 - :mod:`~onceupon.annotate.answers`: the answers file (append-only, fsynced, shared by
   several annotators and processes) and what each annotator has done and sees next;
-- :mod:`~onceupon.annotate.server`: the FastAPI app and its uvicorn server; the page itself
+- :mod:`~onceupon.annotate.annotate`: the command: the FastAPI app and its uvicorn server; the page itself
   is plain HTML/JS/CSS in ``annotate/page/``;
 - :mod:`~onceupon.annotate.agreement`: ``onceupon rate --compare OTHER``: tells people's
   answers from another rater's ratings; for people, the teacher against each annotator and

@@ -4,7 +4,7 @@ The stage, top to bottom (:func:`pretrain` reads in this order):
 
 1. checks that need nothing but the config (:func:`validate`): sizes against memory,
    milestone settings; then the run lock (:func:`onceupon.student.runstate.run_lock`);
-2. the corpus (``RUN/corpus``, built by :mod:`onceupon.corpus.build` if absent) and the word
+2. the corpus (``RUN/corpus``, built by :mod:`onceupon.corpus.corpus` if absent) and the word
    target it allows (:func:`prepare_run`);
 3. the tokenizer (``RUN/tokenizer``), trained on that corpus once and reused on resume;
 4. the packed data (``RUN/packed``): documents as ``<s> text </s>``, concatenated, cut into
@@ -160,7 +160,7 @@ def prepare_run(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> None:
     imported: Hub access, the corpus (built if absent) and the word target it allows. A bad
     corpus or an unreachable Hub ends the command within a second; the config is saved only
     when all of them passed, so a failed new run can be rerun with corrected settings."""
-    from onceupon.corpus.build import ensure_corpus, load_stats
+    from onceupon.corpus.corpus import ensure_corpus, load_stats
     from onceupon.student.plan import word_target
 
     p = cfg.pretrain
@@ -205,7 +205,7 @@ def ensure_packed(run_dir: Path, tokenizer, documents_fn, context_length: int, s
 
 def prepare_data(cfg: ExperimentConfig, run_dir: Path, accelerator):
     """Tokenizer and packed data: the main process builds them, the others find them on disk."""
-    from onceupon.corpus.build import ensure_corpus, load_documents
+    from onceupon.corpus.corpus import ensure_corpus, load_documents
 
     context = resolve_shape(cfg.student).context_length
     with accelerator.main_process_first():
