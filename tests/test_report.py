@@ -61,6 +61,9 @@ def test_equivalence_numbers_are_the_known_answers(report):
     assert data["headline"]["run"] == "rl_2K"
     assert f"headline: {data['headline']['text']}" in stdout
     assert "6K extra words of pretraining (10x)" in data["headline"]["text"]
+    # Fabricated runs hold no teacher check: the headline sentence says so, not a note below it.
+    assert data["headline"]["text"].endswith("; its teacher was not checked (the run holds no teacher check)")
+    assert data["headline"]["teacher_check"]["status"] == "absent" and data["teacher_checks"] == []
 
 
 def test_tables_and_figures(report):
@@ -232,6 +235,83 @@ def test_story_text_cannot_inject_markup(tmp_path):
 
 
 # --------------------------------------------------------------------------- judges and teacher checks
+def save_run_check(run, answer, identity):
+    """The teacher check `onceupon interact` saves in RUN/teacher_check, made here of a
+    teacher whose answer per probe kind is ``answer(kind)`` (through the real pipeline)."""
+    from onceupon.config import TeacherConfig
+    from onceupon.teacher.check_teacher import check, write_check
+    from onceupon.teacher.parsing import rating_from_answer
+    from onceupon.teacher.pipeline import RubricTeacher
+    from onceupon.teacher.probes import build_probes, storyworld_stories
+    from onceupon.teacher.rubric import Rubric
+
+    rubric = Rubric.from_config(TeacherConfig())
+
+    class Backend:
+        def __init__(self):
+            self.identity = identity
+
+        def rate(self, stories):
+            return [rating_from_answer(answer(s.id.split("-", 1)[1] if "-" in s.id else "clean"), rubric) for s in stories]
+
+        def close(self):
+            pass
+
+    probes = build_probes(storyworld_stories(10, seed=0), "3 3 3", seed=0)
+    result, ratings, retests = check(RubricTeacher(Backend(), rubric), probes, retest=0)
+    write_check(run / "teacher_check", result, probes, ratings, retests)
+    return result
+
+
+def test_the_headline_names_the_runs_teacher_verdict(tmp_path):
+    """A run's own teacher check (RUN/teacher_check) is named in the headline sentence, in
+    the equivalence table and in the teacher checks section; report.json holds it."""
+    from onceupon.analysis.report import build
+    from onceupon.config import ReportConfig
+    from onceupon.files import atomic_write_json
+    from onceupon.teacher.probes import VARIANTS
+
+    pre = make_pretraining_run(tmp_path, CURVE)
+    run = make_interaction_run(tmp_path, pre / "checkpoints" / "chck_2K", 2_000, 1.0, 2.5, "rl")
+
+    def headline(name):
+        _index, data = build(ReportConfig(bootstrap=0), [pre, run], tmp_path / name)
+        return data, (tmp_path / name / "index.html").read_text()
+
+    # A teacher that always answers "2 2 2" fails: the headline says so, with the reasons.
+    failed = save_run_check(run, lambda kind: "2 2 2", "same-answer")
+    data, html = headline("failed")
+    text = data["headline"]["text"]
+    assert text.startswith("600 words of interaction from chck_2K ~ 6K extra words of pretraining (10x)")
+    assert "; its teacher same-answer FAILED the teacher check (readability does not discriminate;" in text
+    assert "100 % of the valid answers are '2 2 2'" in text
+    assert data["headline"]["teacher_check"]["status"] == "failed"
+    (shown,) = data["teacher_checks"]
+    assert shown["run"] == "rl" and shown["verdict"] == failed["verdict"]
+    assert shown["path"] == str(run / "teacher_check" / "check.json")
+    assert f"<b>Headline:</b> {text}." in html.replace("&#39;", "'")
+    assert 'id="headline"' in html and '<span class="neg">FAIL</span>' in html
+
+    # A teacher that lowers exactly what each damage targets passes, and the headline says that too.
+    def knows(kind):
+        return "0 0 0" if kind == "fragment" else " ".join("2" if c in VARIANTS.get(kind, ()) else "3" for c in ("readability", "coherence", "creativity"))
+
+    save_run_check(run, knows, "faultless")
+    data, html = headline("passed")
+    assert data["headline"]["text"].endswith("(10x); its teacher faultless passed the teacher check")
+    assert data["teacher_checks"][0]["criteria"]["coherence"]["gap"] == 1.0
+    assert "gap (95 % interval)" in html and "+1.00 (+1.00 .. +1.00)" in html
+
+    # Skipped (--skip-teacher-check): no check.json, the reason in the headline.
+    import shutil
+
+    shutil.rmtree(run / "teacher_check")
+    atomic_write_json(run / "teacher_check" / "skipped.json", {"skipped": True, "reason": "--skip-teacher-check"})
+    data, html = headline("skipped")
+    assert data["headline"]["text"].endswith("(10x); its teacher was not checked (--skip-teacher-check)")
+    assert data["teacher_checks"] == [] and '<span class="neg">skipped</span>' in html
+
+
 def test_report_shows_the_gain_by_every_judge_and_the_teacher_check(tmp_path, cli):
     """One interaction run, two judges: the fabricated one it trained with (rows' main
     scores; a different server address is still the same judge) and the heuristic, added

@@ -73,6 +73,12 @@ def interact(
     ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory for a new run.")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this directory.")] = None,
+    skip_teacher_check: Annotated[
+        bool, typer.Option("--skip-teacher-check", help="Do not check the teacher before the first step (recorded in the run).")
+    ] = False,
+    allow_failing_teacher: Annotated[
+        bool, typer.Option("--allow-failing-teacher", help="Check the teacher, and train even when it fails the check.")
+    ] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -81,7 +87,13 @@ def interact(
         raise UserError("A new interaction run needs --from CHECKPOINT and --out DIR (or use --resume DIR).")
     if resume is not None and (out is not None or start is not None or config is not None or set_):
         raise UserError("--resume continues with the run's saved config.yaml; --from, --out, --config and --set apply to new runs only.")
+    if resume is not None and (skip_teacher_check or allow_failing_teacher):
+        raise UserError("A resumed run keeps the teacher check it made when it started; --skip-teacher-check and --allow-failing-teacher apply to new runs only.")
+    if skip_teacher_check and allow_failing_teacher:
+        raise UserError("Give --skip-teacher-check (no check) or --allow-failing-teacher (check, train whatever it says), not both.")
     cfg = load_config(config, set_) if resume is None else None
+    if cfg is not None and (skip_teacher_check or allow_failing_teacher):  # saved with the run's config.yaml
+        cfg.interact.teacher_check = "skip" if skip_teacher_check else "allow"
     from onceupon.interact.loop import run
 
     run(cfg, start, out or resume, resume=resume is not None)

@@ -266,6 +266,10 @@ class InteractConfig(Section):
     checkpoint_every: WordCount = Field(100_000, description="Input words between checkpoints (paper: 100K).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many RL steps (None: budget decides).")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for the prompt order and the story sampling.")
+    teacher_check: Literal["require", "allow", "skip"] = Field(
+        "require",
+        description="Check the teacher before the first step (saved in RUN/teacher_check/): require = a FAIL stops the run, allow = train whatever the verdict, skip = no check (--skip-teacher-check).",
+    )
 
     @model_validator(mode="before")
     @classmethod

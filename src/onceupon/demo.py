@@ -10,9 +10,12 @@ What it runs, with ``configs/demo.yaml``, all in ``OUT/``:
 3. ``interact_<start>/``: two short interaction runs (RLOO, not the paper's PPO, with the
    heuristic teacher; 4K input words each) from the evaluated checkpoints nearest
    ``START_FRACTIONS`` (10 % and 25 %) of the pretraining words, each evaluated at its start and
-   at every checkpoint it saved.
+   at every checkpoint it saved. Each run checks its teacher first (``RUN/teacher_check/``);
+   the demo's config says ``interact.teacher_check: allow``, so the demo shows the verdict
+   whatever it is rather than stopping on a FAIL.
 4. ``report/``: ``onceupon report`` over all of it; the headline printed at the end is read
-   from the report's data (``report/report.json``), which is computed from the runs.
+   from the report's data (``report/report.json``), which is computed from the runs, and names
+   the headline run's teacher verdict; the teacher check's verdict is printed above it.
 
 A demo never reuses an earlier one: if ``OUT`` exists and is not empty the demo refuses
 (exit 2); ``--force`` deletes it first, but only if it holds an earlier demo (``demo.json``).
@@ -112,6 +115,7 @@ def run(out: str | Path, seed: int = 0, force: bool = False) -> dict:
     from onceupon.interact.loop import interact
     from onceupon.student.checkpoints import list_checkpoints, read_meta
     from onceupon.student.pretrain import pretrain
+    from onceupon.teacher.before_run import run_verdict
 
     marker = {"seed": seed, "status": "running", "started": _dt.datetime.now().isoformat(timespec="seconds")}
     atomic_write_json(out / MARKER, marker)
@@ -135,7 +139,7 @@ def run(out: str | Path, seed: int = 0, force: bool = False) -> dict:
     runs = [pre]
     for words, path in starts:
         run_dir = out / f"interact_{path.name.removeprefix('chck_')}"
-        clock.stage(f"interaction from {path.name} with the {cfg.teacher.backend} teacher -> {run_dir}")
+        clock.stage(f"interaction from {path.name} with the {cfg.teacher.backend} teacher, checked first -> {run_dir}")
         interact(cfg, path, run_dir)
         clock.stage(f"evaluating {run_dir.name}")
         evaluate_run(cfg, run_dir)
@@ -144,14 +148,17 @@ def run(out: str | Path, seed: int = 0, force: bool = False) -> dict:
     clock.stage("writing the report")
     index, summary = build(cfg.report, runs, out / "report", title=cfg.name)
     head = summary.get("headline")
+    checked = (head or {}).get("teacher_check") or run_verdict(runs[1])
     marker.update(
         status="done",
         seconds=round(clock.elapsed, 1),
         report=str(index),
         headline=head["text"] if head else None,
+        teacher_check=checked["status"],
     )
     atomic_write_json(out / MARKER, marker)
     clock.stage("done")
     print(f"report: {index}")
+    print(f"teacher check: {checked['text']}")
     print(f"headline: {head['text']}" if head else "headline: none (no interaction run could be compared)")
     return summary

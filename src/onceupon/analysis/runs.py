@@ -10,6 +10,8 @@ report can show whatever a run has produced so far and say what is missing.
 - ``checkpoints/*/onceupon.json``      checkpoint metadata (words seen, start checkpoint)
 - ``metrics.csv``            training metrics, one row per logged step
 - ``anthology.jsonl``        every story told during interaction, with its rating
+- ``teacher_check/``         the check ``onceupon interact`` made of its teacher before the
+                             first step (``check.json``), or ``skipped.json`` when it made none
 
 The anthology can hold hundreds of thousands of stories (the paper's run: 331,200), so it is
 read as a stream: per-step statistics and per-step score arrays are kept, the full records
@@ -30,6 +32,7 @@ import numpy as np
 from onceupon.errors import UserError
 from onceupon.files import read_jsonl
 from onceupon.student.checkpoints import META_FILE, CheckpointMeta, list_checkpoints, read_meta
+from onceupon.teacher.before_run import run_verdict
 
 #: Score key meaning "sum of the criterion scores" (the paper's 0..9 unit).
 TOTAL = "total"
@@ -194,6 +197,9 @@ class Run:
     start_words: int | None = None
     #: the ``teacher`` section of the run's config.yaml: the judge that trained an interaction run
     teacher: dict | None = None
+    #: interaction runs: what the teacher check made before the first step said
+    #: (onceupon.teacher.before_run.run_verdict: status passed/failed/skipped/absent, text, ...)
+    teacher_check: dict | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -301,6 +307,7 @@ def load_run(path: str | Path, shown: int = 2000, seed: int = 0) -> Run:
     if interactive:
         run.kind = "interact"
         _find_start(run)
+        run.teacher_check = run_verdict(path)
     return run
 
 

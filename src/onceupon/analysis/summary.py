@@ -252,17 +252,35 @@ def _equivalence(run: Run, inputs: _RunInputs, curve: Curve, cfg: ReportConfig, 
     return eq.to_json()
 
 
-def headline(eq_section: dict) -> dict | None:
+def teacher_clause(verdict: dict | None) -> str:
+    """What the run's teacher check said, as the end of the headline sentence: a gain is
+    what the teacher rewards, so a teacher that failed or was never checked is named there."""
+    if verdict is None:
+        return ""
+    status = verdict["status"]
+    if status == "passed":
+        return f"; its teacher {verdict['teacher']} passed the teacher check"
+    if status == "failed":
+        return f"; its teacher {verdict['teacher']} FAILED the teacher check ({verdict['reasons']})"
+    if status == "skipped":
+        return f"; its teacher was not checked ({verdict['text'].removeprefix('teacher check skipped: ')})"
+    return "; its teacher was not checked (the run holds no teacher check)"
+
+
+def headline(eq_section: dict, verdicts: dict[str, dict] | None = None) -> dict | None:
     """The figure the report and the demo lead with: the interaction run worth the most extra
-    pretraining words among those inside the curve (else the first run, as a bound)."""
+    pretraining words among those inside the curve (else the first run, as a bound), with
+    that run's teacher verdict (``verdicts``: run name -> before_run.run_verdict) in the sentence."""
     results = eq_section["results"]
     if not results:
         return None
     inside = [r for r in results if r["position"] == "inside"]
     best = max(inside, key=lambda r: r["extra_words"]) if inside else results[0]
+    verdict = (verdicts or {}).get(best["run"])
     return {
         "run": best["run"],
-        "text": best["summary"],
+        "text": best["summary"] + teacher_clause(verdict),
+        "teacher_check": verdict,
         "position": best["position"],
         "interact_words": best["interact_words"],
         "extra_words": best["extra_words"],
@@ -400,8 +418,22 @@ def browser(runs: list[Run]) -> dict:
 
 
 # --------------------------------------------------------------------------- everything
+def run_checks(interaction: list[Run]) -> list[dict]:
+    """The check.json of every interaction run that checked its teacher, for the teacher
+    checks section (``run`` names the run, ``path`` the file)."""
+    from onceupon.teacher.check_teacher import read_check
+
+    out = []
+    for run in interaction:
+        verdict = run.teacher_check or {}
+        if verdict.get("status") in ("passed", "failed"):
+            out.append(read_check(verdict["path"]) | {"run": run.name, "path": verdict["path"]})
+    return out
+
+
 def summarize(cfg: ReportConfig, runs: list[Run], title: str = "onceupon", checks: list[dict] | None = None) -> dict:
-    """``checks``: results of ``onceupon check-teacher`` (check.json), shown in their own section."""
+    """``checks``: results of ``onceupon check-teacher`` (check.json) given with ``--check``;
+    each interaction run's own check (``RUN/teacher_check``) joins them."""
     pretraining = [r for r in runs if r.kind == "pretrain"]
     interaction = [r for r in runs if r.kind == "interact"]
     criteria: set[str] = set()
@@ -430,6 +462,7 @@ def summarize(cfg: ReportConfig, runs: list[Run], title: str = "onceupon", check
                 "start": r.start_name,
                 "start_words": r.start_words,
                 "interact_words": r.interact_words if r.kind == "interact" else None,
+                "teacher_check": r.teacher_check,
                 "notes": r.notes,
             }
             for r in runs
@@ -447,11 +480,11 @@ def summarize(cfg: ReportConfig, runs: list[Run], title: str = "onceupon", check
         ],
         "metrics": {r.name: r.metrics for r in runs if r.metrics},
         "equivalence": eq,
-        "headline": headline(eq),
+        "headline": headline(eq, {r.name: r.teacher_check for r in interaction}),
         "before_after": [t for t in (before_after(r) for r in interaction) if t is not None],
         "paper_table": paper_table(interaction, cfg.anthology_batches),
         "judge_gains": [g for g in (judge_gains(r) for r in interaction) if g is not None],
-        "teacher_checks": checks or [],
+        "teacher_checks": (checks or []) + run_checks(interaction),
         "browser": browser(interaction),
         "warnings": warnings,
     }
