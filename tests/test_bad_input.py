@@ -140,6 +140,67 @@ def test_a_full_disk_is_one_sentence():
     assert_one_sentence(result, "No space left on device")
 
 
+_WRITERS = """
+import json, sys, torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from onceupon.files import is_disk_full
+
+d, found = sys.argv[1], {}
+tokenizer = Tokenizer(models.BPE())
+tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+tokenizer.train_from_iterator([f"word{i} other{i}" for i in range(20000)], trainers.BpeTrainer(vocab_size=30000))
+writers = {
+    "safetensors": lambda: save_file({"w": torch.zeros(1_000_000)}, f"{d}/model.safetensors"),
+    "tokenizers": lambda: tokenizer.save(f"{d}/tokenizer.json"),
+    "python": lambda: open(f"{d}/data.bin", "wb").write(bytes(4_000_000)),
+    "torch to a file": lambda: torch.save(torch.zeros(1_000_000), open(f"{d}/state.pt", "wb")),
+}
+for name, write in writers.items():
+    try:
+        write()
+        found[name] = "written"
+    except Exception as e:
+        found[name] = [type(e).__name__, is_disk_full(e)]
+    for leftover in __import__("pathlib").Path(d).iterdir():
+        leftover.unlink()
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.skipif(NO_PRIVATE_MOUNTS is not None, reason=str(NO_PRIVATE_MOUNTS))
+def test_a_full_disk_is_recognised_by_its_error_whichever_library_writes(tmp_path):
+    """A real 1 MiB file system filled by each library that saves a run's files: each reports
+    it its own way (safetensors a SafetensorError, tokenizers a bare Exception, both only in
+    words), and files.is_disk_full, used wherever saves fail, recognises every one."""
+    (tmp_path / "writers.py").write_text(_WRITERS)
+    script = f'mount -t tmpfs -o size=1m tmpfs "$M" && {sys.executable} {tmp_path / "writers.py"} "$M"'
+    result = _with_mount(script, tmp_path / "mnt")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found == {
+        "safetensors": ["SafetensorError", True],
+        "tokenizers": ["Exception", True],
+        "python": ["OSError", True],
+        "torch to a file": ["RuntimeError", True],  # raised from Python's OSError (to a path it says only "unexpected pos")
+    }
+
+
+def test_an_error_that_is_not_a_full_disk_is_not_taken_for_one():
+    from onceupon.files import is_disk_full
+
+    assert not is_disk_full(RuntimeError("unexpected pos 576 vs 534"))
+    assert not is_disk_full(OSError(2, "No such file or directory"))
+    assert not is_disk_full(ValueError("bad value (os error 280)"))
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("could not save") from inner
+    except RuntimeError as outer:
+        assert is_disk_full(outer)  # the cause decides
+
+
 # --------------------------------------------------------------------------- settings
 @pytest.mark.parametrize(
     "settings, needle",

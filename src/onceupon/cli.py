@@ -17,6 +17,7 @@ import typer
 
 from onceupon.config import load_config
 from onceupon.errors import UserError
+from onceupon.files import is_disk_full
 
 app = typer.Typer(
     add_completion=False,
@@ -309,17 +310,16 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(stop_exit_code())
-    except OSError as e:
-        if e.errno not in _DISK_ERRORS:
-            raise
-        # A full or read-only disk found mid-run: what was written is written atomically, so
+    except Exception as e:
+        # A full or read-only disk found mid-run, whichever library was writing (safetensors and
+        # tokenizers say so in words, not errno): what was written is written atomically, so
         # nothing half-done looks complete; a run continues with --resume once there is room.
-        where = f" writing {e.filename}" if e.filename else ""
-        print(f"error: {e.strerror}{where}; free space (or fix the disk) and run again (a run continues with --resume).", file=sys.stderr)
+        if not (is_disk_full(e) or getattr(e, "errno", None) == errno.EROFS):
+            raise
+        what = e.strerror if isinstance(e, OSError) and e.strerror else os.strerror(errno.ENOSPC)
+        where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"error: {what}{where}; free space (or fix the disk) and run again (a run continues with --resume).", file=sys.stderr)
         sys.exit(2)
-
-
-_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 if __name__ == "__main__":

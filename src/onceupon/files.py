@@ -6,6 +6,7 @@ looks complete (write to a temporary name, fsync, rename).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -15,6 +16,32 @@ from pathlib import Path
 from typing import Any
 
 from onceupon.errors import UserError
+
+
+#: how a full disk (or a spent quota) reads when a library reports it as text: safetensors
+#: ("I/O error: No space left on device (os error 28)"), tokenizers (a bare Exception with the
+#: same words) and Rust code in general ("os error 28")
+_DISK_FULL_WORDS = (
+    os.strerror(errno.ENOSPC),
+    os.strerror(errno.EDQUOT),
+    f"os error {errno.ENOSPC})",
+    f"os error {errno.EDQUOT})",
+)
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether an exception says the disk is full: errno ENOSPC or EDQUOT, or those errors'
+    words in its message, on it or on an exception it was raised from. One test for every
+    place a save can fail, whichever library did the writing."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(words in str(error) for words in _DISK_FULL_WORDS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
