@@ -27,6 +27,7 @@ from onceupon.analysis.efficiency import Curve, bootstrap_needed, equivalence
 from onceupon.analysis.runs import TOTAL, Run, row_score
 from onceupon.config import ReportConfig
 from onceupon.teacher.judges import same_judge
+from onceupon.text import printable
 
 #: story-quality fields of a results row shown in the before/after table (key, label)
 STORY_FIELDS = [
@@ -413,7 +414,11 @@ def browser(runs: list[Run]) -> dict:
             for s in run.anthology.steps
         ]
         for rec in run.anthology.sample:
-            stories.append({"run": run.name, **{k: rec.get(k) for k in BROWSER_FIELDS}})
+            story = {"run": run.name, **{k: rec.get(k) for k in BROWSER_FIELDS}}
+            for k in ("prompt", "continuation", "raw"):  # control characters marked, as the teacher and the page see them
+                if isinstance(story[k], str):
+                    story[k] = printable(story[k])
+            stories.append(story)
     return {"stories": stories, "steps": steps, "records": records}
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from onceupon.annotate.sample import Item
 from onceupon.files import append_jsonl, read_jsonl, truncate_jsonl
 from onceupon.teacher.rubric import Rubric
+from onceupon.text import printable
 
 
 class AnswersFile:
@@ -123,8 +124,8 @@ class Desk:
         answer = mine.get(key)
         return {
             "key": key,
-            "prompt": item.prompt,
-            "continuation": item.continuation,
+            "prompt": printable(item.prompt),  # control characters marked, as the teacher and the report see them
+            "continuation": printable(item.continuation),
             "answer": None if answer is None else {k: answer.get(k) for k in ("scores", "skipped", "flagged", "comment")},
         }
 

@@ -33,6 +33,7 @@ from onceupon.config import CriterionConfig, TeacherConfig
 from onceupon.errors import UserError
 from onceupon.files import read_text_file
 from onceupon.teacher.base import Rating, Story
+from onceupon.text import printable
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,11 @@ _SPACES = re.compile(r"[ \t]+")
 
 
 def clean_text(text: str, extra_tokens: tuple[str, ...] = ()) -> str:
-    """Remove special tokens and our delimiters; tidy whitespace. Used on the continuation
-    (and the prompt) before anything rates it, so every backend sees the same story."""
+    """Remove special tokens and our delimiters; mark control characters and undecodable
+    bytes visibly, as the annotation page and the report do (onceupon.text.printable); tidy
+    whitespace. Used on the continuation (and the prompt) before anything rates it, so every
+    backend sees the same story."""
+    text = printable(text)
     for token in extra_tokens:
         if token:
             text = text.replace(token, " ")
