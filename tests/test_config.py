@@ -125,6 +125,7 @@ FUZZ_CONFIG = settings(max_examples=60, deadline=None)
     [
         (["pretrain.epochs=inf"], "pretrain.epochs"),
         (["pretrain.epochs=nan"], "pretrain.epochs"),
+        (["pretrain.epochs=1e300"], "pretrain.epochs"),  # finite, but planning it never ended
         (["pretrain.max_words=inf"], "word count"),
         (["interact.seed=99999999999999999999999"], "interact.seed"),
         (["pretrain.seed=-1"], "pretrain.seed"),
@@ -177,7 +178,7 @@ def test_fuzz_config_set(key, value):
         assert "\n" not in str(e)
         return
     for number in _numbers(cfg.model_dump()):
-        assert math.isfinite(number) and abs(number) < 2**63
+        assert math.isfinite(number) and (isinstance(number, float) or abs(number) < 2**63)
 
 
 def _numbers(data):
@@ -200,3 +201,60 @@ def test_fuzz_config_file(text):
         load_config(path)
     except UserError as e:
         assert "\n" not in str(e)
+
+
+# --------------------------------------------------------------------------- --resume and the saved config
+def _run_with(tmp_path, *settings: str) -> tuple[Path, ExperimentConfig]:
+    from onceupon.config import save_config
+
+    cfg = load_config(None, list(settings))
+    save_config(cfg, tmp_path)
+    return tmp_path, cfg
+
+
+def test_resume_continues_with_the_saved_config(tmp_path):
+    from onceupon.config import resume_config
+
+    run, cfg = _run_with(tmp_path, "interact.batch_size=8")
+    assert resume_config(run) == cfg and (run / ".config.yaml").read_text() == (run / "config.yaml").read_text()
+
+
+def test_resume_refuses_an_edited_config_yaml_naming_the_key(tmp_path):
+    """One run ended with two batch sizes: config.yaml was edited between two --resume."""
+    from onceupon.config import resume_config
+
+    run, _ = _run_with(tmp_path, "interact.batch_size=8")
+    edited = (run / "config.yaml").read_text().replace("batch_size: 8\n", "batch_size: 16\n", 1)
+    (run / "config.yaml").write_text(edited)
+    with pytest.raises(UserError, match=r"would change interact.batch_size from 8 to 16, which alters the run"):
+        resume_config(run)
+    assert (run / "config.yaml").read_text() == edited  # nothing rewritten
+
+
+def test_resume_may_change_how_the_teacher_is_reached_and_records_it(tmp_path):
+    from onceupon.config import given_on_resume, resume_config
+
+    run, _ = _run_with(tmp_path)
+    cfg = resume_config(run, given_on_resume(run, None, ["teacher.timeout=120", "report.dpi=200"]))
+    assert cfg.teacher.timeout == 120 and load_config(run / "config.yaml").teacher.timeout == 120
+    assert load_config(run / ".config.yaml").report.dpi == 200  # the record moves on too
+    assert resume_config(run) == cfg
+
+
+def test_resume_changes_names_every_key_that_alters_the_run():
+    from onceupon.config import resume_changes
+
+    saved = ExperimentConfig()
+    given = load_config(None, ["interact.seed=3", "pretrain.epochs=2", "teacher.timeout=5", "teacher.criteria=[{name: a, description: b, levels: {0: x, 1: y}}]"])
+    assert resume_changes(saved, given) == ["pretrain.epochs", "teacher.criteria", "interact.seed"]
+    assert resume_changes(saved, saved) == []
+
+
+def test_set_on_resume_applies_to_the_runs_own_config(tmp_path):
+    from onceupon.config import given_on_resume
+
+    run, _ = _run_with(tmp_path, "interact.batch_size=8")
+    assert given_on_resume(run, None, None) is None
+    assert given_on_resume(run, None, ["teacher.timeout=9"]).interact.batch_size == 8
+    with pytest.raises(UserError, match="holds no config.yaml"):
+        given_on_resume(tmp_path / "nothing", None, ["teacher.timeout=9"])

@@ -95,7 +95,7 @@ class StudentConfig(Section):
 
 
 class PretrainConfig(Section):
-    epochs: float = Field(10, gt=0, description="Passes over the corpus (paper: 10; BabyLM cap).")
+    epochs: float = Field(10, gt=0, le=1000, description="Passes over the corpus, at most 1,000 (paper: 10; BabyLM cap).")
     max_words: WordCount | None = Field(None, description="Stop after this many words seen (repeats counted).")
     batch_size: int = Field(16, ge=1, description="Sequences per device per micro-batch (paper: 16).")
     grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps (paper: 4).")
@@ -428,7 +428,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(config: ExperimentConfig, run_dir: str | Path, name: str = "config.yaml") -> Path:
-    """Write the resolved configuration into the run directory.
+    """Write the resolved configuration into the run directory: ``config.yaml`` to read, and
+    the same in ``RUN/.config.yaml``, the run's own record, which ``--resume`` compares
+    ``config.yaml`` with (see :func:`resume_config`).
 
     Secrets never live in the config (only the *names* of environment variables do), so the
     whole model can be written as is.
@@ -436,7 +438,92 @@ def save_config(config: ExperimentConfig, run_dir: str | Path, name: str = "conf
     path = Path(run_dir) / name
     text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
     atomic_write_text(path, text)
+    if name == "config.yaml":
+        atomic_write_text(Path(run_dir) / RUN_RECORD, text)
     return path
+
+
+# --------------------------------------------------------------------------- resuming
+#: the config a run was made with, as it last ran; config.yaml is compared with it on --resume
+RUN_RECORD = ".config.yaml"
+
+#: what ``--resume`` may change: how a run reaches and waits for its teacher, how it logs and
+#: keeps files, and the sections it does not read. Anything else alters the run itself (its
+#: data, model, schedule, rewards or randomness), so a changed value would leave a run made
+#: half one way and half another.
+RESUMABLE_KEYS = (
+    "name",
+    "teacher.base_url",
+    "teacher.api_key_env",
+    "teacher.timeout",
+    "teacher.patience",
+    "teacher.max_retries",
+    "teacher.backoff",
+    "teacher.max_backoff",
+    "teacher.concurrency",
+    "teacher.adapt_concurrency",
+    "teacher.cache",
+    "pretrain.log_every",
+    "pretrain.keep_resume_state",
+    "pretrain.push_to_hub",
+    "pretrain.hub_private",
+    "interact.keep_resume_state",
+    "evaluate",
+    "report",
+)
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two dumped configs (lists compared whole)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in dict.fromkeys([*a, *b]) for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _resumable(key: str) -> bool:
+    return any(key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE_KEYS)
+
+
+def resume_changes(saved: ExperimentConfig, given: ExperimentConfig) -> list[str]:
+    """The keys ``given`` changes from ``saved`` that ``--resume`` may not change (not in
+    :data:`RESUMABLE_KEYS`), in config order; [] when the run may continue with ``given``."""
+    return [key for key in _differences(saved.model_dump(mode="json"), given.model_dump(mode="json")) if not _resumable(key)]
+
+
+def resume_config(run_dir: str | Path, given: ExperimentConfig | None = None) -> ExperimentConfig:
+    """The config a ``--resume`` of ``run_dir`` continues with: ``given`` (the command's
+    ``--config``/``--set``, see :func:`given_on_resume`) or else the run's ``config.yaml``,
+    checked against the config the run was made with (``RUN/.config.yaml``; a run from before
+    that record: ``config.yaml``). A change to a key outside :data:`RESUMABLE_KEYS` is one
+    sentence naming the keys; an allowed change is written to both files and used."""
+    run_dir = Path(run_dir)
+    record = run_dir / RUN_RECORD
+    saved = load_config(record if record.is_file() else run_dir / "config.yaml")
+    given = given or load_config(run_dir / "config.yaml")
+    changed = resume_changes(saved, given)
+    if changed:
+        old, new = saved.model_dump(mode="json"), given.model_dump(mode="json")
+        first = changed[0]
+        for part in first.split("."):
+            old, new = old.get(part) if isinstance(old, dict) else None, new.get(part) if isinstance(new, dict) else None
+        more = f" (and {', '.join(changed[1:])})" if len(changed) > 1 else ""
+        raise UserError(
+            f"--resume of {run_dir} would change {first} from {old!r} to {new!r}{more}, which alters the run; "
+            f"undo that change or start a new run (--resume may change only {', '.join(RESUMABLE_KEYS)})."
+        )
+    if given != saved:
+        save_config(given, run_dir)
+    return given
+
+
+def given_on_resume(run_dir: str | Path, path: str | Path | None, overrides: list[str] | None) -> ExperimentConfig | None:
+    """What ``--resume RUN`` was given: ``--config`` and ``--set`` on top of ``RUN/config.yaml``
+    (``--set`` alone changes the run's own config), None when neither is given."""
+    if path is None and not overrides:
+        return None
+    if path is None and not (Path(run_dir) / "config.yaml").is_file():
+        raise UserError(f"{run_dir} holds no config.yaml to apply --set to; is it a run directory?")
+    return load_config(path or Path(run_dir) / "config.yaml", overrides)
 
 
 def reference_markdown() -> str:
