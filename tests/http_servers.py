@@ -22,7 +22,8 @@
   refuses; ``GET /_stats`` counts the requests.
 - :func:`start_llama_cpp_python` runs llama-cpp-python's OpenAI server (``python -m
   llama_cpp.server``) on a GGUF model, from the Python of an environment that has
-  ``llama-cpp-python[server]`` (:func:`llama_cpp_python`).
+  ``llama-cpp-python[server]`` (:func:`llama_cpp_python`); :func:`start_llama_server` runs
+  llama.cpp's own C++ ``llama-server`` (:func:`llama_server`: the binary).
 - ``python tests/http_servers.py proxy --upstream URL --port P`` runs a fault-injecting
   reverse proxy (a real process) in front of any server. A story asks for faults by carrying
   a marker in its text, so each test decides exactly which story suffers what:
@@ -595,6 +596,32 @@ def start_llama_cpp_python(python: str, gguf: Path, log: Path | None = None, thr
     args = [
         python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "judge", "--host", "127.0.0.1",
         "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads),
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    return Process(args, f"{base}/v1/models", timeout=180, log=log), f"{base}/v1"
+
+
+#: where tests look for llama.cpp's llama-server binary (ONCEUPON_LLAMA_SERVER: its path)
+LLAMA_SERVER = Path.home() / ".cache" / "onceupon" / "llama-server"
+LLAMA_SERVER_INSTALL = (
+    "build llama.cpp's tools/server (cmake -B build -DGGML_NATIVE=OFF -DLLAMA_BUILD_SERVER=ON && "
+    f"cmake --build build --target llama-server) and copy build/bin/llama-server to {LLAMA_SERVER}, "
+    "or set ONCEUPON_LLAMA_SERVER"
+)
+
+
+def llama_server() -> str | None:
+    """The llama-server binary, or None."""
+    binary = Path(os.environ.get("ONCEUPON_LLAMA_SERVER") or LLAMA_SERVER)
+    return str(binary) if binary.is_file() and os.access(binary, os.X_OK) else None
+
+
+def start_llama_server(binary: str, gguf: Path, log: Path | None = None, threads: int = 2) -> tuple[Process, str]:
+    """llama.cpp's llama-server on ``gguf``, serving it as model "judge"."""
+    port = free_port()
+    args = [
+        binary, "-m", str(gguf), "--alias", "judge", "--host", "127.0.0.1", "--port", str(port), "-c", "4096",
+        "-t", str(threads), "-np", "2", "--no-webui",
     ]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     return Process(args, f"{base}/v1/models", timeout=180, log=log), f"{base}/v1"

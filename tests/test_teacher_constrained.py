@@ -303,31 +303,49 @@ BATCH = [
 ]
 
 
-@pytest.mark.slow
-def test_llama_cpp_python_server_honours_what_it_is_sent(tmp_path):
-    """llama-cpp-python's server on SmolLM2-135M-Instruct (docs/teacher.md's table): recognised;
-    auto sends a GBNF grammar and every answer is the plain format; json_schema sends
-    response_format json_object with the schema and every answer is a JSON object; the
-    response_format type json_schema sent to other servers is refused (HTTP 500), one
-    sentence at start. About a minute on 2 busy cores once the environment exists."""
-    from http_servers import LLAMA_CPP_INSTALL, llama_cpp_python, start_llama_cpp_python
+def _llama_server(kind: str, tmp_path):
+    """(process, base URL) of llama-cpp-python's server or llama.cpp's llama-server on
+    SmolLM2-135M-Instruct; skips, with how to get it, where it is not installed."""
+    import http_servers as hs
 
-    python = llama_cpp_python()
-    if python is None:
-        pytest.skip(f"no llama-cpp-python server environment: {LLAMA_CPP_INSTALL}")
     model = _smollm2_gguf(tmp_path, transformers=False)
-    proc, url = start_llama_cpp_python(python, model, log=tmp_path / "server.log")
+    if kind == "llama-cpp-python":
+        python = hs.llama_cpp_python()
+        if python is None:
+            pytest.skip(f"no llama-cpp-python server environment: {hs.LLAMA_CPP_INSTALL}")
+        return hs.start_llama_cpp_python(python, model, log=tmp_path / "server.log")
+    binary = hs.llama_server()
+    if binary is None:
+        pytest.skip(f"no llama-server binary: {hs.LLAMA_SERVER_INSTALL}")
+    return hs.start_llama_server(binary, model, log=tmp_path / "server.log")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["llama-cpp-python", "llama.cpp"])
+def test_llama_cpp_servers_honour_what_they_are_sent(tmp_path, kind):
+    """llama-cpp-python's server and llama.cpp's llama-server on SmolLM2-135M-Instruct
+    (docs/teacher.md's table): recognised; auto sends a GBNF grammar and every answer is the
+    plain format; json_schema sends what each takes and every answer is a JSON object in the
+    schema. What onceupon sent before to any server for json_schema (response_format type
+    json_schema): llama-server honours it, llama-cpp-python refuses it with HTTP 500, which is
+    one sentence at start. About a minute each on 2 busy cores once the server exists."""
+    proc, url = _llama_server(kind, tmp_path)
     cfg = TeacherConfig(backend="openai", base_url=url, timeout=300, concurrency=2)
     with proc:
         with build_teacher(cfg) as teacher:
-            assert teacher.backend.server == "llama-cpp-python" and teacher.identity.endswith("|constrained=regex")
+            assert teacher.backend.server == kind and teacher.identity.endswith("|constrained=regex")
             plain = teacher.rate(BATCH)
         with build_teacher(cfg.model_copy(update={"constrained": "json_schema"})) as teacher:
             assert teacher.identity.endswith("|constrained=json_schema")
             as_json = teacher.rate(BATCH)
-        with pytest.raises(UserError, match="refuses onceupon's requests .*response_format json_schema.*HTTP 500") as caught:
-            build_teacher(cfg.model_copy(update={"constrained": "json_schema", "server": "other"}))
-        assert "\n" not in str(caught.value)
+        generic = cfg.model_copy(update={"constrained": "json_schema", "server": "other"})
+        if kind == "llama-cpp-python":
+            with pytest.raises(UserError, match="refuses onceupon's requests .*response_format json_schema.*HTTP 500") as caught:
+                build_teacher(generic)
+            assert "\n" not in str(caught.value)
+        else:
+            with build_teacher(generic) as teacher:
+                as_json += teacher.rate(BATCH)
     assert all(r.valid and re.fullmatch(r"[0-3] [0-3] [0-3]", r.raw) for r in plain), [(r.raw, r.error) for r in plain]
     for r in as_json:
         assert r.valid, (r.raw, r.error)

@@ -133,7 +133,6 @@ class OpenAIBackend:
         self.limit = AdaptiveLimit(cfg.concurrency, adaptive=cfg.adapt_concurrency)
         #: seconds without any answer, while stories wait, before a call gives up (see the docstring)
         self.patience = cfg.patience if cfg.patience is not None else 2 * cfg.timeout
-        self._answers = 0  # HTTP answers of any kind so far: 0 means the server never answered us
         self._last_answer: float | None = None  # when the last one came, while a call runs
         self._loop = LoopThread()
         try:
@@ -361,7 +360,6 @@ class OpenAIBackend:
 
     def _heard(self) -> None:
         """The server answered (anything, even an error): it has not stalled."""
-        self._answers += 1
         self._last_answer = time.monotonic()
 
     def _reject(self, error: openai.APIStatusError, attempts: int) -> Rating:
