@@ -109,7 +109,8 @@ def build_checkpoint(directory: Path, preset: str, words: list[str]) -> Path:
     import torch
 
     from onceupon.config import StudentConfig
-    from onceupon.student.checkpoints import CheckpointMeta, save_checkpoint
+    from onceupon.lifecycle.checkpoints import CheckpointMeta
+    from onceupon.student.checkpoints import save_checkpoint
     from onceupon.student.model import build_student
     from onceupon.student.tokenizer import train_tokenizer
 

@@ -158,7 +158,8 @@ def build_student(directory: Path, seed: int) -> Path:
 
     from onceupon.config import StudentConfig
     from onceupon.corpus.storyworld import generate
-    from onceupon.student.checkpoints import CheckpointMeta, save_checkpoint
+    from onceupon.lifecycle.checkpoints import CheckpointMeta
+    from onceupon.student.checkpoints import save_checkpoint
     from onceupon.student.model import build_student as build
     from onceupon.student.tokenizer import train_tokenizer
 

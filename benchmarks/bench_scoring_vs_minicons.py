@@ -104,7 +104,8 @@ def build_model(path: Path, preset: str, pairs: list[tuple[str, str]], vocab: in
 
     from onceupon.config import StudentConfig
     from onceupon.corpus.storyworld import generate
-    from onceupon.student.checkpoints import CheckpointMeta, save_checkpoint
+    from onceupon.lifecycle.checkpoints import CheckpointMeta
+    from onceupon.student.checkpoints import save_checkpoint
     from onceupon.student.model import build_student
     from onceupon.student.tokenizer import train_tokenizer
 

@@ -61,7 +61,8 @@ def make_tiny_checkpoint(directory: Path, preset: str = "gpt2-micro", vocab_size
     import torch
 
     from onceupon.config import StudentConfig
-    from onceupon.student.checkpoints import CheckpointMeta, save_checkpoint
+    from onceupon.lifecycle.checkpoints import CheckpointMeta
+    from onceupon.student.checkpoints import save_checkpoint
     from onceupon.student.model import build_student
     from onceupon.student.tokenizer import train_tokenizer
 

@@ -55,7 +55,8 @@ def make_pretrained_micro(directory, steps: int = 150, seed: int = 0):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from conftest import TINY_TEXTS, make_tiny_checkpoint
-    from onceupon.student.checkpoints import CheckpointMeta, save_checkpoint
+    from onceupon.lifecycle.checkpoints import CheckpointMeta
+    from onceupon.student.checkpoints import save_checkpoint
 
     directory = Path(directory)
     base = make_tiny_checkpoint(directory.parent / (directory.name + "_untrained"), seed=seed)

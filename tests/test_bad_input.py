@@ -308,7 +308,7 @@ def _wait_for_step(proc: subprocess.Popen, run: Path, step: int) -> None:
 
 @pytest.mark.parametrize(
     "signum",
-    # SIGTERM takes the very same path inside the loop (tests/test_runstate.py checks the
+    # SIGTERM takes the very same path inside the loop (tests/test_lifecycle.py checks the
     # handler): slow only to keep the default suite short.
     [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
     ids=["SIGINT", "SIGTERM"],

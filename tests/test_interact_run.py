@@ -21,7 +21,7 @@ from conftest import run_cli
 from interact_support import KeywordTeacher, make_pretrained_micro
 from onceupon.config import PAPER_PROMPT, load_config
 from onceupon.interact.loop import interact
-from onceupon.student.checkpoints import list_checkpoints, read_meta
+from onceupon.lifecycle.checkpoints import list_checkpoints, read_meta
 from onceupon.words import count_words
 
 PROMPT_WORDS = count_words(PAPER_PROMPT)  # 16

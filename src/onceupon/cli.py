@@ -293,10 +293,10 @@ def main() -> None:
     # per-load "Loading weights" bars would only clutter them. HF_HUB_DISABLE_PROGRESS_BARS=0
     # brings them back.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from onceupon.student.runstate import Stopped, stop_exit_code, terminate_as_interrupt
+    from onceupon.lifecycle.stop import Stopped, stop_exit_code, terminate_as_interrupt
 
     # SIGTERM (a scheduler's stop, `kill`) takes Ctrl-C's path: training loops stop at a safe
-    # point and say how to resume (runstate.stop_on_signals); elsewhere cleanup code runs.
+    # point and say how to resume (lifecycle.stop.stop_on_signals); elsewhere cleanup code runs.
     terminate_as_interrupt()
     try:
         app()

@@ -31,7 +31,7 @@ import numpy as np
 
 from onceupon.errors import UserError
 from onceupon.files import read_jsonl
-from onceupon.student.checkpoints import META_FILE, CheckpointMeta, list_checkpoints, read_meta
+from onceupon.lifecycle.checkpoints import META_FILE, CheckpointMeta, list_checkpoints, read_meta
 from onceupon.teacher.before_run import run_verdict
 
 #: Score key meaning "sum of the criterion scores" (the paper's 0..9 unit).

@@ -197,7 +197,7 @@ def stats_table(stats: dict, title: str):
 
 def run(cfg: ExperimentConfig, out: str | Path) -> Path:
     """``onceupon corpus``: build (or reuse) ``OUT/corpus``, save the config, print the table."""
-    from onceupon.student.runstate import run_lock
+    from onceupon.lifecycle.lock import run_lock
 
     out = Path(out)
     preflight.output_dir(out)

@@ -38,15 +38,9 @@ from onceupon import preflight
 from onceupon.config import EvaluateConfig, ExperimentConfig
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, atomic_write_text
-from onceupon.student.checkpoints import (
-    META_FILE,
-    check_weights,
-    list_checkpoints,
-    load_checkpoint_tokenizer,
-    load_model,
-    read_meta,
-)
-from onceupon.student.runstate import run_lock
+from onceupon.lifecycle.checkpoints import META_FILE, list_checkpoints, read_meta
+from onceupon.lifecycle.lock import run_lock
+from onceupon.student.checkpoints import check_weights, load_checkpoint_tokenizer, load_model
 from onceupon.tracking import RUN_LOG, log, print_table, progress_bar, run_log
 from onceupon.words import parse_word_count
 

@@ -303,7 +303,7 @@ def _rated_rows(run_dir: Path) -> tuple[dict, list[tuple[dict, Path]]]:
 def judge_run(cfg, run_dir: str | Path) -> dict:
     """``onceupon evaluate RUN --judge``: rate every evaluated checkpoint's stories with
     ``cfg.teacher`` as one more judge, keep the results beside the others, update results.json."""
-    from onceupon.student.runstate import run_lock
+    from onceupon.lifecycle.lock import run_lock
     from onceupon.teacher.factory import build_teacher
     from onceupon.tracking import RUN_LOG, run_log
 

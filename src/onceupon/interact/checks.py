@@ -16,7 +16,8 @@ from onceupon import preflight
 from onceupon.config import InteractConfig
 from onceupon.errors import UserError
 from onceupon.interact.objective import Objective
-from onceupon.student.checkpoints import CheckpointMeta, load_checkpoint_tokenizer, load_model, read_meta
+from onceupon.lifecycle.checkpoints import CheckpointMeta, read_meta
+from onceupon.student.checkpoints import load_checkpoint_tokenizer, load_model
 from onceupon.student.model import context_length
 
 

@@ -57,15 +57,10 @@ from onceupon.interact.prompts import PromptSource, load_prompts
 from onceupon.interact.reward import story_reward
 from onceupon.interact.rollout import PolicyWithValue, Rollout, generate_rollout, score_rollout
 from onceupon.interact.update import Experience
-from onceupon.student import runstate
-from onceupon.student.checkpoints import (
-    RESUME_STATE,
-    STATE_DIR,
-    CheckpointMeta,
-    list_checkpoints,
-    read_meta,
-    save_checkpoint,
-)
+from onceupon.lifecycle import lock, resume as resume_state, rng, stop
+from onceupon.lifecycle.checkpoints import CheckpointMeta, list_checkpoints, read_meta
+from onceupon.lifecycle.precision import mixed_precision
+from onceupon.student.checkpoints import save_checkpoint
 from onceupon.student.model import context_length
 from onceupon.teacher.base import Rating, Story, Teacher
 from onceupon.teacher.pipeline import RubricTeacher
@@ -73,7 +68,7 @@ from onceupon.tracking import RUN_LOG, MetricsLogger, progress_bar, run_log
 from onceupon.words import crossed, every_milestones, milestone_name
 
 STATE_FILE = "state.json"
-RESUME_POINT = runstate.RESUME_POINT
+RESUME_POINT = resume_state.RESUME_POINT
 RUN_MARKERS = (STATE_FILE, anthology_file.FILE)  # a directory with either holds an interaction run
 
 
@@ -106,7 +101,7 @@ def interact(
     """
     run_dir = Path(run_dir)
     if resume:
-        runstate.check_resume(run_dir, "interact", STATE_FILE)
+        resume_state.check_resume(run_dir, "interact", STATE_FILE)
         preflight.output_dir(run_dir, "--resume")
         cfg = load_config(run_dir / "config.yaml")
         state = _read_state(run_dir)
@@ -119,15 +114,15 @@ def interact(
         if cfg is None or start is None:
             raise UserError("A new interaction run needs a config and a start checkpoint.")
         preflight.output_dir(run_dir)
-        runstate.check_new_run(run_dir, "interact", RUN_MARKERS)
+        resume_state.check_new_run(run_dir, "interact", RUN_MARKERS)
     objective = objective or make_objective(cfg.interact)
     validate(cfg.interact, objective)
     prompts = load_prompts(cfg.interact)
     student = load_student(Path(start))
     check_fits(cfg.interact, student, prompts)
-    with runstate.run_lock(run_dir), run_log(run_dir / RUN_LOG):
+    with lock.run_lock(run_dir), run_log(run_dir / RUN_LOG):
         if not resume:
-            runstate.check_new_run(run_dir, "interact", RUN_MARKERS)  # again: another process may have begun
+            resume_state.check_new_run(run_dir, "interact", RUN_MARKERS)  # again: another process may have begun
         session = Interaction(cfg, student, prompts, run_dir, objective, teacher=teacher, resume=resume)
         try:
             return session.train()
@@ -154,7 +149,7 @@ class Interaction:
         self.c = c = cfg.interact
         self.run_dir = run_dir
         self.start = student.path.resolve()
-        self.acc = Accelerator(mixed_precision=runstate.mixed_precision(c.precision))
+        self.acc = Accelerator(mixed_precision=mixed_precision(c.precision))
         self.main = self.acc.is_main_process
         world = self.acc.num_processes
         if c.batch_size % world:
@@ -227,21 +222,11 @@ class Interaction:
         """What ``--resume`` continues from: the latest checkpoint that holds resume state, or
         ``RUN/resume_point`` (a stop between checkpoints) when that is further along; None:
         start over."""
-        latest = next(
-            (ckpt for ckpt in reversed(list_checkpoints(self.run_dir)) if (ckpt / STATE_DIR / RESUME_STATE).is_file()),
-            None,
-        )
-        return runstate.resume_from(self.run_dir, latest, RESUME_STATE)
+        return resume_state.find_resume_point(self.run_dir)
 
     def _load_state(self, ckpt: Path) -> dict:
         """Restore everything ``ckpt`` saved; returns its record of the anthology."""
-        try:
-            state = torch.load(ckpt / STATE_DIR / RESUME_STATE, map_location="cpu", weights_only=False)
-        except Exception as e:  # a truncated or garbage file: torch raises a variety of errors
-            raise UserError(
-                f"Cannot resume: {ckpt / STATE_DIR / RESUME_STATE} cannot be read ({type(e).__name__}); "
-                "restore it from a backup or start a new run."
-            ) from None
+        state = resume_state.read_resume_state(ckpt)
         if state["algorithm"] != self.objective.name:
             raise UserError(f"{ckpt} was written by {state['algorithm']}, not {self.objective.name}.")
         if self.policy.value_head is not None:
@@ -253,7 +238,7 @@ class Interaction:
         self.step_no = state["step"]
         self.finished = state["finished"]
         rank = self.acc.process_index
-        runstate.restore_rng(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        rng.restore_rng(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
         steps = [(p.name, read_meta(p).step) for p in list_checkpoints(self.run_dir)]
         checkpoints = [(name, step) for name, step in steps if step <= self.step_no]
         self.last_ckpt = checkpoints[-1] if checkpoints else None  # ckpt itself, or the one before a resume point
@@ -287,7 +272,7 @@ class Interaction:
         if self.main:
             shutil.rmtree(self.run_dir / RESUME_POINT, ignore_errors=True)
             if self.c.keep_resume_state == "latest":
-                runstate.prune_resume_states(self.run_dir, final)
+                resume_state.prune_resume_states(self.run_dir, final)
         self.acc.wait_for_everyone()
         self.last_ckpt = (name, self.step_no)
         return final
@@ -295,7 +280,7 @@ class Interaction:
     def _save(self, directory: Path) -> Path:
         from accelerate.utils import gather_object
 
-        rngs = gather_object([runstate.capture_rng()])
+        rngs = gather_object([rng.capture_rng()])
         if self.main:
             policy = self.acc.unwrap_model(self.policy)
             state = {
@@ -311,10 +296,6 @@ class Interaction:
                 "anthology": self.anthology.checkpoint(),
             }
 
-            def write_state(d: Path) -> None:
-                torch.save(state, d / RESUME_STATE)
-                atomic_write_json(d / "counters.json", {"step": self.step_no, **self._counters()})
-
             meta = CheckpointMeta(
                 name=directory.name,
                 stage="interact",
@@ -329,6 +310,7 @@ class Interaction:
                     "kl_coef": self.objective.kl_coef,
                 },
             )
+            write_state = resume_state.state_writer(state, {"step": self.step_no, **self._counters()})
             save_checkpoint(directory, policy.lm, self.tokenizer, meta, write_state=write_state)
         return directory
 
@@ -343,7 +325,7 @@ class Interaction:
     # ----------------------------------------------------------------- the loop
     def train(self) -> Path:
         c = self.c
-        with progress_bar("words") as bar, runstate.stop_on_signals():
+        with progress_bar("words") as bar, stop.stop_on_signals():
             task = bar.add_task(f"interact ({self.objective.name})", total=c.input_budget, completed=self.budget.input_words)
             # A slow teacher can take minutes per step: the line says how far its rating is.
             self._show = lambda text: bar.update(task, status=text)
@@ -356,7 +338,7 @@ class Interaction:
                     self.save(self._checkpoint_name(max(hit)))
                 if self.main:
                     self._write_state(done=False)  # after the checkpoint: it names the newest one
-                if not self._over() and runstate.stop_agreed(self.acc):
+                if not self._over() and stop.stop_agreed(self.acc):
                     self._stop(saved=bool(hit))
             self.finished = True
             if self.last_ckpt is None or self.last_ckpt[1] != self.step_no:
@@ -392,7 +374,7 @@ class Interaction:
             f"{self.budget.input_words:,} of {self.c.input_budget:,} input words), nothing rated was lost; "
             f"continue with `onceupon interact --resume {self.run_dir}`."
         )
-        raise runstate.Stopped(message if self.main else "", runstate.stop_exit_code())
+        raise stop.Stopped(message if self.main else "", stop.stop_exit_code())
 
     def _step_prompts(self) -> list[str]:
         group = self.objective.group_size

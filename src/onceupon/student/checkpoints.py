@@ -1,48 +1,16 @@
-"""Checkpoints shared by pretraining and interaction.
+"""A student checkpoint on disk: saving one (weights, tokenizer) and loading it back.
 
-A checkpoint is a directory ``RUN/checkpoints/chck_{N}M`` holding a transformers model and
-tokenizer (``save_pretrained``; loadable with ``AutoModelForCausalLM``/``AutoTokenizer``), a
-``onceupon.json`` describing it, and optionally a ``trainer_state/`` with what a resume needs
-(optimizer, RNG, counters). It is written to a temporary directory and renamed into place, so
-a directory with ``onceupon.json`` is always complete.
-
-``onceupon.json`` fields (read by evaluate and report):
-  name             checkpoint name, e.g. "chck_20M"
-  stage            "pretrain" or "interact"
-  pretrain_words   words of pretraining input seen by these weights (repeats counted)
-  interact_words   words of interaction input seen (0 for pretraining checkpoints)
-  generated_words  words the student generated during interaction (0 for pretraining)
-  step             optimizer step (pretrain) or RL step (interact)
-  start_checkpoint for interaction: path of the checkpoint the run started from
+The directory itself (``onceupon.json``, ``trainer_state/``, atomic write, listing in order)
+is the run machinery's: :mod:`onceupon.lifecycle.checkpoints`.
 """
 
 from __future__ import annotations
 
-import errno
-import json
-import shutil
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_json, fsync_dir, replace_dir
-
-META_FILE = "onceupon.json"
-STATE_DIR = "trainer_state"
-RESUME_STATE = "state.pt"  # in STATE_DIR: what a resume needs beyond the weights (torch.save)
-
-
-@dataclass
-class CheckpointMeta:
-    name: str
-    stage: str
-    pretrain_words: int
-    interact_words: int = 0
-    generated_words: int = 0
-    step: int = 0
-    start_checkpoint: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+from onceupon.lifecycle.checkpoints import CheckpointMeta, write_checkpoint
 
 
 def save_checkpoint(
@@ -52,49 +20,17 @@ def save_checkpoint(
     meta: CheckpointMeta,
     write_state: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write model, tokenizer, metadata and (via ``write_state(dir)``) resume state atomically.
+    """Write model, tokenizer, metadata and (via ``write_state(dir)``) resume state atomically
+    (a full disk is one sentence and leaves no partial directory)."""
 
-    A full disk is one sentence (:class:`UserError`) and leaves no partial directory behind:
-    the writers report it in their own ways (torch: a ``RuntimeError`` about file positions),
-    so any failure while the disk has no room left counts as one.
-    """
-    from safetensors import SafetensorError
-
-    final = Path(directory)
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    def write_files(tmp: Path) -> None:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             from onceupon.student.tokenizer import save_tokenizer
 
             save_tokenizer(tokenizer, tmp)
-        if write_state is not None:
-            state = tmp / STATE_DIR
-            state.mkdir()
-            write_state(state)
-        # The metadata goes last: its presence marks the directory as complete.
-        atomic_write_json(tmp / META_FILE, asdict(meta))
-        fsync_dir(tmp)
-    except (OSError, RuntimeError, SafetensorError) as e:
-        full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or _disk_full(tmp.parent)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if full:
-            raise UserError(
-                f"No space left on the disk to write checkpoint {final}; free some space, then continue the run with --resume."
-            ) from None
-        raise
-    replace_dir(tmp, final)
-    return final
 
-
-def _disk_full(directory: Path) -> bool:
-    """Less than 1 MiB left for us in ``directory``'s file system."""
-    try:
-        return shutil.disk_usage(directory).free < 1 << 20
-    except OSError:
-        return False
+    return write_checkpoint(directory, write_files, meta, write_state)
 
 
 def load_model(directory: str | Path, fix: str, **kwargs):
@@ -136,30 +72,3 @@ def check_weights(directory: str | Path, fix: str) -> None:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def read_meta(directory: str | Path) -> CheckpointMeta:
-    path = Path(directory) / META_FILE
-    if not path.is_file():
-        raise UserError(f"{directory} is not a complete onceupon checkpoint (no {META_FILE}).")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return CheckpointMeta(**data)
-
-
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, in the order they were reached (by words seen)."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / META_FILE).is_file()]
-
-    def order(p: Path) -> tuple[int, int, int]:
-        m = read_meta(p)
-        return (m.pretrain_words, m.interact_words, m.step)
-
-    return sorted(found, key=order)
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json
-from onceupon.student.checkpoints import STATE_DIR, list_checkpoints
+from onceupon.lifecycle.checkpoints import STATE_DIR, list_checkpoints
 
 PUSHED_FILE = "hub_pushed.json"
 

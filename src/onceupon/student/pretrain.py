@@ -3,7 +3,7 @@
 The stage, top to bottom (:func:`pretrain` reads in this order):
 
 1. checks that need nothing but the config (:func:`validate`): sizes against memory,
-   milestone settings; then the run lock (:func:`onceupon.student.runstate.run_lock`);
+   milestone settings; then the run lock (:func:`onceupon.lifecycle.lock.run_lock`);
 2. the corpus (``RUN/corpus``, built by :mod:`onceupon.corpus.corpus` if absent) and the word
    target it allows (:func:`prepare_run`);
 3. the tokenizer (``RUN/tokenizer``), trained on that corpus once and reused on resume;
@@ -36,7 +36,6 @@ next step; on a CPU the resumed run's weights are bit-identical to an uninterrup
 from __future__ import annotations
 
 import math
-import pickle
 import shutil
 import sys
 import time
@@ -50,27 +49,26 @@ import numpy as np
 from onceupon import preflight
 from onceupon.config import ExperimentConfig, load_config, save_config
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_json, replace_dir
-from onceupon.student import runstate
-from onceupon.student.checkpoints import (
-    RESUME_STATE,
-    STATE_DIR,
-    CheckpointMeta,
-    latest_checkpoint,
-    list_checkpoints,
-    load_model,
-    read_meta,
-    save_checkpoint,
+from onceupon.files import replace_dir
+from onceupon.lifecycle import lock, rng, stop
+from onceupon.lifecycle.checkpoints import CheckpointMeta, latest_checkpoint, list_checkpoints, read_meta
+from onceupon.lifecycle.precision import mixed_precision
+from onceupon.lifecycle.resume import (
+    RESUME_POINT,
+    check_new_run,
+    check_resume,
+    find_resume_point,
+    prune_resume_states,
+    read_resume_state,
+    state_writer,
 )
+from onceupon.student.checkpoints import load_model, save_checkpoint
 from onceupon.student.model import resolve_shape
 from onceupon.tracking import RUN_LOG, run_log
 from onceupon.words import babylm_milestones, checkpoint_name, crossed, every_milestones
 
 TOKENIZER_DIR = "tokenizer"
 PACKED_DIR = "packed"
-RESUME_POINT = runstate.RESUME_POINT
-STATE_FILE = RESUME_STATE
-PROGRESS_FILE = "progress.json"
 RUN_MARKERS = (TOKENIZER_DIR, PACKED_DIR, "checkpoints")  # a directory with any of these holds a run
 
 
@@ -80,17 +78,17 @@ def run(cfg: ExperimentConfig | None, run_dir: str | Path, resume: bool = False)
     from ``RUN/config.yaml``). Everything checkable is checked before anything is written."""
     run_dir = Path(run_dir)
     if resume:
-        runstate.check_resume(run_dir, "pretrain", "config.yaml")
+        check_resume(run_dir, "pretrain", "config.yaml")
         preflight.output_dir(run_dir, "--resume")
         cfg = load_config(run_dir / "config.yaml")
     else:
         assert cfg is not None
         preflight.output_dir(run_dir)
-        runstate.check_new_run(run_dir, "pretrain", RUN_MARKERS)
+        check_new_run(run_dir, "pretrain", RUN_MARKERS)
     validate(cfg)
-    with runstate.run_lock(run_dir):
+    with lock.run_lock(run_dir):
         if not resume:  # again under the lock: another process may have started meanwhile
-            runstate.check_new_run(run_dir, "pretrain", RUN_MARKERS)
+            check_new_run(run_dir, "pretrain", RUN_MARKERS)
         return pretrain(cfg, run_dir, resume=resume)
 
 
@@ -149,12 +147,6 @@ def check_memory(cfg: ExperimentConfig, on_gpu: bool) -> None:
 
 
 # --------------------------------------------------------------------------- preparation
-def find_resume_point(run_dir: Path) -> Path | None:
-    """What ``--resume`` continues from: the latest checkpoint, or ``RUN/resume_point`` (a
-    stop between milestones) when that is further along; None: start from scratch."""
-    return runstate.resume_from(run_dir, latest_checkpoint(run_dir), STATE_FILE)
-
-
 def prepare_run(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> None:
     """The global main process's checks that touch the outside world, before torch is even
     imported: Hub access, the corpus (built if absent) and the word target it allows. A bad
@@ -313,7 +305,7 @@ def setup(cfg: ExperimentConfig, run_dir: Path, start_from: Path | None) -> Trai
 
     p = cfg.pretrain
     hf_logging.disable_progress_bar()  # one "writing shards" bar per checkpoint drowns our own
-    accelerator = Accelerator(mixed_precision=runstate.mixed_precision(p.precision))
+    accelerator = Accelerator(mixed_precision=mixed_precision(p.precision))
     if accelerator.device.type == "cuda":
         check_memory(cfg, on_gpu=True)
     tokenizer, packed = prepare_data(cfg, run_dir, accelerator)
@@ -336,14 +328,14 @@ def setup(cfg: ExperimentConfig, run_dir: Path, start_from: Path | None) -> Trai
 
 # --------------------------------------------------------------------------- resume state
 def resume_state(t: Training) -> dict:
-    """Everything a resume needs beyond the weights (written into ``trainer_state/state.pt``)."""
+    """Everything a resume needs beyond the weights (:mod:`onceupon.lifecycle.resume`'s format)."""
     c = t.counters
     return {
         "step": c.step,
         "global_batch": t.global_batch,
         "optimizer": t.optimizer.state_dict(),
         "scheduler": t.scheduler.state_dict(),
-        "rng": runstate.capture_rng(),
+        "rng": rng.capture_rng(),
         "train_seconds": c.train_seconds,
         "loss_sum": float(c.loss_sum),
         "loss_targets": c.loss_targets,
@@ -353,14 +345,8 @@ def resume_state(t: Training) -> dict:
 
 def load_resume_state(t: Training, start_from: Path) -> None:
     """Continue after ``start_from``: refuse a state from other data or another batch size."""
-    import torch
-
     p = t.cfg.pretrain
-    path = start_from / STATE_DIR / STATE_FILE
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as e:  # truncated or garbage
-        raise UserError(f"Cannot resume: {path} cannot be read ({type(e).__name__}); start a new run.") from None
+    state = read_resume_state(start_from)
     if state["global_batch"] != t.global_batch:
         raise UserError(
             f"This run was trained with a global batch of {state['global_batch']} sequences "
@@ -372,7 +358,7 @@ def load_resume_state(t: Training, start_from: Path) -> None:
         raise UserError(f"{start_from} does not match this run's data (words seen differ); the corpus or packed data changed.")
     t.optimizer.load_state_dict(state["optimizer"])
     t.scheduler.load_state_dict(state["scheduler"])
-    runstate.restore_rng(state["rng"])
+    rng.restore_rng(state["rng"])
     # Older states lack the running loss: the first metrics row after resuming then averages
     # only the steps since the resume point.
     t.counters = Counters(
@@ -386,16 +372,8 @@ def load_resume_state(t: Training, start_from: Path) -> None:
 
 def write_state_fn(t: Training):
     """``save_checkpoint``'s ``write_state``: the resume state and a readable progress file."""
-    import torch
-
-    state = resume_state(t)
     step = t.counters.step
-
-    def write(directory: Path) -> None:
-        torch.save(state, directory / STATE_FILE)
-        atomic_write_json(directory / PROGRESS_FILE, {"step": step, "words_seen": t.words_after(step), "n_steps": t.plan.n_steps})
-
-    return write
+    return state_writer(resume_state(t), {"step": step, "words_seen": t.words_after(step), "n_steps": t.plan.n_steps})
 
 
 def checkpoint_meta(t: Training, name: str, final: bool) -> CheckpointMeta:
@@ -426,7 +404,7 @@ def save_milestone(t: Training, milestone: int) -> Path:
     model = t.accelerator.unwrap_model(t.model)
     path = save_checkpoint(t.run_dir / "checkpoints" / name, model, t.tokenizer, checkpoint_meta(t, name, final), write_state_fn(t))
     if p.keep_resume_state == "latest":
-        runstate.prune_resume_states(t.run_dir, path)
+        prune_resume_states(t.run_dir, path)
     shutil.rmtree(t.run_dir / RESUME_POINT, ignore_errors=True)
     if p.push_to_hub:
         from onceupon.student.hub import push_pending
@@ -531,7 +509,7 @@ def log_metrics(t: Training, logger, lr: float, grad_norm, seconds: float) -> No
 def train(t: Training) -> None:
     """Steps until the word target, a metrics row every ``log_every`` steps, a checkpoint at
     each milestone; on Ctrl-C/SIGTERM a resume point after the current step, then
-    :class:`~onceupon.student.runstate.Stopped`."""
+    :class:`~onceupon.lifecycle.stop.Stopped`."""
     from onceupon.tracking import MetricsLogger, progress_bar
 
     p, c, plan = t.cfg.pretrain, t.counters, t.plan
@@ -539,7 +517,7 @@ def train(t: Training) -> None:
     t.model.train()
     last_log_time = time.perf_counter()
     try:
-        with progress_bar("words", disable=None if t.main else True) as bar, runstate.stop_on_signals():
+        with progress_bar("words", disable=None if t.main else True) as bar, stop.stop_on_signals():
             task = bar.add_task("pretrain", total=plan.target_words, completed=plan.words_before(c.step))
             while c.step < plan.n_steps:
                 t0 = time.perf_counter()
@@ -554,17 +532,17 @@ def train(t: Training) -> None:
                 if reached and t.main:
                     for milestone in reached:
                         save_milestone(t, milestone)
-                if c.step < plan.n_steps and runstate.stop_agreed(t.accelerator):
-                    stop(t, saved=bool(reached))
+                if c.step < plan.n_steps and stop.stop_agreed(t.accelerator):
+                    stop_run(t, saved=bool(reached))
                 last_log_time += time.perf_counter() - paused  # checkpoint writing is not training time
     finally:
         if logger is not None:
             logger.close()
 
 
-def stop(t: Training, saved: bool) -> None:
+def stop_run(t: Training, saved: bool) -> None:
     """End a run that was asked to stop: save a resume point (unless the step just done
-    wrote a checkpoint) and raise :class:`~onceupon.student.runstate.Stopped`."""
+    wrote a checkpoint) and raise :class:`~onceupon.lifecycle.stop.Stopped`."""
     if t.main and not saved:
         save_resume_point(t)
     t.accelerator.wait_for_everyone()  # no process may exit while the main one still writes
@@ -573,7 +551,7 @@ def stop(t: Training, saved: bool) -> None:
         f"stopped after step {t.counters.step} of {t.plan.n_steps} ({words:,} words seen), progress saved; "
         f"continue with `onceupon pretrain --resume {t.run_dir}`."
     )
-    raise runstate.Stopped(message if t.main else "", runstate.stop_exit_code())
+    raise stop.Stopped(message if t.main else "", stop.stop_exit_code())
 
 
 # --------------------------------------------------------------------------- the stage
@@ -585,19 +563,18 @@ def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False
     """
     run_dir = Path(run_dir)
     validate(cfg)
-    with runstate.run_lock(run_dir), run_log(run_dir / RUN_LOG):
+    with lock.run_lock(run_dir), run_log(run_dir / RUN_LOG):
+        latest = latest_checkpoint(run_dir) if resume else None
+        if latest is not None and read_meta(latest).extra.get("final"):
+            return _already_complete(cfg, run_dir, latest)
         start_from = find_resume_point(run_dir) if resume else None
-        if start_from is not None and read_meta(start_from).extra.get("final"):
-            return _already_complete(cfg, run_dir, start_from)
-        if start_from is not None and not (start_from / STATE_DIR / STATE_FILE).is_file():
-            raise UserError(f"{start_from} has no resume state ({STATE_DIR}/); the run cannot continue from it.")
-        main = runstate.is_global_main()  # under ``accelerate launch``: the global main process only
+        main = lock.is_global_main()  # under ``accelerate launch``: the global main process only
         try:
             if main:
                 prepare_run(cfg, run_dir, resume)
             t = setup(cfg, run_dir, start_from)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM while preparing: every write so far is atomic
-            raise runstate.Stopped(_interrupted_message(run_dir) if main else "", runstate.stop_exit_code()) from None
+            raise stop.Stopped(_interrupted_message(run_dir) if main else "", stop.stop_exit_code()) from None
         train(t)
         t.accelerator.wait_for_everyone()
         checkpoints = list_checkpoints(run_dir)

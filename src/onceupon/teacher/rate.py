@@ -35,7 +35,7 @@ from onceupon import preflight
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
 from onceupon.files import append_jsonl, atomic_write_text
-from onceupon.student.runstate import Stopped, stop_exit_code, stop_on_signals, stop_requested
+from onceupon.lifecycle.stop import Stopped, stop_exit_code, stop_on_signals, stop_requested
 from onceupon.teacher.agreement import fmt
 from onceupon.teacher.base import Outcome, Rating, Story, TeacherUnavailable
 from onceupon.teacher.factory import build_teacher
