@@ -670,3 +670,14 @@ def test_interact_with_a_seed_numpy_cannot_take_is_refused_at_once(tmp_path, tin
     result = _interact(tiny_checkpoint, tmp_path / "run", *SHORT_INTERACTION, "interact.seed=99999999999999999999999")
     assert_one_sentence(result, "interact.seed", "4294967295")
     assert time.monotonic() - started < 60 and not (tmp_path / "run").exists()  # it was 18 s of loading first
+
+
+def test_report_score_that_names_no_criterion_is_one_sentence(tmp_path):
+    from fake_runs import make_pretraining_run
+
+    run = make_pretraining_run(tmp_path / "runs", {1_000: 3.0, 10_000: 5.0}, n_stories=4)
+    result = run_cli("report", str(run), "--out", str(tmp_path / "report"), "--set", "report.score=nosuch", env=ENV)
+    assert_one_sentence(result, "report.score 'nosuch' is not a criterion", "coherence")
+    assert not (tmp_path / "report").exists()
+    corrected = run_cli("report", str(run), "--out", str(tmp_path / "report"), "--set", "report.score=coherence", env=ENV)
+    assert corrected.returncode == 0, corrected.stderr

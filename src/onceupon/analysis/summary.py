@@ -26,6 +26,7 @@ import numpy as np
 from onceupon.analysis.efficiency import Curve, bootstrap_needed, equivalence
 from onceupon.analysis.runs import TOTAL, Run, row_score
 from onceupon.config import ReportConfig
+from onceupon.errors import UserError
 from onceupon.teacher.judges import same_judge
 from onceupon.text import printable
 
@@ -436,6 +437,19 @@ def run_checks(interaction: list[Run]) -> list[dict]:
     return out
 
 
+def _check_score(score: str, runs: list[Run]) -> None:
+    """``report.score`` names the total or a criterion the runs' ratings have: a typo would
+    otherwise read as 'no valid ratings'. Runs without any ratings say nothing either way."""
+    rated: set[str] = set()
+    for run in runs:
+        for row in run.rows:
+            rated |= set(((row.get("stories") or {}).get("criteria") or {}))
+        if run.anthology is not None:
+            rated |= {name for by_step in run.anthology.criteria.values() for name in by_step}
+    if score != TOTAL and rated and score not in rated:
+        raise UserError(f"report.score '{score}' is not a criterion of these runs' ratings; give {TOTAL} or one of {', '.join(sorted(rated))}.")
+
+
 def summarize(cfg: ReportConfig, runs: list[Run], title: str = "onceupon", checks: list[dict] | None = None) -> dict:
     """``checks``: results of ``onceupon check-teacher`` (check.json) given with ``--check``;
     each interaction run's own check (``RUN/teacher_check``) joins them."""
@@ -447,6 +461,7 @@ def summarize(cfg: ReportConfig, runs: list[Run], title: str = "onceupon", check
         for row in run.rows:
             criteria |= set(((row.get("stories") or {}).get("criteria") or {}))
             tasks |= {t for t, v in (row.get("tasks") or {}).items() if task_value(v)[1] is not None}
+    _check_score(cfg.score, runs)
     eq = equivalences(cfg, runs)
     warnings = [f"{r.name}: {n}" for r in runs for n in r.notes]
     warnings += [f"{s['run']}: equivalence skipped, {s['reason']}" for s in eq["skipped"]]
