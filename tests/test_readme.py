@@ -41,6 +41,11 @@ def test_ci_runs_the_readme_test_command():
     assert ci.rstrip().splitlines()[-1].strip() == command
 
 
+def test_readme_states_no_test_count():
+    """A count of tests is stale after the next commit that adds one; pytest prints the true one."""
+    assert not re.search(r"\b\d[\d,]* tests\b", README), "the README states a test count; say what the suite covers instead"
+
+
 def test_readme_is_a_front_page_that_links_every_guide():
     assert len(README) < 12_000, "the README is a front page; stage details belong in docs/"
     linked = set(re.findall(r"\]\((docs/[^)#]+\.md)\)", README))
