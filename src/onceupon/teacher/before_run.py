@@ -24,6 +24,7 @@ process checks and every process learns the verdict, so all of them stop or none
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -40,24 +41,34 @@ CHECK_DIR = "teacher_check"
 SKIPPED_FILE = "skipped.json"
 
 
-def check_before_run(cfg: ExperimentConfig, teacher, run_dir: str | Path, acc=None) -> dict:
+def check_before_run(cfg: ExperimentConfig, teacher, run_dir: str | Path) -> dict:
     """Check ``teacher`` for a new run in ``run_dir`` as ``cfg.interact.teacher_check`` says;
-    returns the run's :func:`run_verdict`. Raises UserError when a required check fails.
-    ``acc``: the run's Accelerator (None: one process)."""
+    returns the run's :func:`run_verdict`. Raises UserError when a required check fails."""
     mode = cfg.interact.teacher_check
+    processes = _processes()
     verdict = None
-    if acc is None or acc.is_main_process:
+    if processes is None or processes.is_main_process:
         verdict = _check_or_skip(cfg, teacher, Path(run_dir) / CHECK_DIR, mode)
-    if acc is not None and acc.num_processes > 1:
+    if processes is not None:
         from accelerate.utils import broadcast_object_list
 
-        verdict = broadcast_object_list([verdict])[0]
+        verdict = broadcast_object_list([verdict])[0]  # the main process's verdict, on every process
     if mode == "require" and verdict["status"] == "failed":
         raise UserError(
             f"The teacher failed its check ({verdict['reasons']}), so training with it would reward what it cannot judge; "
             f"see {verdict['path']}, or pass --allow-failing-teacher to train anyway (interact.teacher_check: allow)."
         )
     return verdict
+
+
+def _processes():
+    """accelerate's process state under ``accelerate launch``/``torchrun`` (None: one process).
+    The run's Accelerator, made later, shares it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
 
 
 def _check_or_skip(cfg: ExperimentConfig, teacher, out: Path, mode: str) -> dict:
