@@ -267,3 +267,15 @@ def test_fuzz_json_readers(name, data):
 def test_fuzz_readers_with_random_bytes(name, raw):
     read = {**JSONL_READERS, **JSON_READERS}[name][0]
     _one_sentence_or_success(read, _write(raw))
+
+
+@pytest.mark.parametrize("text", ['["chck_1M"]', '{"name": "chck_1M", "stage": "pretrain"}', '{"name": "c", "stage": "x", "pretrain_words": 1}', "{"])
+def test_a_damaged_checkpoint_metadata_is_one_sentence(text):
+    """Read by evaluate, report and every resume: a list, a missing field, an unknown stage,
+    a torn file (it was a TypeError or JSONDecodeError)."""
+    from onceupon.lifecycle.checkpoints import read_meta
+
+    directory = _write(text, "onceupon.json").parent
+    with pytest.raises(UserError, match="onceupon.json"):
+        read_meta(directory)
+    assert read_meta(_write(json.dumps({**META, "later_field": 1}), "onceupon.json").parent).pretrain_words == 1_000_000

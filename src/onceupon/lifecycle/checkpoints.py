@@ -18,15 +18,14 @@ place, so a directory with ``onceupon.json`` is always complete.
 
 from __future__ import annotations
 
-import errno
-import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_json, fsync_dir, replace_dir
+from onceupon.files import atomic_write_json, fsync_dir, is_disk_full, replace_dir
+from onceupon.schemas.run import read_checkpoint_meta
 
 META_FILE = "onceupon.json"
 STATE_DIR = "trainer_state"
@@ -54,11 +53,10 @@ def write_checkpoint(
     ``write_state(dir/trainer_state)`` (resume state), then the metadata.
 
     A full disk is one sentence (:class:`UserError`) and leaves no partial directory behind:
-    the writers report it in their own ways (torch: a ``RuntimeError`` about file positions),
-    so any failure while the disk has no room left counts as one.
+    the writers report it in their own ways (safetensors and tokenizers in words, torch saving
+    to a path as a ``RuntimeError`` about file positions), so the error is recognised by
+    :func:`onceupon.files.is_disk_full`, and any failure while under 1 MiB is left counts too.
     """
-    from safetensors import SafetensorError
-
     final = Path(directory)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -72,8 +70,8 @@ def write_checkpoint(
         # The metadata goes last: its presence marks the directory as complete.
         atomic_write_json(tmp / META_FILE, asdict(meta))
         fsync_dir(tmp)
-    except (OSError, RuntimeError, SafetensorError) as e:
-        full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or _disk_full(tmp.parent)
+    except Exception as e:  # safetensors, tokenizers and torch each report a full disk their own way
+        full = is_disk_full(e) or _disk_full(tmp.parent)
         shutil.rmtree(tmp, ignore_errors=True)
         if full:
             raise UserError(
@@ -96,8 +94,8 @@ def read_meta(directory: str | Path) -> CheckpointMeta:
     path = Path(directory) / META_FILE
     if not path.is_file():
         raise UserError(f"{directory} is not a complete onceupon checkpoint (no {META_FILE}).")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return CheckpointMeta(**data)
+    record = read_checkpoint_meta(path)  # a damaged or hand-edited file is one sentence (onceupon.schemas.run)
+    return CheckpointMeta(**{name: getattr(record, name) for name in CheckpointMeta.__dataclass_fields__})
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

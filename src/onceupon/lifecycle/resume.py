@@ -100,7 +100,10 @@ def state_writer(state: dict, progress: dict) -> Callable[[Path], None]:
     def write(directory: Path) -> None:
         import torch
 
-        torch.save(state, directory / RESUME_STATE)
+        # Through a Python file: a full disk is then an OSError (ENOSPC) torch raises from;
+        # torch.save to a path says only "unexpected pos ..." (files.is_disk_full).
+        with open(directory / RESUME_STATE, "wb") as f:
+            torch.save(state, f)
         atomic_write_json(directory / PROGRESS_FILE, progress)
 
     return write
