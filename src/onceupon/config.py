@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_text
+from onceupon.files import atomic_write_text, read_text_file
 from onceupon.words import parse_word_count
 
 #: An int that may be written as "1M", "500K", "1_000_000" in YAML or on the command line.
@@ -389,12 +389,10 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Config file {path} does not exist.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"Config file {path} is not valid UTF-8 text.") from None
+        data = yaml.safe_load(read_text_file(path))
+    except UserError as e:  # missing, or not text
+        raise UserError(f"Config file {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

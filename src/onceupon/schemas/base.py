@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from onceupon.errors import UserError
-from onceupon.files import read_jsonl_lines
+from onceupon.files import read_jsonl_lines, read_text_file
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -90,12 +90,10 @@ def read_json(path: str | Path, model: type[M], *, what: str, context: dict | No
     """A JSON file through ``model``; ``what`` says what the file should be, for the sentence
     when it is missing or not JSON at all (e.g. "a teacher check's results (check.json)")."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist or is not a file; give {what}.")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not valid UTF-8 text; give {what}.") from None
+        data = json.loads(read_text_file(path))
+    except UserError as e:  # missing, or not text
+        raise UserError(f"{str(e).rstrip('.')}; give {what}.") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}); give {what}.") from None
     if not isinstance(data, dict):
