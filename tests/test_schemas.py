@@ -22,7 +22,7 @@ from onceupon.errors import UserError
 from onceupon.files import read_text_file
 from onceupon.schemas.ratings import read_answer_records, read_rating_records
 from onceupon.schemas.results import read_check_result, read_people_agreement
-from onceupon.schemas.run import read_checkpoint_meta, read_interact_state
+from onceupon.schemas.run import read_checkpoint_meta, read_interact_state, read_metrics
 from onceupon.schemas.stories import read_probe_records, read_story_records
 from onceupon.teacher.rubric import Rubric
 
@@ -279,3 +279,24 @@ def test_a_damaged_checkpoint_metadata_is_one_sentence(text):
     with pytest.raises(UserError, match="onceupon.json"):
         read_meta(directory)
     assert read_meta(_write(json.dumps({**META, "later_field": 1}), "onceupon.json").parent).pretrain_words == 1_000_000
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [(b"step,loss\n\xff\xfe,1\n", "UTF-8"), (b"step,loss\n1.5,2\n", "line 2, field 'step'"), (b"step,loss\n-1,2\n", "field 'step'"),
+     (b'step,loss\n1,"' + b"x" * 200_000 + b'"\n', "not a CSV")],
+    ids=["binary", "fractional step", "negative step", "a cell beyond csv's field limit"],
+)
+def test_a_damaged_metrics_csv_is_one_sentence(text, needle):
+    _refused(read_metrics, _write(text, "metrics.csv"), needle)
+
+
+def test_metrics_keep_finite_numbers_and_drop_a_torn_row():
+    rows = read_metrics(_write("step,loss,checkpoint\n1,2.5,chck_1M\n2,nan,\n3,inf\n4,1.0", "metrics.csv"))
+    assert rows == [{"step": 1.0, "loss": 2.5}, {"step": 2.0}, {"step": 3.0}]
+
+
+@FUZZ
+@given(text=st.text(max_size=200))
+def test_fuzz_metrics(text):
+    _one_sentence_or_success(read_metrics, _write(text, "metrics.csv"))

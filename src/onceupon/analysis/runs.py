@@ -20,7 +20,6 @@ only for the sample the story browser shows.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
@@ -32,6 +31,7 @@ import numpy as np
 from onceupon.errors import UserError
 from onceupon.files import read_jsonl
 from onceupon.lifecycle.checkpoints import META_FILE, CheckpointMeta, list_checkpoints, read_meta
+from onceupon.schemas.run import read_metrics
 from onceupon.teacher.before_run import run_verdict
 
 #: Score key meaning "sum of the criterion scores" (the paper's 0..9 unit).
@@ -236,20 +236,6 @@ class Run:
         return np.asarray(kept) if kept else None
 
 
-def _read_metrics(path: Path) -> list[dict[str, float]]:
-    rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for raw in csv.DictReader(f):
-            row = {}
-            for k, v in raw.items():
-                try:
-                    row[k] = float(v)
-                except (TypeError, ValueError):
-                    continue
-            rows.append(row)
-    return rows
-
-
 def _read_results(path: Path) -> list[dict]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -295,7 +281,7 @@ def load_run(path: str | Path, shown: int = 2000, seed: int = 0) -> Run:
     else:
         run.notes.append("no results.json (run `onceupon evaluate` on it for scores)")
     if metrics.is_file():
-        run.metrics = _read_metrics(metrics)
+        run.metrics = read_metrics(metrics)
     if anthology.is_file():
         run.anthology = read_anthology(anthology, shown=shown, seed=seed)
     run.teacher = _read_teacher(path / "config.yaml")
