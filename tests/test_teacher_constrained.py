@@ -328,7 +328,8 @@ def test_llama_cpp_servers_honour_what_they_are_sent(tmp_path, kind):
     plain format; json_schema sends what each takes and every answer is a JSON object in the
     schema. What onceupon sent before to any server for json_schema (response_format type
     json_schema): llama-server honours it, llama-cpp-python refuses it with HTTP 500, which is
-    one sentence at start. About a minute each on 2 busy cores once the server exists."""
+    one sentence at start. llama-cpp-python's took 7 minutes on 2 cores busy with other jobs
+    (SmolLM2's ~450-token prompts, 13 requests), once its environment existed."""
     proc, url = _llama_server(kind, tmp_path)
     cfg = TeacherConfig(backend="openai", base_url=url, timeout=300, concurrency=2)
     with proc:
