@@ -66,10 +66,11 @@ T = TypeVar("T")
 PLACEHOLDER_KEY = "no-key-needed"  # local servers ignore the key, the client insists on one
 RETRYABLE = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 #: What a server error says when the fault is the request's, not the server's: llama-cpp-python
-#: wraps its request validation errors (pydantic) in HTTP 500, llama-server says "invalid".
+#: answers a request its schema refuses with HTTP 500 and pydantic's validation error
+#: ("1 validation error: ... Input should be 'text' or 'json_object'"). Narrow on purpose: a
+#: 500 that says anything else (out of memory, a crashed worker) is retried.
 INVALID_REQUEST = re.compile(
-    r"invalid.request|validation error|input should be|field required|extra inputs are not permitted"
-    r"|unexpected field|must be one of|not supported|unsupported",
+    r"invalid.request|validation error|input should be|field required|extra inputs are not permitted|unexpected field",
     re.IGNORECASE,
 )
 
