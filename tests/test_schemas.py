@@ -23,7 +23,7 @@ from onceupon.files import read_text_file
 from onceupon.schemas.ratings import read_answer_records, read_rating_records
 from onceupon.schemas.results import read_check_result, read_people_agreement
 from onceupon.schemas.run import read_checkpoint_meta, read_interact_state, read_metrics
-from onceupon.schemas.stories import read_probe_records, read_story_records
+from onceupon.schemas.stories import read_probe_records, read_sample_records, read_story_records
 from onceupon.teacher.rubric import Rubric
 
 RUBRIC = Rubric.from_config(ExperimentConfig().teacher)  # the paper's: three criteria, 0..3
@@ -34,6 +34,7 @@ STORY = {"id": "s1", "prompt": "Once upon a time,", "continuation": "there was a
 RATING = {"id": "s1", "valid": True, "scores": {"readability": 2, "coherence": 3, "creativity": 1}, "total": 6}
 ANSWER = {"id": "s1", "annotator": "ada", "scores": {"readability": 2, "coherence": 3, "creativity": 1},
           "skipped": False, "flagged": False, "comment": "", "time": "2026-01-01T00:00:00Z"}  # fmt: skip
+SAMPLE = {**STORY, "origin": "runs/a/anthology.jsonl 3", "shared": True, "valid": True, "scores": {"coherence": 2}}
 PROBE = {"id": "s1-shuffled", "story": "s1", "kind": "shuffled", "targets": ["coherence"], "prompt": "", "continuation": "x."}
 STATE = {"start_checkpoint": "/runs/p/checkpoints/chck_1M", "algorithm": "ppo", "step": 3, "stories": 24,
          "input_words": 120, "prompt_words": 40, "teacher_words": 80, "generated_words": 900,
@@ -58,6 +59,7 @@ JSONL_READERS = {
     "ratings": (lambda p: read_rating_records(p, RUBRIC), RATING),
     "annotations": (lambda p: read_answer_records(p, RUBRIC), ANSWER),
     "probes": (read_probe_records, PROBE),
+    "annotation sample": (read_sample_records, SAMPLE),
 }
 JSON_READERS = {
     "state.json": (read_interact_state, STATE),

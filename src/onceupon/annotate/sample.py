@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_text, read_jsonl
-from onceupon.teacher.stories import read_stories
+from onceupon.files import atomic_write_text
+from onceupon.schemas.stories import read_sample_records, read_story_records
 
 
 @dataclass
@@ -70,22 +70,18 @@ def _story_files(source: Path) -> list[tuple[Path, str]]:
 
 
 def _read_file(path: Path, origin: str, prefix: bool) -> list[Item]:
-    stories = read_stories(path)  # the same reading (and errors) as `onceupon rate`
-    records = list(read_jsonl(path))
-    items, seen = [], set()
-    for story, record in zip(stories, records, strict=True):
-        if story.id in seen:
-            raise UserError(f"{path} has the id '{story.id}' twice; ids must be unique to match ratings.")
-        seen.add(story.id)
-        group = "/".join(str(record[k]) for k in ("run", "checkpoint") if record.get(k) is not None)
-        scores = record.get("scores")
+    items = []
+    for rid, story in read_story_records(path):  # the same reading (and errors) as `onceupon rate`
+        extra = story.model_extra or {}  # an anthology's or a ratings file's own fields
+        group = "/".join(str(extra[k]) for k in ("run", "checkpoint") if extra.get(k) is not None)
+        valid, scores = extra.get("valid"), extra.get("scores")
         items.append(
             Item(
-                id=f"{origin}:{story.id}" if prefix else story.id,
-                prompt=story.prompt,
-                continuation=story.continuation,
+                id=f"{origin}:{rid}" if prefix else rid,
+                prompt=story.story_prompt,
+                continuation=story.story_continuation,
                 origin=f"{origin} {group}".strip(),
-                valid=record.get("valid") if isinstance(record.get("valid"), bool) else None,
+                valid=valid if isinstance(valid, bool) else None,
                 scores=scores if isinstance(scores, dict) else None,
             )
         )
@@ -125,11 +121,6 @@ def write(path: Path, items: list[Item]) -> None:
 
 
 def read(path: Path) -> list[Item]:
+    """The sample written at the first start (:func:`write`), checked line by line."""
     fields = set(Item.__dataclass_fields__)
-    try:
-        items = [Item(**{k: v for k, v in r.items() if k in fields}) for r in read_jsonl(path)]
-    except TypeError:
-        raise UserError(f"{path} is not a sample file written by onceupon annotate.") from None
-    if not items:
-        raise UserError(f"{path} holds no stories.")
-    return items
+    return [Item(**{k: v for k, v in r.model_dump().items() if k in fields}) for r in read_sample_records(path)]

@@ -5,6 +5,10 @@ leading ``prompt`` is removed), ``prompt`` (optional; null or missing: ""), ``id
 a string or a whole number; missing: the line number). Anthologies, ratings files and
 evaluation stories are stories too: the fields they add are kept, unread.
 
+A sample line (``OUT.sample.jsonl`` of ``onceupon annotate``): a story as above with its ``id``,
+``prompt`` and ``continuation``, plus ``origin`` (where it came from), ``shared`` (shown to every
+annotator), and the source's own ``valid`` and ``scores`` (may be null).
+
 A probe line (``OUT/probes.jsonl`` of a check): ``id``, ``story`` (the clean story it comes
 from), ``kind`` (one of :data:`onceupon.teacher.probes.KINDS`), ``targets`` (the criteria its
 damage must lower; a list of names, may be missing), ``prompt`` (optional), ``continuation``.
@@ -62,6 +66,24 @@ def read_story_records(path: str | Path) -> list[tuple[str, StoryRecord]]:
     if not found:
         raise UserError(f"{path} holds no stories.")
     return found
+
+
+class SampleRecord(Record):
+    id: Id
+    prompt: str
+    continuation: str
+    origin: str
+    shared: bool = False
+    valid: bool | None = None
+    scores: dict | None = None
+
+
+def read_sample_records(path: str | Path) -> list[SampleRecord]:
+    """The stories of an annotation sample, in the order shown."""
+    records = [r for _, r in read_records(path, SampleRecord)]
+    if not records:
+        raise UserError(f"{path} holds no stories.")
+    return records
 
 
 class ProbeRecord(Record):
