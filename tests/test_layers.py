@@ -41,10 +41,7 @@ FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}
 
 #: imports known to break the layering, each owned by work not finished yet:
 #: (importing package, imported package) -> why it is still there
-KNOWN: dict[tuple[str, str], str] = {
-    ("schemas", "teacher"): "schemas/stories.py checks a probe's kind against teacher.probes.KINDS (the schemas work "
-    "of issue 17); the kinds belong beside the probe schema",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _unit(path: Path) -> str:

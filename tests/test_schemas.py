@@ -24,6 +24,7 @@ from onceupon.schemas.ratings import read_answer_records, read_rating_records
 from onceupon.schemas.results import read_check_result, read_people_agreement
 from onceupon.schemas.run import read_checkpoint_meta, read_interact_state, read_metrics
 from onceupon.schemas.stories import read_probe_records, read_sample_records, read_story_records
+from onceupon.teacher.probes import KINDS
 from onceupon.teacher.rubric import Rubric
 
 RUBRIC = Rubric.from_config(ExperimentConfig().teacher)  # the paper's: three criteria, 0..3
@@ -58,7 +59,7 @@ JSONL_READERS = {
     "stories": (read_story_records, STORY),
     "ratings": (lambda p: read_rating_records(p, RUBRIC), RATING),
     "annotations": (lambda p: read_answer_records(p, RUBRIC), ANSWER),
-    "probes": (read_probe_records, PROBE),
+    "probes": (lambda p: read_probe_records(p, KINDS), PROBE),
     "annotation sample": (read_sample_records, SAMPLE),
 }
 JSON_READERS = {
@@ -144,7 +145,8 @@ def test_a_rating_with_a_criterion_missing_or_null_is_invalid_not_an_error():
 
 
 def test_probe_targets_that_are_not_a_list_are_refused():
-    _refused(read_probe_records, _jsonl({**PROBE, "targets": 5}), "line 1", "targets")
+    _refused(lambda p: read_probe_records(p, KINDS), _jsonl({**PROBE, "targets": 5}), "line 1", "targets")
+    _refused(lambda p: read_probe_records(p, KINDS), _jsonl({**PROBE, "kind": "shuffle"}), "line 1", "kind", "shuffled")
 
 
 def test_a_story_needs_text_and_ids_stay_unique():

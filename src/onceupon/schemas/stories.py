@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from onceupon.errors import UserError
 from onceupon.schemas.base import Id, Record, read_records
@@ -96,17 +96,17 @@ class ProbeRecord(Record):
 
     @field_validator("kind")
     @classmethod
-    def _known_kind(cls, kind: str) -> str:
-        from onceupon.teacher.probes import KINDS  # here: probes reads its files with this module
-
-        if kind not in KINDS:
-            raise ValueError(f"unknown probe kind (known: {', '.join(KINDS)})")
+    def _known_kind(cls, kind: str, info: ValidationInfo) -> str:
+        kinds = info.context["kinds"]
+        if kind not in kinds:
+            raise ValueError(f"unknown probe kind (known: {', '.join(kinds)})")
         return kind
 
 
-def read_probe_records(path: str | Path) -> list[ProbeRecord]:
-    """The probes of a ``probes.jsonl`` written by check-teacher, ids unique."""
-    records = [r for _, r in read_records(path, ProbeRecord)]
+def read_probe_records(path: str | Path, kinds: tuple[str, ...]) -> list[ProbeRecord]:
+    """The probes of a ``probes.jsonl`` written by check-teacher, ids unique; ``kinds``: the
+    probe kinds there are (the teacher check's, :data:`onceupon.teacher.probes.KINDS`)."""
+    records = [r for _, r in read_records(path, ProbeRecord, context={"kinds": kinds})]
     if not records:
         raise UserError(f"{path} holds no probes.")
     ids = [r.id for r in records]

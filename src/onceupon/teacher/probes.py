@@ -293,5 +293,5 @@ def read_probes(path: str | Path) -> list[Probe]:
     """Probes saved by an earlier check (``OUT/probes.jsonl``), checked as a whole first
     (:mod:`onceupon.schemas.stories`)."""
     return [
-        Probe(r.id, r.story, r.kind, tuple(r.targets or ()), r.prompt or "", r.continuation) for r in read_probe_records(path)
+        Probe(r.id, r.story, r.kind, tuple(r.targets or ()), r.prompt or "", r.continuation) for r in read_probe_records(path, KINDS)
     ]
