@@ -304,3 +304,17 @@ def test_metrics_keep_finite_numbers_and_drop_a_torn_row():
 @given(text=st.text(max_size=200))
 def test_fuzz_metrics(text):
     _one_sentence_or_success(read_metrics, _write(text, "metrics.csv"))
+
+
+def test_a_prompts_file_is_read_one_way_for_interaction_and_evaluation():
+    """interact.prompts_file and evaluate.story_prompts_file: the same reader; a binary file was
+    a UnicodeDecodeError in evaluation."""
+    from onceupon.config import InteractConfig
+    from onceupon.evaluate.stories import read_prompts
+    from onceupon.interact.prompts import load_prompts
+
+    good = _write(" Once there was a cat.\n\nA dog ran.\n", "p.txt")
+    assert load_prompts(InteractConfig(prompts_file=str(good))) == read_prompts("x", str(good)) == ["Once there was a cat.", "A dog ran."]
+    binary = _write(b"\x89PNG\r\n\x1a\n\xff", "p.txt")
+    _refused(lambda p: read_prompts("x", str(p)), binary, "story prompts file", "UTF-8")
+    _refused(lambda p: load_prompts(InteractConfig(prompts_file=str(p))), binary, "Prompts file", "UTF-8")

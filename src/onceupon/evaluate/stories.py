@@ -40,6 +40,7 @@ import torch
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, atomic_write_text, read_jsonl
 from onceupon.readability import automated_readability_index
+from onceupon.schemas.stories import read_prompts_file
 from onceupon.teacher.base import Rating, Story
 from onceupon.teacher.judges import fingerprint
 from onceupon.words import count_words
@@ -182,13 +183,7 @@ def story_records(samples: list[Sample], ratings: list[Rating]) -> list[dict]:
 def read_prompts(prompt: str, prompts_file: str | None) -> list[str]:
     if not prompts_file:
         return [prompt]
-    path = Path(prompts_file)
-    if not path.is_file():
-        raise UserError(f"The story prompts file {path} does not exist.")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not prompts:
-        raise UserError(f"The story prompts file {path} has no prompts.")
-    return prompts
+    return read_prompts_file(prompts_file, "The story prompts file")
 
 
 def evaluate_stories(

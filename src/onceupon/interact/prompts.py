@@ -12,6 +12,7 @@ from pathlib import Path
 
 from onceupon.config import InteractConfig
 from onceupon.errors import UserError
+from onceupon.schemas.stories import read_prompts_file
 
 
 def load_prompts(cfg: InteractConfig) -> list[str]:
@@ -19,17 +20,7 @@ def load_prompts(cfg: InteractConfig) -> list[str]:
     if cfg.prompts_dataset and cfg.prompts_file:
         raise UserError("Give interact.prompts_file or interact.prompts_dataset, not both.")
     if cfg.prompts_file:
-        path = Path(cfg.prompts_file)
-        if not path.is_file():
-            raise UserError(f"Prompts file {path} does not exist.")
-        try:
-            prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        except UnicodeDecodeError:
-            raise UserError(f"Prompts file {path} is not valid UTF-8 text.") from None
-        prompts = [p for p in prompts if p]
-        if not prompts:
-            raise UserError(f"Prompts file {path} holds no prompt (one prompt per non-empty line).")
-        return prompts
+        return read_prompts_file(cfg.prompts_file)
     if cfg.prompts_dataset:
         return _dataset_prompts(cfg)
     if not cfg.prompt.strip():

@@ -9,6 +9,9 @@ A sample line (``OUT.sample.jsonl`` of ``onceupon annotate``): a story as above 
 ``prompt`` and ``continuation``, plus ``origin`` (where it came from), ``shared`` (shown to every
 annotator), and the source's own ``valid`` and ``scores`` (may be null).
 
+A prompts file (``interact.prompts_file``, ``evaluate.story_prompts_file``) is plain UTF-8 text,
+one prompt per non-empty line (surrounding spaces dropped).
+
 A probe line (``OUT/probes.jsonl`` of a check): ``id``, ``story`` (the clean story it comes
 from), ``kind`` (one of :data:`onceupon.teacher.probes.KINDS`), ``targets`` (the criteria its
 damage must lower; a list of names, may be missing), ``prompt`` (optional), ``continuation``.
@@ -21,6 +24,7 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from onceupon.errors import UserError
+from onceupon.files import read_text_file
 from onceupon.schemas.base import Id, Record, read_records
 
 
@@ -113,3 +117,15 @@ def read_probe_records(path: str | Path, kinds: tuple[str, ...]) -> list[ProbeRe
     if len(set(ids)) != len(ids):
         raise UserError(f"{path} has a probe id twice; give a probes.jsonl written by check-teacher.")
     return records
+
+
+def read_prompts_file(path: str | Path, what: str = "Prompts file") -> list[str]:
+    """The prompts of a prompts file; ``what`` names the file in the sentence an empty,
+    missing or undecodable one gets."""
+    try:
+        prompts = [line.strip() for line in read_text_file(path).splitlines() if line.strip()]
+    except UserError as e:
+        raise UserError(f"{what} {e}") from None
+    if not prompts:
+        raise UserError(f"{what} {path} holds no prompt (one prompt per non-empty line).")
+    return prompts
