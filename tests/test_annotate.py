@@ -401,7 +401,7 @@ def test_agreement_with_several_annotators_by_hand(tmp_path):
     teacher = [Rated("1", {"readability": 0, "coherence": 0, "creativity": 0}),
                Rated("2", {"readability": 3, "coherence": 3, "creativity": 3}),
                Rated("3", {"readability": 2, "coherence": 2, "creativity": 2})]
-    result = compare_with_annotators(teacher, path, Rubric())
+    result = compare_with_annotators(teacher, path, Rubric(), min_shared=1)  # the arithmetic, on 3 stories
     assert result["annotators"] == {"ada": 3, "bob": 2}  # bob's skip is no rating
     # ada vs bob on stories 1 and 2: readability identical, coherence 3 vs 2 on story 2
     ab = result["between"]["ada ~ bob"]
@@ -416,6 +416,42 @@ def test_agreement_with_several_annotators_by_hand(tmp_path):
     assert result["teacher_vs_mean"]["criteria"]["coherence"]["mean_abs_diff"] == pytest.approx((0 + 0.5 + 1) / 3)
 
 
+def test_pairs_sharing_too_few_stories_are_named_and_left_out_of_the_ceiling(tmp_path, cli):
+    """ada and bob share 11 stories; carl rated one of ada's and none of bob's. Their pairs
+    say how few they share, get no kappa (no "0.00" from one story), and stay out of the
+    ceiling, which is ada ~ bob's alone; every kappa that is computed has its interval."""
+    rows = [{"id": str(i + first), "annotator": who, "scores": scores_for(i + first), "skipped": False}
+            for who, first in (("ada", 0), ("bob", 1)) for i in range(12)]
+    rows.append({"id": "0", "annotator": "carl", "scores": scores_for(0), "skipped": False})
+    human = tmp_path / "human.jsonl"
+    human.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    teacher = tmp_path / "teacher.jsonl"
+    teacher.write_text("".join(json.dumps({"id": str(i), "scores": scores_for(i)}) + "\n" for i in range(12)))
+
+    proc = cli("rate", str(teacher), "--as-rated", "--compare", str(human))
+    assert proc.returncode == 0, proc.stderr
+    out = " ".join(proc.stdout.split())
+    assert "warning: ada and carl share 1 rated story, fewer than 10: left out of the ceiling" in out
+    assert "warning: bob and carl share 0 rated stories, fewer than 10: left out of the ceiling" in out
+    result = json.loads((tmp_path / "teacher.agreement.json").read_text())
+    assert result["left_out"] == {"ada ~ carl": 1, "bob ~ carl": 0}
+    assert result["between_mean"]["pairs"] == 1
+    ab = result["between"]["ada ~ bob"]
+    assert ab["both_valid"] == 11 and ab["enough"]
+    assert result["between_mean"]["criteria"]["readability"]["kappa"] == pytest.approx(ab["criteria"]["readability"]["kappa"])
+    lo, hi = ab["criteria"]["readability"]["kappa_interval"]
+    assert lo <= ab["criteria"]["readability"]["kappa"] <= hi
+    ac = result["between"]["ada ~ carl"]
+    assert ac["both_valid"] == 1 and ac["criteria"]["readability"]["kappa"] is None and ac["total"]["kappa"] is None
+    assert result["teacher_vs"]["carl"]["enough"] is False  # the teacher against carl: one story too
+
+    from onceupon.annotate.agreement import read_agreement
+
+    shown = {r["label"]: r for r in read_agreement(tmp_path / "teacher.agreement.json")["rows"]}
+    assert shown["ada vs carl"]["note"] == "not enough shared stories (1)" and shown["ada vs bob"]["note"] is None
+    assert shown["between annotators (ceiling: mean of pairs)"]["n"] == "1 pair(s), 2 left out"
+
+
 def test_report_shows_the_teacher_against_people(tmp_path, cli):
     from fake_runs import make_pretraining_run
 
@@ -426,10 +462,10 @@ def test_report_shows_the_teacher_against_people(tmp_path, cli):
     human = tmp_path / "human.jsonl"
     human.write_text("".join(
         json.dumps({"id": str(i), "annotator": who, "scores": scores_for(i + shift), "skipped": False}) + "\n"
-        for who, shift in (("ada", 0), ("bob", 1)) for i in range(8)
+        for who, shift in (("ada", 0), ("bob", 1)) for i in range(12)
     ))
     teacher = tmp_path / "teacher.jsonl"
-    teacher.write_text("".join(json.dumps({"id": str(i), "scores": scores_for(i)}) + "\n" for i in range(8)))
+    teacher.write_text("".join(json.dumps({"id": str(i), "scores": scores_for(i)}) + "\n" for i in range(12)))
     # through the command: `rate --compare` must tell people's answers from one rater's ratings
     rated = cli("rate", str(teacher), "--as-rated", "--compare", str(human))
     assert rated.returncode == 0, rated.stderr

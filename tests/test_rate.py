@@ -40,7 +40,7 @@ def test_agreement_matches_hand_computed_values():
     a = rated([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]) + [Rated("4", None)]
     b = rated([0, 1, 2, 3], [3, 2, 1, 0], [1, 1, 2, 3]) + [Rated("4", {"readability": 1, "coherence": 1, "creativity": 1})]
     b = [b[i] for i in (4, 2, 0, 3, 1)]  # order differs: matched by id
-    result = agreement(a, b, rubric)
+    result = agreement(a, b, rubric, min_shared=1)  # the arithmetic, on four stories (too few by default)
     assert result["matched"] == 5 and result["matched_by"] == "id" and result["both_valid"] == 4
     assert result["invalid_rate_a"] == pytest.approx(1 / 5) and result["invalid_rate_b"] == 0
     r, c, k = (result["criteria"][n] for n in ("readability", "coherence", "creativity"))
@@ -55,6 +55,53 @@ def test_agreement_matches_hand_computed_values():
     assert k["kappa"] == pytest.approx(0.875)
     assert k["exact"] == pytest.approx(0.75)
     assert result["total"]["n"] == 4
+
+
+def test_too_few_shared_stories_get_no_kappa_and_say_so():
+    rubric = Rubric()
+    a = rated([3, 2, 1], [3, 2, 1], [3, 2, 1])
+    b = [Rated("0", {"readability": 3, "coherence": 3, "creativity": 3}), Rated("9", None)]
+    result = agreement(a, b, rubric)
+    assert result["both_valid"] == 1 and result["enough"] is False and result["min_shared"] == 10
+    for stats in [*result["criteria"].values(), result["total"]]:
+        assert stats["n"] == 1 and stats["kappa"] is None and stats["spearman"] is None and stats["kappa_interval"] is None
+    assert result["criteria"]["readability"]["exact"] == 1.0  # what one story can say is still said
+    from onceupon.teacher.agreement import too_few
+
+    assert too_few(result) == "not enough shared stories (1)"
+
+
+def test_kappa_comes_with_a_seeded_bootstrap_interval_that_narrows_with_more_stories():
+    rubric = Rubric()
+
+    def noisy(n, seed):
+        import random
+
+        rng = random.Random(seed)
+        truth = [rng.randint(0, 3) for _ in range(n)]
+        other = [min(3, max(0, t + rng.choice([-1, 0, 0, 1]))) for t in truth]
+        return rated(truth, truth, truth), rated(other, other, other)
+
+    small, large = agreement(*noisy(30, 0), rubric), agreement(*noisy(600, 0), rubric)
+    for result in (small, large):
+        stats = result["criteria"]["coherence"]
+        lo, hi = stats["kappa_interval"]
+        assert lo < stats["kappa"] < hi <= 1.0
+    width = {name: r["criteria"]["coherence"]["kappa_interval"][1] - r["criteria"]["coherence"]["kappa_interval"][0]
+             for name, r in (("small", small), ("large", large))}
+    assert width["large"] < width["small"] / 2  # about 1/sqrt(n): 600 stories vs 30
+    assert agreement(*noisy(30, 0), rubric) == small  # seeded: the same ratings, the same interval
+    assert agreement(*noisy(30, 0), rubric, seed=1)["criteria"]["coherence"]["kappa_interval"] != small["criteria"]["coherence"]["kappa_interval"]
+
+
+def test_rate_compare_warns_when_two_raters_share_too_few_stories(tmp_path, cli):
+    ours = write_jsonl(tmp_path / "ours.jsonl", [{"id": str(i), "scores": {"readability": 2, "coherence": 1, "creativity": i % 4}} for i in range(12)])
+    other = write_jsonl(tmp_path / "other.jsonl", [{"id": "3", "readability": 2, "coherence": 1, "creativity": 3}])
+    proc = cli("rate", str(ours), "--as-rated", "--compare", str(other))
+    assert proc.returncode == 0, proc.stderr
+    assert "not enough shared stories (1)" in " ".join(proc.stdout.split())
+    report = json.loads((tmp_path / "ours.agreement.json").read_text())
+    assert report["enough"] is False and report["criteria"]["creativity"]["kappa"] is None
 
 
 def test_kappa_edge_cases():

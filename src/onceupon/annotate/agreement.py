@@ -16,6 +16,11 @@ kappa, exact agreement, mean absolute difference; per criterion and for the tota
 - each pair of annotators, over the stories both rated (the shared ones), and the mean of
   each statistic over the pairs: the ceiling. A teacher that agrees with people about as well
   as they agree with each other cannot be expected to do much better.
+
+Every comparison reports how many stories it rests on. One resting on fewer than
+:data:`~onceupon.teacher.agreement.MIN_SHARED` (10) shared stories gets no kappa or
+Spearman ("not enough shared stories (n)"), and such a pair of annotators is left out of the
+ceiling, with a warning naming it. Each kappa has a bootstrap interval over the stories.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from onceupon.errors import UserError
 from onceupon.files import read_jsonl
 from onceupon.schemas.ratings import read_answer_records
 from onceupon.schemas.results import read_people_agreement
-from onceupon.teacher.agreement import Rated, agreement, compare_ratings, load_ratings, save_agreement
+from onceupon.teacher.agreement import (
+    MIN_SHARED, Rated, agreement, compare_ratings, fmt_kappa, load_ratings, save_agreement, too_few,
+)
 from onceupon.teacher.rubric import Rubric
 from onceupon.tracking import print_table
 
@@ -80,16 +87,34 @@ def _mean_over_pairs(results: list[dict], rubric: Rubric) -> dict:
     }
 
 
-def compare_with_annotators(teacher: list[Rated], path: str | Path, rubric: Rubric) -> dict:
+def compare_with_annotators(teacher: list[Rated], path: str | Path, rubric: Rubric, *, min_shared: int = MIN_SHARED) -> dict:
+    """Every comparison of the module docstring. ``left_out``: the pairs of annotators kept out
+    of the ceiling for sharing fewer than ``min_shared`` stories, with how many they share."""
     people = load_annotators(path, rubric)
-    between = {f"{a} ~ {b}": agreement(people[a], people[b], rubric) for a, b in combinations(people, 2)}
+
+    def compare(a: list[Rated], b: list[Rated]) -> dict:
+        return agreement(a, b, rubric, min_shared=min_shared)
+
+    between = {f"{a} ~ {b}": compare(people[a], people[b]) for a, b in combinations(people, 2)}
+    counted = [r for r in between.values() if r["enough"]]
     return {
         "annotators": {who: len(rated) for who, rated in people.items()},
-        "teacher_vs": {who: agreement(teacher, rated, rubric) for who, rated in people.items()},
-        "teacher_vs_mean": agreement(teacher, mean_of(people), rubric),
+        "min_shared": min_shared,
+        "teacher_vs": {who: compare(teacher, rated) for who, rated in people.items()},
+        "teacher_vs_mean": compare(teacher, mean_of(people)),
         "between": between,
-        "between_mean": _mean_over_pairs(list(between.values()), rubric) if between else None,
+        "between_mean": _mean_over_pairs(counted, rubric) if counted else None,
+        "left_out": {pair: r["both_valid"] for pair, r in between.items() if not r["enough"]},
     }
+
+
+def warnings(result: dict) -> list[str]:
+    """One line per pair of annotators left out of the ceiling."""
+    return [
+        f"{pair.replace(' ~ ', ' and ')} share {shared} rated stor{'y' if shared == 1 else 'ies'}, fewer than "
+        f"{result['min_shared']}: left out of the ceiling"
+        for pair, shared in result.get("left_out", {}).items()
+    ]
 
 
 def comparison_rows(result: dict) -> list[dict]:
@@ -102,8 +127,11 @@ def comparison_rows(result: dict) -> list[dict]:
         return {
             "label": label,
             "n": n,
+            "note": too_few(r) if "both_valid" in r else None,  # "not enough shared stories (1)"
             "kappa": {c: r["criteria"][c]["kappa"] for c in names},
+            "kappa_interval": {c: r["criteria"][c].get("kappa_interval") for c in names},
             "total_kappa": r["total"]["kappa"],
+            "total_kappa_interval": r["total"].get("kappa_interval"),
             "total_spearman": r["total"]["spearman"],
         }
 
@@ -113,7 +141,9 @@ def comparison_rows(result: dict) -> list[dict]:
     rows += [row(pair.replace(" ~ ", " vs "), r, r["both_valid"]) for pair, r in result["between"].items()]
     if result["between_mean"]:
         pairs = result["between_mean"]
-        rows.append(row("between annotators (ceiling: mean of pairs)", pairs, f"{pairs['pairs']} pair(s)"))
+        left_out = len(result.get("left_out", {}))
+        n = f"{pairs['pairs']} pair(s)" + (f", {left_out} left out" if left_out else "")
+        rows.append(row("between annotators (ceiling: mean of pairs)", pairs, n))
     return rows
 
 
@@ -121,7 +151,10 @@ def read_agreement(path: str | Path) -> dict:
     """An ``OURS.agreement.json`` written with people's answers, for ``onceupon report``."""
     result = read_people_agreement(path)  # every field used below, checked (onceupon.schemas.results)
     criteria = list(result["teacher_vs_mean"]["criteria"])
-    return {"path": str(path), "annotators": result["annotators"], "criteria": criteria, "rows": comparison_rows(result)}
+    return {
+        "path": str(path), "annotators": result["annotators"], "criteria": criteria, "rows": comparison_rows(result),
+        "warnings": warnings(result),
+    }
 
 
 def _fmt(value) -> str:
@@ -130,13 +163,16 @@ def _fmt(value) -> str:
 
 def print_comparison(result: dict, console: Console) -> None:
     rows = comparison_rows(result)
-    table = Table(title="agreement with people: quadratic kappa per criterion; the total's kappa and Spearman")
+    table = Table(title="agreement with people: quadratic kappa [95 % interval] per criterion; the total's kappa and Spearman")
     for column in ["comparison", "stories", *rows[0]["kappa"], "total", "total spearman"]:
         table.add_column(column, justify="left" if column == "comparison" else "right")
     for r in rows:
-        kappas = map(_fmt, r["kappa"].values())
-        table.add_row(r["label"], str(r["n"]), *kappas, _fmt(r["total_kappa"]), _fmt(r["total_spearman"]))
+        kappas = [fmt_kappa({"kappa": r["kappa"][c], "kappa_interval": r["kappa_interval"][c]}, 2) for c in r["kappa"]]
+        total = fmt_kappa({"kappa": r["total_kappa"], "kappa_interval": r["total_kappa_interval"]}, 2)
+        table.add_row(r["label"], r["note"] or str(r["n"]), *kappas, total, _fmt(r["total_spearman"]))
     print_table(table, console)
+    for line in warnings(result):
+        console.print(f"warning: {line}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def check_other(other: str | Path, rubric: Rubric) -> None:
