@@ -101,7 +101,7 @@ def ours_worker(model_dir: str, steps: int, threads: int, seed: int) -> dict:
     import torch
 
     from onceupon.config import load_config
-    from onceupon.interact.loop import interact
+    from onceupon.interact.interact import interact
     from onceupon.teacher.base import Rating
 
     torch.set_num_threads(threads)

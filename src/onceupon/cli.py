@@ -95,7 +95,7 @@ def interact(
     cfg = load_config(config, set_) if resume is None else None
     if cfg is not None and (skip_teacher_check or allow_failing_teacher):  # saved with the run's config.yaml
         cfg.interact.teacher_check = "skip" if skip_teacher_check else "allow"
-    from onceupon.interact.loop import run
+    from onceupon.interact.interact import run
 
     run(cfg, start, out or resume, resume=resume is not None)
 

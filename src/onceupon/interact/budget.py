@@ -16,7 +16,8 @@ as usual (a reply's length is only known once the teacher has answered); then st
 group), as long as the admitted stories' input and generated words still fit both budgets.
 The first group that does not fit ends the admission, even if a later one would fit. Stories
 that are not admitted never happened as far as the run is concerned: they are not counted,
-not trained on and not written to the anthology. A batch that was cut ends the run.
+not trained on and not written to the anthology. A batch that was cut ends the run:
+:attr:`Budget.done` says when the run is over as far as words go.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Budget:
     generated_words: int = 0
     stories: int = 0
     seen_prompts: set[str] = field(default_factory=set)  # hashes of prompts already counted
+    cut: bool = False  # the last batch did not fit whole: the budget cannot hold another group
 
     @property
     def input_left(self) -> int:
@@ -71,6 +73,11 @@ class Budget:
     @property
     def spent(self) -> bool:
         return self.input_left <= 0 or self.generation_left <= 0
+
+    @property
+    def done(self) -> bool:
+        """No further batch: a budget is spent, or the last batch had to be cut to fit."""
+        return self.spent or self.cut
 
     def admit(self, prompts: list[str], replies: list[str], n_words: list[int], group_size: int = 1) -> Admission:
         """The longest prefix of whole groups that fits both budgets (nothing is committed)."""
@@ -110,6 +117,7 @@ class Budget:
         self.generated_words += a.generated_words
         self.stories += a.n
         self.seen_prompts.update(_key(p) for p in a.new_prompts)
+        self.cut = a.cut
 
     def state_dict(self) -> dict:
         return {
@@ -119,9 +127,11 @@ class Budget:
             "generated_words": self.generated_words,
             "stories": self.stories,
             "seen_prompts": sorted(self.seen_prompts),
+            "cut": self.cut,
         }
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("input_words", "prompt_words", "teacher_words", "generated_words", "stories"):
             setattr(self, key, int(state[key]))
         self.seen_prompts = set(state["seen_prompts"])
+        self.cut = bool(state.get("cut", False))  # resume states written before it was kept here: see record.py

@@ -21,16 +21,16 @@ from dataclasses import replace
 import torch
 
 from onceupon.config import InteractConfig
-from onceupon.interact.objective import UpdateResult
-from onceupon.interact.update import Experience, clipped_policy_loss, group_slices, masked_sum, optimise
+from onceupon.interact.update import Experience, UpdateResult, clipped_policy_loss, group_slices, masked_sum, optimise
 
 
 def group_advantages(
     rewards: torch.Tensor, include: torch.Tensor, group_size: int, kind: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-story advantages [B] and the stories that keep a baseline (groups of >= 2 valid)."""
+    """Per-story advantages [B] and ``include`` narrowed to the stories that keep a baseline
+    (groups of >= 2 included stories)."""
     adv = torch.zeros_like(rewards)
-    keep = torch.zeros_like(include)
+    kept = torch.zeros_like(include)
     for sl in group_slices(len(rewards), group_size):
         valid = include[sl]
         k = int(valid.sum())
@@ -44,8 +44,8 @@ def group_advantages(
         out = torch.zeros_like(rewards[sl])
         out[valid] = a
         adv[sl] = out
-        keep[sl] = valid
-    return adv, keep
+        kept[sl] = valid
+    return adv, kept
 
 
 class GroupObjective:
@@ -79,15 +79,15 @@ class GroupObjective:
         rewards = exp.rewards
         if self.name == "rloo" and c.group_kl_coef > 0:
             rewards = rewards - c.group_kl_coef * seq_kl
-        adv, keep = group_advantages(rewards, exp.include, self.group_size, self.name)
+        adv, include = group_advantages(rewards, exp.include, self.group_size, self.name)
         # Only stories with a baseline are learned from: they become the update's include mask.
-        mask = exp.response_mask * keep[:, None].float()
-        train = replace(exp, include=keep, advantages=adv[:, None].expand_as(mask).contiguous() * mask)
+        mask = exp.response_mask * include[:, None].float()
+        train = replace(exp, include=include, advantages=adv[:, None].expand_as(mask).contiguous() * mask)
         stats = optimise(policy, optimizer, train, self.loss, c, accelerator=accelerator)
-        n_kept = keep.sum().clamp(min=1)
-        metrics = {"kl/mean": ((seq_kl * keep).sum() / n_kept).item(), "kl/coef": c.group_kl_coef, **stats}
-        metrics["group/without_baseline"] = float((exp.include & ~keep).sum())
-        return UpdateResult(metrics, keep)
+        n_kept = include.sum().clamp(min=1)
+        metrics = {"kl/mean": ((seq_kl * include).sum() / n_kept).item(), "kl/coef": c.group_kl_coef, **stats}
+        metrics["group/without_baseline"] = float((exp.include & ~include).sum())
+        return UpdateResult(metrics, include)
 
     def state_dict(self) -> dict:
         return {}

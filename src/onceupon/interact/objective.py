@@ -1,33 +1,23 @@
 """The RL objective: what the interaction loop needs to know about an algorithm, and nothing more.
 
-The loop (loop.py) never names an algorithm. It asks the objective how many stories to tell
+The loop (interact.py) never names an algorithm. It asks the objective how many stories to tell
 per prompt (``group_size``), whether the policy needs a value head, and hands it one
 :class:`~onceupon.interact.update.Experience` per step; the objective returns the metrics to
-log, under their final names, and which stories it learned from. :func:`make_objective` is the
+log, under their final names, and which stories it learned from (an
+:class:`~onceupon.interact.update.UpdateResult`). :func:`make_objective` is the
 one place that reads ``interact.algorithm``.
 
 A new objective is any class with the members of :class:`Objective` (no base class needed);
-pass an instance to :func:`onceupon.interact.loop.interact` (``objective=...``) to run it
+pass an instance to :func:`onceupon.interact.interact.interact` (``objective=...``) to run it
 end to end with budgets, checkpoints, the anthology and ``--resume``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-import torch
-
 from onceupon.config import InteractConfig
-from onceupon.interact.update import Experience
-
-
-@dataclass
-class UpdateResult:
-    """What one update reports back to the loop."""
-
-    metrics: dict[str, float]  # logged as they are: "loss/policy", "kl/mean", ...
-    trained: torch.Tensor  # [B] bool: the stories the update learned from (others get a null reward)
+from onceupon.interact.update import Experience, UpdateResult
 
 
 class Objective(Protocol):

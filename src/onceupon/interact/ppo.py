@@ -28,9 +28,9 @@ import torch
 
 from onceupon.config import InteractConfig
 from onceupon.interact.kl import KLController
-from onceupon.interact.objective import UpdateResult
 from onceupon.interact.update import (
     Experience,
+    UpdateResult,
     clipped_policy_loss,
     gathered_sum,
     masked_mean,

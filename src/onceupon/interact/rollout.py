@@ -84,34 +84,9 @@ def generate_rollout(
         eos_token_id=eos,
         pad_token_id=pad,
     )
-    was_training = model.training
-    model.eval()
-    pieces = []
-    step = chunk or len(prompts)
-    for start in range(0, len(prompts), step):
-        out = model.generate(
-            input_ids=prompt_ids[start : start + step],
-            attention_mask=prompt_mask[start : start + step],
-            **sampling,
-        )
-        pieces.append(out[:, width:])
-    model.train(was_training)
-    t_max = max(p.shape[1] for p in pieces)
-    responses = torch.full((len(prompts), t_max), pad, dtype=torch.long, device=device)
-    row = 0
-    for p in pieces:
-        responses[row : row + p.shape[0], : p.shape[1]] = p
-        row += p.shape[0]
-
-    # A response runs up to and including its first EOS; later tokens are generate's padding.
-    is_eos = responses == eos
-    has_eos = is_eos.any(dim=1)
-    first_eos = torch.where(has_eos, is_eos.float().argmax(dim=1), torch.full_like(has_eos, t_max, dtype=torch.long))
-    lengths = torch.where(has_eos, first_eos + 1, first_eos)
-    response_mask = (torch.arange(t_max, device=device)[None, :] < lengths[:, None]).float()
-    # Anything after the first EOS is set to pad so the stored sequences are unambiguous.
-    responses = torch.where(response_mask.bool(), responses, torch.full_like(responses, pad))
-
+    responses = _sample(model, prompt_ids, prompt_mask, sampling, chunk or len(prompts))
+    responses, response_mask, first_eos, has_eos = _cut_at_first_eos(responses, eos, pad)
+    t_max = responses.shape[1]
     continuations = []
     for i in range(len(prompts)):
         text_len = int(first_eos[i]) if has_eos[i] else t_max
@@ -128,6 +103,44 @@ def generate_rollout(
         n_words=[count_words(c) for c in continuations],
         ended=[bool(x) for x in has_eos.tolist()],
     )
+
+
+def _sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling: dict, step: int) -> torch.Tensor:
+    """The sampled tokens after each prompt, ``step`` stories per ``generate`` call, padded to
+    the longest with ``sampling["pad_token_id"]`` -> [B, T]."""
+    width, pad = prompt_ids.shape[1], sampling["pad_token_id"]
+    was_training = model.training
+    model.eval()
+    pieces = []
+    for start in range(0, prompt_ids.shape[0], step):
+        out = model.generate(
+            input_ids=prompt_ids[start : start + step],
+            attention_mask=prompt_mask[start : start + step],
+            **sampling,
+        )
+        pieces.append(out[:, width:])
+    model.train(was_training)
+    t_max = max(p.shape[1] for p in pieces)
+    responses = torch.full((prompt_ids.shape[0], t_max), pad, dtype=torch.long, device=prompt_ids.device)
+    row = 0
+    for p in pieces:
+        responses[row : row + p.shape[0], : p.shape[1]] = p
+        row += p.shape[0]
+    return responses
+
+
+def _cut_at_first_eos(responses: torch.Tensor, eos: int, pad: int):
+    """A response runs up to and including its first EOS; later tokens are generate's padding,
+    set to pad so the stored sequences are unambiguous. Returns (responses, response mask,
+    index of the first EOS (T where none), whether there is one)."""
+    t_max = responses.shape[1]
+    is_eos = responses == eos
+    has_eos = is_eos.any(dim=1)
+    first_eos = torch.where(has_eos, is_eos.float().argmax(dim=1), torch.full_like(has_eos, t_max, dtype=torch.long))
+    lengths = torch.where(has_eos, first_eos + 1, first_eos)
+    response_mask = (torch.arange(t_max, device=responses.device)[None, :] < lengths[:, None]).float()
+    responses = torch.where(response_mask.bool(), responses, torch.full_like(responses, pad))
+    return responses, response_mask, first_eos, has_eos
 
 
 class PolicyWithValue(nn.Module):

@@ -1,9 +1,11 @@
-"""What every RL objective shares: the experience of one batch, masked statistics, and the
-epoch/minibatch/micro-batch optimisation loop.
+"""What every RL objective shares: the experience of one batch and the result of its update,
+masked statistics, and the epoch/minibatch/micro-batch optimisation loop.
 
-A story that is excluded from the update (invalid rating, or not admitted by the budget) stays
-in the batch with an all-zero mask: it then contributes nothing to any loss or statistic, and
-every data-parallel process still runs the same number of forward/backward passes.
+An excluded story has one shape everywhere: False in :attr:`Experience.include` (no score from
+the teacher, not admitted by the budget, or, narrowed by the objective, a group without a
+baseline). It stays in the batch with an all-zero mask: it then contributes nothing to any loss
+or statistic, and every data-parallel process still runs the same number of forward/backward
+passes. The anthology records it with a null reward.
 """
 
 from __future__ import annotations
@@ -73,6 +75,14 @@ class Experience:
         return replace(self, **{k: v[idx] for k, v in rows.items() if isinstance(v, torch.Tensor)})
 
 
+@dataclass
+class UpdateResult:
+    """What one update reports back to the loop."""
+
+    metrics: dict[str, float]  # logged as they are: "loss/policy", "kl/mean", ...
+    include: torch.Tensor  # [B] bool: Experience.include as the update used it (an objective may narrow it)
+
+
 def clipped_policy_loss(part: Experience, logprobs: torch.Tensor, cliprange: float, n_tok: torch.Tensor) -> torch.Tensor:
     """The clipped surrogate (PPO's, shared by rloo/grpo), summed over tokens / ``n_tok``."""
     ratio = torch.exp(logprobs - part.old_logprobs)
@@ -102,14 +112,12 @@ def optimise(
     the clip fraction, the mean ratio and the number of micro-batches skipped for an extreme
     ratio, all under the names they are logged with.
     """
-    epochs, mini_batch_size, temperature = cfg.epochs, cfg.mini_batch_size, cfg.temperature
-    cliprange, ratio_threshold, max_grad_norm = cfg.cliprange, cfg.ratio_threshold, cfg.max_grad_norm
-    n = exp.sequences.shape[0]
+    n, mini_batch_size = exp.sequences.shape[0], cfg.mini_batch_size
     micro = cfg.micro_batch_size or mini_batch_size
     totals: dict[str, float] = {}
     tokens_total = 0.0
     skipped = 0
-    for _ in range(epochs):
+    for _ in range(cfg.epochs):
         order = torch.randperm(n).to(exp.sequences.device)
         for mb_start in range(0, n, mini_batch_size):
             mb_idx = order[mb_start : mb_start + mini_batch_size]
@@ -118,31 +126,16 @@ def optimise(
             sums: dict[str, float] = {}
             for mc_start in range(0, len(mb_idx), micro):
                 part = exp.select(mb_idx[mc_start : mc_start + micro])
-                logits, vpreds = policy(part.sequences, part.attention_mask, part.prompt_width, temperature)
-                logprobs = logprobs_of(logits, part.responses)
-                ratio = torch.exp(logprobs - part.old_logprobs)
-                # A wildly off-policy chunk would blow up the update: skip it (as TRL 0.9.4 does
-                # per minibatch; here per micro-batch, the same thing by default).
-                skip = bool(part.mask.sum() > 0 and masked_mean(ratio.detach(), part.mask) > ratio_threshold)
-                loss, stats = loss_fn(part, logprobs, vpreds, n_tok.clamp(min=1))
-                clipped = ((ratio < 1 - cliprange) | (ratio > 1 + cliprange)).float()
-                stats["policy/clipfrac"] = masked_sum(clipped, part.mask).item()
-                stats["policy/ratio"] = masked_sum(ratio.detach(), part.mask).item()
-                if skip:
-                    loss = loss * 0.0
-                    skipped += 1
-                if accelerator is not None:
-                    accelerator.backward(loss)
-                else:
-                    loss.backward()
+                stats, skip = _micro_batch(policy, part, loss_fn, cfg, n_tok, accelerator)
+                skipped += skip
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
-            if max_grad_norm is not None:
+            if cfg.max_grad_norm is not None:
                 params = [p for p in policy.parameters() if p.requires_grad]
                 if accelerator is not None:
-                    accelerator.clip_grad_norm_(params, max_grad_norm)
+                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
                 else:
-                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             tokens_total += float(n_tok)
             for k, v in sums.items():
@@ -150,6 +143,28 @@ def optimise(
     out = {k: v / max(tokens_total, 1.0) for k, v in totals.items()}
     out["policy/skipped_chunks"] = float(skipped)
     return out
+
+
+def _micro_batch(policy, part: Experience, loss_fn: LossFn, cfg: InteractConfig, n_tok: torch.Tensor, accelerator):
+    """Forward and backward one micro-batch of a minibatch of ``n_tok`` tokens; returns its
+    statistics (sums over its tokens) and whether it was skipped for an extreme ratio."""
+    logits, vpreds = policy(part.sequences, part.attention_mask, part.prompt_width, cfg.temperature)
+    logprobs = logprobs_of(logits, part.responses)
+    ratio = torch.exp(logprobs - part.old_logprobs)
+    # A wildly off-policy chunk would blow up the update: skip it (as TRL 0.9.4 does
+    # per minibatch; here per micro-batch, the same thing by default).
+    skip = bool(part.mask.sum() > 0 and masked_mean(ratio.detach(), part.mask) > cfg.ratio_threshold)
+    loss, stats = loss_fn(part, logprobs, vpreds, n_tok.clamp(min=1))
+    clipped = ((ratio < 1 - cfg.cliprange) | (ratio > 1 + cfg.cliprange)).float()
+    stats["policy/clipfrac"] = masked_sum(clipped, part.mask).item()
+    stats["policy/ratio"] = masked_sum(ratio.detach(), part.mask).item()
+    if skip:
+        loss = loss * 0.0
+    if accelerator is not None:
+        accelerator.backward(loss)
+    else:
+        loss.backward()
+    return stats, skip
 
 
 def gathered_sum(value: float, accelerator=None) -> float:

@@ -1,10 +1,14 @@
-"""What an interaction run checks before it creates anything.
+"""What an interaction run checks before it writes anything, and the start checkpoint it loads.
 
-Every mistake that can be seen from the settings, the start checkpoint and the machine ends
-the command here, with one sentence, before the run directory exists (so the corrected
-command can use the same ``--out``): settings pydantic cannot check field by field, a start
-checkpoint that is missing or cannot be read, prompts that leave no room in the student's
-context for ``max_new_tokens``, and a student too big to train in this machine's memory.
+Every mistake that can be seen from the output location, the settings, the start checkpoint and
+the machine ends the command here, with one sentence, before anything is written into the run
+directory (so the corrected command can use the same ``--out``): an output location that
+cannot be used or that holds another kind of run (:func:`check_run_dir`, before the run lock),
+settings pydantic cannot check field by field (:func:`validate`), a start checkpoint that is
+missing or cannot be read (:func:`load_student`), prompts that leave no room in the student's
+context for ``max_new_tokens`` and a student too big to train in this machine's memory
+(:func:`check_fits`). :func:`unused_settings` names settings of the other algorithm, which the
+run ignores (written as one line in the log).
 """
 
 from __future__ import annotations
@@ -15,10 +19,19 @@ from pathlib import Path
 from onceupon import preflight
 from onceupon.config import InteractConfig
 from onceupon.errors import UserError
+from onceupon.interact.anthology import FILE as ANTHOLOGY_FILE
 from onceupon.interact.objective import Objective
 from onceupon.lifecycle.checkpoints import CheckpointMeta, read_meta
+from onceupon.lifecycle.resume import check_new_run, check_resume
 from onceupon.student.checkpoints import load_checkpoint_tokenizer, load_model
 from onceupon.student.model import context_length
+
+STATE_FILE = "state.json"  # the run's counters (record.py); with the anthology, marks an interaction run
+RUN_MARKERS = (STATE_FILE, ANTHOLOGY_FILE)
+
+#: settings only one family of algorithms reads (the rest are shared)
+PPO_ONLY = ("init_kl_coef", "adaptive_kl", "target_kl", "kl_horizon", "cliprange_value", "vf_coef", "gamma", "lam")
+GROUP_ONLY = ("group_size", "group_kl_coef")
 
 
 @dataclass
@@ -29,6 +42,28 @@ class Student:
     tokenizer: object
     model: object
     meta: CheckpointMeta | None  # None: a plain transformers model (no pretraining words known)
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """The output location can be used and holds (``--resume``) or does not hold (a new run)
+    an interaction run: cheap, nothing loaded, so it runs before the run lock."""
+    if resume:
+        check_resume(run_dir, "interact", STATE_FILE)
+        preflight.output_dir(run_dir, "--resume")
+    else:
+        preflight.output_dir(run_dir)
+        check_new_run(run_dir, "interact", RUN_MARKERS)
+
+
+def unused_settings(c: InteractConfig) -> str | None:
+    """One line naming the settings given (YAML or ``--set``) that ``interact.algorithm`` does
+    not read, or None. Not an error: a config may keep both families' values at hand."""
+    unused = [k for k in (GROUP_ONLY if c.algorithm == "ppo" else PPO_ONLY) if k in c.model_fields_set]
+    if not unused:
+        return None
+    family = "rloo/grpo" if c.algorithm == "ppo" else "ppo"
+    names = ", ".join(f"interact.{k}" for k in unused)
+    return f"warning: {names} only apply to {family}; interact.algorithm={c.algorithm} ignores them."
 
 
 def validate(c: InteractConfig, objective: Objective) -> None:

@@ -1,0 +1,410 @@
+"""``onceupon interact``: tell stories, get them rated, learn from the ratings, on a word budget.
+
+One RL step, top to bottom (:meth:`Interaction.step`):
+
+1. **rollout**: take the step's prompts (``group_size`` copies of each when the objective
+   learns from groups) and sample a story for each, the whole batch at once (rollout.py);
+2. **rating**: hand the stories to the teacher in a background thread and, meanwhile, score
+   their tokens under the policy and the frozen reference (nothing there waits for the ratings);
+3. **reward**: admit the longest prefix of the batch that fits the word budgets (budget.py) and
+   turn the ratings into rewards (reward.py); a story that is not admitted or has no score is
+   False in the one exclusion mask, ``Experience.include`` (update.py);
+4. **update**: the objective learns from one :class:`Experience` (objective.py names the
+   algorithms; the loop knows none by name);
+5. **record**: append the batch to the anthology and log metrics (record.py).
+
+Between steps (:meth:`Interaction.train`): a checkpoint when the input words crossed a
+``checkpoint_every`` milestone, then ``state.json`` (so it names the newest checkpoint on disk).
+The budget says when the run is done (a budget spent, or the last batch cut to fit), or
+``max_steps``; a final checkpoint holds the end state.
+
+Unattended runs: the output location and the kind of run are checked first, then the run lock
+is taken (``RUN/.lock``: a second process is refused at once, naming the holder's PID), then
+everything else that can be checked is checked before anything is written (validate.py). The
+first Ctrl-C or SIGTERM stops after the current step, saves ``RUN/resume_point`` (unless the
+step just wrote a checkpoint) and says how to resume; a second one aborts at once.
+``--resume`` continues from the latest checkpoint or resume point with everything it saved
+(weights, value head, optimizer, objective state, RNG states, budget counters, prompt
+position), after checking that the anthology and metrics still hold what the checkpoint
+recorded (count and hash of the stories), then cuts them back to it, so a killed, stopped or
+crashed run ends exactly like an uninterrupted one.
+
+Data parallel: under ``accelerate launch`` every process tells, rates and scores its share of
+the batch; the budget is decided on the gathered batch in rank order (the same on every
+process), gradients are averaged by DDP, and the main process writes files.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import torch
+
+from onceupon.config import ExperimentConfig, resume_config, save_config
+from onceupon.errors import UserError
+from onceupon.interact import record
+from onceupon.interact.anthology import Anthology
+from onceupon.interact.budget import Admission, Budget
+from onceupon.interact.objective import Objective, make_objective
+from onceupon.interact.prompts import PromptSource, load_prompts
+from onceupon.interact.record import Batch
+from onceupon.interact.reward import story_reward
+from onceupon.interact.rollout import PolicyWithValue, Rollout, generate_rollout, score_rollout
+from onceupon.interact.update import Experience
+from onceupon.interact.validate import RUN_MARKERS, Student, check_fits, check_run_dir, load_student, unused_settings, validate
+from onceupon.lifecycle import stop
+from onceupon.lifecycle.lock import run_lock
+from onceupon.lifecycle.precision import mixed_precision
+from onceupon.lifecycle.resume import check_new_run, find_resume_point
+from onceupon.student.model import context_length
+from onceupon.teacher.base import Rating, Story, Teacher
+from onceupon.teacher.pipeline import RubricTeacher
+from onceupon.tracking import RUN_LOG, MetricsLogger, log, progress_bar, run_log
+from onceupon.words import crossed, every_milestones
+
+
+# --------------------------------------------------------------------------- entry points
+def run(cfg: ExperimentConfig | None, start: str | Path | None, run_dir: str | Path, resume: bool = False) -> None:
+    """CLI entry: a new run (``cfg``, ``start``) or ``--resume`` of ``run_dir``."""
+    run_dir = Path(run_dir)
+    path = interact(cfg, None, run_dir, resume=True) if resume else interact(cfg, start, run_dir)
+    state = record.read_state(run_dir)
+    print(
+        f"interaction finished after {state['step']} steps, {state['stories']} stories, "
+        f"{state['input_words']:,} input words, {state['generated_words']:,} generated words; "
+        f"final checkpoint {path}"
+    )
+
+
+def interact(
+    cfg: ExperimentConfig | None,
+    start: str | Path | None,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    teacher: Teacher | None = None,
+    objective: Objective | None = None,
+) -> Path:
+    """Run (or resume) an interaction run; returns the final checkpoint's directory.
+
+    ``teacher`` replaces the one ``cfg.teacher`` describes, ``objective`` the one
+    ``interact.algorithm`` names (programmatic use, new objectives, tests).
+    """
+    run_dir = Path(run_dir)
+    if not resume and (cfg is None or start is None):
+        raise UserError("A new interaction run needs a config and a start checkpoint.")
+    check_run_dir(run_dir, resume)  # cheap: the location, and the kind of run it holds
+    with run_lock(run_dir):  # before anything is loaded: a second process is refused at once
+        if resume:
+            state = record.read_state(run_dir)
+            if state.get("done"):
+                final = run_dir / "checkpoints" / state["checkpoint"]
+                print(f"{run_dir} is already complete; final checkpoint {final}")
+                return final
+            # the run's config, or a change --resume may make (config.resume_config)
+            cfg, start = resume_config(run_dir, cfg), state["start_checkpoint"]
+        else:
+            check_new_run(run_dir, "interact", RUN_MARKERS)  # again: another process may have begun
+        warning = None if resume or objective is not None else unused_settings(cfg.interact)
+        objective = objective or make_objective(cfg.interact)
+        validate(cfg.interact, objective)
+        prompts = load_prompts(cfg.interact)
+        student = load_student(Path(start))
+        check_fits(cfg.interact, student, prompts)
+        with run_log(run_dir / RUN_LOG):
+            if warning:
+                log(warning, echo=True)
+            own_teacher, session = teacher is None, None
+            if teacher is None:
+                from onceupon.teacher.factory import build_teacher
+
+                teacher = build_teacher(cfg.teacher)
+            try:
+                before_first_step(cfg, teacher)
+                session = Interaction(cfg, student, prompts, run_dir, objective, teacher, resume=resume)
+                return session.train()
+            finally:
+                if session is not None:
+                    session.close()
+                if own_teacher:
+                    teacher.close()
+
+
+def before_first_step(cfg: ExperimentConfig, teacher: Teacher) -> None:
+    """The one place for checks of the built parts before the run writes anything (a new run)
+    or continues (``--resume``): the settings, student and prompts passed their checks, the
+    teacher is built, nothing is written yet. None so far."""
+
+
+# --------------------------------------------------------------------------- the run
+class Interaction:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        student: Student,
+        prompts: list[str],
+        run_dir: Path,
+        objective: Objective,
+        teacher: Teacher,
+        *,
+        resume: bool = False,
+    ):
+        from accelerate import Accelerator
+
+        self.c = c = cfg.interact
+        self.run_dir = run_dir
+        self.start = student.path.resolve()
+        self.acc = Accelerator(mixed_precision=mixed_precision(c.precision))
+        self.main = self.acc.is_main_process
+        world = self.acc.num_processes
+        if c.batch_size % world:
+            raise UserError(f"interact.batch_size ({c.batch_size}) must be divisible by the {world} processes.")
+        self.local_n = c.batch_size // world
+        if self.local_n % objective.group_size:
+            raise UserError("Each process's share of the batch must hold whole groups (batch_size / processes / group_size).")
+
+        # What the run is made of ------------------------------------------------------
+        self.prompts = PromptSource(prompts, c.seed)
+        self.tokenizer = student.tokenizer
+        self.pretrain_words = student.meta.pretrain_words if student.meta else 0
+        self.objective = objective
+        self.budget = Budget(c.input_budget, c.generation_budget, c.count_prompt)
+        self.step_no = 0
+        self.milestones = every_milestones(c.checkpoint_every, c.input_budget)
+        self.newest: tuple[str, int] | None = None  # the newest checkpoint in RUN/checkpoints: (name, step)
+        self.anthology = Anthology(run_dir)
+        self.teacher = teacher
+        self.metrics: MetricsLogger | None = None
+        self._show = lambda text: None  # the progress line's status text, once train() shows one
+
+        resume_from = find_resume_point(run_dir) if resume else None
+        saved_anthology = self._build_models(student.model, resume_from)
+        if self.main and resume:  # checked before anything is written
+            record.check_metrics(run_dir, resume_from, self.step_no)
+            self.anthology.resume(saved_anthology, resume_from.name if resume_from else "(none)")
+        if self.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                save_config(cfg, run_dir)
+            self.metrics = MetricsLogger(run_dir, resume_step=self.step_no)
+            record.write_state(self, done=False)
+        self.acc.wait_for_everyone()
+
+    def _build_models(self, start_model, resume_from: Path | None) -> dict:
+        """Policy (with a value head if the objective needs one), frozen reference, optimizer;
+        restored from ``resume_from`` when given. Returns what the anthology held there."""
+        c = self.c
+        # The policy starts as the checkpoint being resumed, else as the start checkpoint; the
+        # reference is always the start checkpoint, frozen.
+        lm = start_model if resume_from is None else _resumed_model(resume_from)
+        for module in lm.modules():  # no dropout in RL: a ratio must be exactly 1 before the first step
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        # Seeded before the value head is initialised; each process samples its own stories.
+        torch.manual_seed(c.seed + self.acc.process_index)
+        random.seed(c.seed + self.acc.process_index)
+        self.policy = PolicyWithValue(lm, self.objective.needs_value_head)
+        self.ref = PolicyWithValue(start_model if resume_from is not None else _copy_model(start_model), False)
+        self.ref.requires_grad_(False).eval()
+        self.optimizer = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=c.learning_rate)
+        saved_anthology = {"stories": 0}
+        if resume_from is not None:
+            saved_anthology = record.restore(self, resume_from)
+        self.policy, self.optimizer = self.acc.prepare(self.policy, self.optimizer)
+        self.ref.to(self.acc.device)
+        self.policy.train()  # with dropout at 0, train and eval mode compute the same numbers
+        return saved_anthology
+
+    # ----------------------------------------------------------------- the loop
+    @property
+    def over(self) -> bool:
+        """The budget is done, or ``max_steps`` steps were taken."""
+        return self.budget.done or (self.c.max_steps is not None and self.step_no >= self.c.max_steps)
+
+    def train(self) -> Path:
+        with progress_bar("words") as bar, stop.stop_on_signals():
+            task = bar.add_task(f"interact ({self.objective.name})", total=self.c.input_budget, completed=self.budget.input_words)
+            # A slow teacher can take minutes per step: the line says how far its rating is.
+            self._show = lambda text: bar.update(task, status=text)
+            while not self.over:
+                before = self.budget.input_words
+                self.step()
+                bar.update(task, completed=self.budget.input_words)
+                hit = crossed(self.milestones, before, self.budget.input_words)
+                if hit and not self.budget.cut:  # a cut batch ends the run: the final checkpoint follows
+                    record.save(self, record.checkpoint_name(self, max(hit)))
+                record.write_state(self, done=False)  # after the checkpoint: it names the newest one
+                if not self.over and stop.stop_agreed(self.acc):
+                    record.stop(self, saved=bool(hit))
+            if self.newest is None or self.newest[1] != self.step_no:
+                record.save(self, record.checkpoint_name(self, self.budget.input_words))
+            record.write_state(self, done=True)
+        return self.run_dir / "checkpoints" / self.newest[0]
+
+    def step(self) -> None:
+        """One RL step: rollout -> rating -> reward -> update -> record."""
+        self.step_no += 1
+        at = {"start": time.perf_counter()}
+
+        # 1. rollout: the policy tells one story per prompt (this process's share of the batch)
+        prompts = self._step_prompts()
+        rollout = self._tell(prompts)
+        at["told"] = time.perf_counter()
+
+        # 2. rating, in the teacher's thread, while the policy and the reference score the tokens
+        stories = [Story(p, s, id=f"{self.step_no}-{i}") for i, (p, s) in enumerate(zip(prompts, rollout.continuations))]
+        pending = _in_background(self._rate, stories)
+        old_logprobs, ref_logprobs, values, entropy = self._score(rollout)
+        at["scored"] = time.perf_counter()
+        ratings: list[Rating] = pending.result()
+        at["rated"] = time.perf_counter()
+        if len(ratings) != len(stories):
+            raise RuntimeError(f"the teacher returned {len(ratings)} ratings for {len(stories)} stories")
+
+        # 3. reward: what the budget admits, what each story earns, and the one exclusion mask
+        admission, admitted = self._admit(prompts, ratings, rollout)
+        c = self.c
+        rewards = [story_reward(r, w, length_bonus=c.length_bonus, length_norm_words=c.length_norm_words)
+                   for r, w in zip(ratings, rollout.n_words)]  # fmt: skip
+        include = [i < admitted and r is not None for i, r in enumerate(rewards)]
+        exp = Experience(
+            sequences=rollout.sequences,
+            attention_mask=rollout.attention_mask,
+            prompt_width=rollout.prompt_width,
+            response_mask=rollout.response_mask,
+            old_logprobs=old_logprobs,
+            ref_logprobs=ref_logprobs,
+            values=values,
+            rewards=torch.tensor([r if inc else 0.0 for r, inc in zip(rewards, include)], device=self.acc.device),
+            include=torch.tensor(include, device=self.acc.device),
+        )
+
+        # 4. update (every process updates, or none does: a batch with nothing to learn from)
+        stats, learned = self._update(exp)
+        at["updated"] = time.perf_counter()
+        self.budget.commit(admission)
+
+        # 5. record
+        batch = Batch(prompts, rollout, ratings, rewards, admission, admitted)
+        record.write_batch(self, batch, learned, stats, _times(at), entropy)
+
+    # ----------------------------------------------------------------- the step's parts
+    def _step_prompts(self) -> list[str]:
+        group = self.objective.group_size
+        prompts = [p for p in self.prompts.take(self.c.batch_size // group) for _ in range(group)]
+        rank = self.acc.process_index
+        return prompts[rank * self.local_n : (rank + 1) * self.local_n]
+
+    def _tell(self, prompts: list[str]) -> Rollout:
+        """The policy samples one story per prompt."""
+        c = self.c
+        policy = self.acc.unwrap_model(self.policy)
+        with self.acc.autocast():
+            return generate_rollout(
+                policy.lm,
+                self.tokenizer,
+                prompts,
+                max_new_tokens=c.max_new_tokens,
+                temperature=c.temperature,
+                top_k=c.top_k,
+                top_p=c.top_p,
+                chunk=c.generation_chunk,
+                context_length=context_length(policy.lm),
+            )
+
+    def _rate(self, stories: list[Story]) -> list[Rating]:
+        """The teacher's ratings of a step (in the teacher's thread); the pipeline's teacher also
+        reports each finished rating, which the progress line shows with its requests in flight."""
+        if not isinstance(self.teacher, RubricTeacher):  # a programmatic teacher: rate() only
+            return self.teacher.rate(stories)
+        rated = iter(range(1, len(stories) + 1))
+
+        def on_rated(i: int, rating: Rating) -> None:
+            status = self.teacher.status()
+            self._show(f"step {self.step_no}: {next(rated)}/{len(stories)} rated" + (f", {status}" if status else ""))
+
+        return self.teacher.rate(stories, on_rated=on_rated)
+
+    def _score(self, rollout: Rollout):
+        """Log-probabilities of the sampled tokens under the policy (with values and entropy)
+        and under the frozen reference."""
+        c = self.c
+        with self.acc.autocast():
+            old_logprobs, values, entropy = score_rollout(self.policy, rollout, c.temperature, c.micro_batch_size)
+            ref_logprobs, _, _ = score_rollout(self.ref, rollout, c.temperature, c.micro_batch_size, entropy=False)
+        return old_logprobs, ref_logprobs, values, entropy
+
+    def _admit(self, prompts: list[str], ratings: list[Rating], rollout: Rollout) -> tuple[Admission, int]:
+        """What the budget admits, decided on the whole (gathered) batch, identically on every
+        process; and how many of this process's stories that is."""
+        from accelerate.utils import gather_object
+
+        admission = self.budget.admit(
+            gather_object(list(prompts)),
+            gather_object([_reply_text(r) for r in ratings]),
+            gather_object(list(rollout.n_words)),
+            self.objective.group_size,
+        )
+        offset = self.acc.process_index * self.local_n
+        return admission, max(0, min(self.local_n, admission.n - offset))
+
+    def _update(self, exp: Experience) -> tuple[dict, list[bool]]:
+        """The objective's update; returns its metrics and the stories it learned from."""
+        from accelerate.utils import gather_object
+
+        if sum(gather_object([int(exp.include.sum())])) == 0:  # every process updates, or none does
+            return {}, exp.include.tolist()
+        result = self.objective.update(self.policy, self.optimizer, exp, accelerator=self.acc)
+        return result.metrics, result.include.tolist()
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+# --------------------------------------------------------------------------- helpers
+def _times(at: dict[str, float]) -> dict[str, float]:
+    """The step's timings. rating: the teacher's wall time (overlapped with the forward
+    passes); rating_wait: how much longer than the forward passes it took."""
+    return {
+        "generation": at["told"] - at["start"],
+        "forward": at["scored"] - at["told"],
+        "rating": at["rated"] - at["told"],
+        "rating_wait": at["rated"] - at["scored"],
+        "update": at["updated"] - at["rated"],
+    }
+
+
+def _reply_text(r: Rating) -> str:
+    """Every word the teacher said about a story: its answer, and answers a retry replaced."""
+    return " ".join(r.answers or [])
+
+
+def _in_background(fn, *args) -> Future:
+    """``fn(*args)`` in a daemon thread. Not a ThreadPoolExecutor: Python joins those threads
+    at exit, so a second Ctrl-C would wait for the teacher to finish rating."""
+    future: Future = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # handed to the caller, who re-raises it
+            future.set_exception(e)
+
+    threading.Thread(target=work, name="teacher", daemon=True).start()
+    return future
+
+
+def _resumed_model(ckpt: Path):
+    fix = "restore it from a backup, or start a new run from an earlier checkpoint with `onceupon interact --from`"
+    return load_student(ckpt, fix).model
+
+
+def _copy_model(model):
+    import copy
+
+    return copy.deepcopy(model)
