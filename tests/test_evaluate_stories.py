@@ -123,6 +123,39 @@ def test_a_second_judge_rates_the_same_stories_and_is_kept_beside_the_first(tmp_
     assert judges_for(run / "evaluation" / "start") == {}
 
 
+def test_judges_of_one_model_get_headers_that_tell_them_apart(tmp_path):
+    """The heuristic judging twice, with two prompts, beside the run's own teacher: three
+    columns, three headers, in `evaluate --judge`'s table and in the report's gain by judge."""
+    from fake_runs import make_interaction_run
+
+    from onceupon.analysis.runs import load_run
+    from onceupon.analysis.summary import judge_gains
+    from onceupon.config import ExperimentConfig
+    from onceupon.evaluate.stories import judge_run, judges_table
+
+    run = make_interaction_run(tmp_path, tmp_path / "nowhere", 1_000, 1.0, 2.0, "rl", steps=2, n_stories=5)
+    judge_run(ExperimentConfig(), run)
+    results = judge_run(ExperimentConfig.model_validate({"teacher": {"prompt": "example"}}), run)
+    headers = [column.header for column in judges_table(results).columns]
+    assert headers[:2] == ["checkpoint", "openai:fake-judge|t=0.2"]  # the run's own teacher first
+    assert sorted(headers[2:]) == ["heuristic:v2 (prompt=example)", "heuristic:v2 (prompt=placeholders)"]
+    judges = {j["judge"]: j for j in judge_gains(load_run(run))["judges"]}
+    assert set(judges) == set(headers[1:])
+    assert judges["heuristic:v2 (prompt=example)"]["identity"] == "heuristic:v2"
+
+
+def test_judge_labels_fall_back_to_the_rubric_then_a_number():
+    from onceupon.teacher.judges import labels
+
+    a = {"teacher": "openai:m|t=0", "rubric": "aaaaaaaa11", "teacher_config": {"prompt": "placeholders", "min_words": 3}}
+    b = a | {"rubric": "bbbbbbbb22"}  # same prompt name, another rubric (other criteria)
+    c = a | {"teacher_config": {"prompt": "placeholders", "min_words": 9}}  # only a pipeline setting differs
+    assert labels([a, b, {"teacher": "heuristic:v2"}]) == ["openai:m|t=0 (rubric aaaaaaaa)", "openai:m|t=0 (rubric bbbbbbbb)", "heuristic:v2"]
+    assert labels([a, c]) == ["openai:m|t=0 (min_words=3)", "openai:m|t=0 (min_words=9)"]
+    assert labels([a, dict(a)]) == ["openai:m|t=0 #1", "openai:m|t=0 #2"]
+    assert labels([a]) == ["openai:m|t=0"]  # a judge alone keeps its identity
+
+
 @pytest.mark.parametrize("content", ['{"rows": 3}', '{"rows": [1, 2]}', "[]", "{", '{"other": []}'])
 def test_judge_refuses_a_results_file_that_is_not_an_evaluations_in_one_sentence(tmp_path, content):
     from onceupon.config import ExperimentConfig

@@ -27,7 +27,7 @@ from onceupon.analysis.efficiency import Curve, bootstrap_needed, equivalence
 from onceupon.analysis.runs import TOTAL, Run, row_score
 from onceupon.config import ReportConfig
 from onceupon.errors import UserError
-from onceupon.teacher.judges import same_judge
+from onceupon.teacher.judges import labels, same_judge
 from onceupon.text import printable
 
 #: story-quality fields of a results row shown in the before/after table (key, label)
@@ -375,6 +375,9 @@ def judge_gains(run: Run) -> dict | None:
         )
     if not judges:
         return None
+    # judges of one model (and settings) told apart by their prompt, rubric or settings
+    for judge, label in zip(judges, labels([after[k] for k in after if k in before])):
+        judge["identity"], judge["judge"] = judge["judge"], label
     judges.sort(key=lambda j: (j["trained"] is not True, j["role"] != "main", j["judge"]))
     return {"run": run.name, "start_checkpoint": start.get("checkpoint"), "final_checkpoint": final.get("checkpoint"), "judges": judges}
 

@@ -42,7 +42,7 @@ from onceupon.files import atomic_write_json, atomic_write_text, read_jsonl
 from onceupon.readability import automated_readability_index
 from onceupon.schemas.stories import read_prompts_file
 from onceupon.teacher.base import Rating, Story
-from onceupon.teacher.judges import fingerprint
+from onceupon.teacher.judges import fingerprint, labels
 from onceupon.words import count_words
 
 LN2 = math.log(2.0)
@@ -354,17 +354,17 @@ def judges_table(results: dict):
     from rich.table import Table
 
     rows = results["rows"]
-    names = {"": (rows[0].get("stories") or {}).get("teacher", "main")} if rows else {}
+    judges = {"": {"teacher": "main", **(rows[0].get("stories") or {})}} if rows else {}
     for row in rows:
         for slug, summary in (row.get("judges") or {}).items():
-            names.setdefault(slug, summary.get("teacher", slug))
+            judges.setdefault(slug, summary)
     table = Table(title="story scores by judge (mean total; invalid ratings excluded)")
     table.add_column("checkpoint")
-    for label in names.values():
+    for label in labels(list(judges.values())):  # distinct headers, also for judges of one model
         table.add_column(label, justify="right")
     for row in rows:
         cells = [str(row.get("checkpoint"))]
-        for slug in names:
+        for slug in judges:
             summary = row.get("stories") if slug == "" else (row.get("judges") or {}).get(slug)
             value = (summary or {}).get("mean_total")
             cells.append("—" if value is None else f"{value:.2f}")

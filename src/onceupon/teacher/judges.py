@@ -55,3 +55,39 @@ def same_judge(a: dict | None, b: dict | None) -> bool:
     if not a or not b:
         return False
     return all(a[k] == b[k] for k in FINGERPRINT_SETTINGS & a.keys() & b.keys())
+
+
+def labels(judges: list[Mapping]) -> list[str]:
+    """A header per judge, distinct when the judges are: the backend's identity (model and
+    settings), and, for judges sharing one, what tells them apart, in this order: the prompt
+    (``prompt=example``, or the template file's name), the rubric's hash, the pipeline settings
+    that differ, and last a number. ``judges``: summaries as evaluations save them (``teacher``,
+    optional ``rubric`` and ``teacher_config``)."""
+    out = [str(j.get("teacher") or "?") for j in judges]
+
+    def prompt(j: Mapping) -> str | None:
+        config = j.get("teacher_config") or {}
+        if config.get("template"):
+            return "prompt " + str(config["template"]).replace("\\", "/").rsplit("/", 1)[-1]
+        return f"prompt={config['prompt']}" if config.get("prompt") else None
+
+    def rubric(j: Mapping) -> str | None:
+        return f"rubric {str(j['rubric'])[:8]}" if j.get("rubric") else None
+
+    def settings(j: Mapping, group: list[int]) -> str | None:  # only those that differ within the group
+        configs = [judges[i].get("teacher_config") or {} for i in group]
+        differ = [k for k in PIPELINE_SETTINGS if len({repr(c.get(k)) for c in configs}) > 1]
+        config = j.get("teacher_config") or {}
+        return ", ".join(f"{k}={config.get(k)}" for k in differ) or None
+
+    for part in (prompt, rubric, settings):
+        for label in {x for x in out if out.count(x) > 1}:
+            group = [i for i, x in enumerate(out) if x == label]
+            parts = [part(judges[i], group) if part is settings else part(judges[i]) for i in group]
+            if len(set(parts)) > 1:  # this part tells some of them apart: add it to all of the group
+                for i, p in zip(group, parts):
+                    out[i] = f"{label} ({p or 'default'})"
+    for label in {x for x in out if out.count(x) > 1}:  # alike in everything saved: number them
+        for n, i in enumerate([i for i, x in enumerate(out) if x == label], 1):
+            out[i] = f"{label} #{n}"
+    return out
