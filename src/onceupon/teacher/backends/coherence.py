@@ -248,7 +248,7 @@ def flow(analysis: Analysis) -> float:
 
     An order's score is the mean log-probability of its grid's transitions. As in Barzilay
     and Lapata's experiments, entities (pronouns included) are resolved once on the text as
-    told, and the orders compared are orders of the same grid rows.
+    told, and the orders compared are the same grid with its sentences reordered.
     """
     n = len(analysis.mentions)
     columns = grid_roles(analysis.mentions)

@@ -1,6 +1,6 @@
 """The offline default teacher: transparent text signals mapped to the rubric's 0..3 scale.
 
-No model, no network, deterministic, thousands of stories per second on one CPU core. It is
+No model, no network, deterministic, hundreds of stories per second on one CPU core. It is
 a stand-in that lets every stage run on a laptop and gives RL a real (if crude) learning
 signal; it is not a judge of literature. Real experiments use an LLM backend.
 
