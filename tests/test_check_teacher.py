@@ -401,3 +401,58 @@ def test_an_expected_score_judge_with_tiny_gaps_fails_over_http(tmp_path, cli, p
     assert "coherence gap +0.04 points below the minimum 0.25" in proc.stdout
     # its expected scores round to one answer for every story: that fails it too
     assert result["verdict"]["failing"] == ["readability", "coherence", "creativity", "one answer"]
+
+
+# --------------------------------------------------------------------------- before an interaction run
+SHORT_RUN = ["--set", "interact.batch_size=4", "--set", "interact.mini_batch_size=4", "--set", "interact.max_new_tokens=8",
+             "--set", "interact.max_steps=1"]
+
+
+def test_interact_refuses_a_teacher_that_fails_its_check(tmp_path, cli, tiny_checkpoint):
+    """A judge that answers "2 2 2" to everything: `interact` refuses to train with it, in
+    one sentence (exit 2) before its first step, and keeps the check in the run."""
+    with FakeJudge(lambda story: "2 2 2") as judge:
+        run = tmp_path / "run"
+        proc = cli("interact", "--from", str(tiny_checkpoint), "--out", str(run), *judged_by(judge), *SHORT_RUN)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error")]
+    assert "The teacher failed its check (readability does not discriminate;" in line
+    assert "--allow-failing-teacher to train anyway" in line and str(run / "teacher_check" / "check.json") in line
+    assert json.loads((run / "teacher_check" / "check.json").read_text())["verdict"]["passed"] is False
+    assert not (run / "state.json").exists() and not (run / "anthology.jsonl").exists()
+
+
+def judged_by(judge):
+    return ["--set", "teacher.backend=openai", "--set", f"teacher.base_url={judge.base_url}"]
+
+
+@pytest.mark.slow  # ~60 s on 2 shared cores: two short runs, one of them after ~480 ratings over HTTP
+def test_interact_allows_or_skips_the_check_when_told(tmp_path, cli, tiny_checkpoint):
+    """--allow-failing-teacher checks, trains, and the run keeps the FAIL (the same --out a
+    refused run left works at once); --skip-teacher-check records that no check was made."""
+    import yaml
+
+    from onceupon.teacher.before_run import run_verdict
+
+    with FakeJudge(lambda story: "2 2 2") as judge:
+        run = tmp_path / "run"
+        assert cli("interact", "--from", str(tiny_checkpoint), "--out", str(run), *judged_by(judge), *SHORT_RUN).returncode == 2
+        requests = judge.requests
+        proc = cli("interact", "--from", str(tiny_checkpoint), "--out", str(run), "--allow-failing-teacher", *judged_by(judge), *SHORT_RUN)
+        assert proc.returncode == 0, proc.stderr
+        assert "teacher check: FAIL: openai:fake-judge" in proc.stderr
+        assert judge.requests > requests + 400  # the check's ~480 ratings again, then the step's 4 stories
+    assert yaml.safe_load((run / "config.yaml").read_text())["interact"]["teacher_check"] == "allow"
+    assert run_verdict(run)["status"] == "failed" and (run / "anthology.jsonl").is_file()
+
+    skipped = tmp_path / "skipped"
+    proc = cli("interact", "--from", str(tiny_checkpoint), "--out", str(skipped), "--skip-teacher-check", *SHORT_RUN)
+    assert proc.returncode == 0, proc.stderr
+    assert run_verdict(skipped) | {"path": None} == {
+        "status": "skipped", "text": "teacher check skipped: --skip-teacher-check (interact.teacher_check: skip)",
+        "reasons": "", "teacher": None, "path": None,
+    }
+    assert not (skipped / "teacher_check" / "check.json").exists()
+    # A resumed run keeps its check: the flags are for new runs.
+    proc = cli("interact", "--resume", str(skipped), "--allow-failing-teacher")
+    assert proc.returncode == 2 and "apply to new runs only" in proc.stderr

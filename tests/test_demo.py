@@ -66,7 +66,21 @@ def test_demo_end_to_end(tmp_path, cli):
     assert all("storyworld_entity_tracking" in r["tasks"] and r["stories"]["n"] > 0 for r in pre_rows)
     assert data["equivalence"]["source"] == "evaluate"
     assert (report.parent / "figures" / "equivalence.png").is_file()
-    assert json.loads((out / "demo.json").read_text())["status"] == "done"
+    marker = json.loads((out / "demo.json").read_text())
+    assert marker["status"] == "done"
+
+    # Each interaction run checked its teacher first; the headline sentence carries the
+    # headline run's verdict, printed above it too, and report.json holds both checks.
+    checks = {c["run"]: c for c in data["teacher_checks"]}
+    assert sorted(checks) == sorted(r["name"] for r in runs)
+    verdict = data["headline"]["teacher_check"]
+    assert verdict["status"] in ("passed", "failed") and marker["teacher_check"] == verdict["status"]
+    assert verdict["text"] == checks[data["headline"]["run"]]["verdict"]["text"]
+    assert f"teacher check: {verdict['text']}" in proc.stdout
+    clause = "passed the teacher check" if verdict["status"] == "passed" else f"FAILED the teacher check ({verdict['reasons']})"
+    assert headline.endswith(f"; its teacher {verdict['teacher']} {clause}")
+    for run in runs:
+        assert (out / run["name"] / "teacher_check" / "check.json").is_file()
 
     # A second run into the same directory reuses nothing: refused without --force.
     proc = cli("demo", "--out", str(out), "--seed", "3")

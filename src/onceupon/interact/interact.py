@@ -62,6 +62,7 @@ from onceupon.lifecycle.precision import mixed_precision
 from onceupon.lifecycle.resume import check_new_run, find_resume_point
 from onceupon.student.model import context_length
 from onceupon.teacher.base import Rating, Story, Teacher
+from onceupon.teacher.before_run import check_before_run
 from onceupon.teacher.pipeline import RubricTeacher
 from onceupon.tracking import RUN_LOG, MetricsLogger, log, progress_bar, run_log
 from onceupon.words import crossed, every_milestones
@@ -124,7 +125,7 @@ def interact(
 
                 teacher = build_teacher(cfg.teacher)
             try:
-                before_first_step(cfg, teacher)
+                before_first_step(cfg, teacher, run_dir, resume)
                 session = Interaction(cfg, student, prompts, run_dir, objective, teacher, resume=resume)
                 return session.train()
             finally:
@@ -134,10 +135,14 @@ def interact(
                     teacher.close()
 
 
-def before_first_step(cfg: ExperimentConfig, teacher: Teacher) -> None:
+def before_first_step(cfg: ExperimentConfig, teacher: Teacher, run_dir: Path, resume: bool) -> None:
     """The one place for checks of the built parts before the run writes anything (a new run)
     or continues (``--resume``): the settings, student and prompts passed their checks, the
-    teacher is built, nothing is written yet. None so far."""
+    teacher is built, nothing is written yet. A new run checks its teacher and keeps the check
+    (a FAIL stops it here unless ``interact.teacher_check`` allows it: teacher/before_run.py);
+    a resumed run keeps the check it made when it started."""
+    if not resume:
+        check_before_run(cfg, teacher, run_dir)
 
 
 # --------------------------------------------------------------------------- the run
