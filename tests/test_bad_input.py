@@ -681,3 +681,38 @@ def test_report_score_that_names_no_criterion_is_one_sentence(tmp_path):
     assert not (tmp_path / "report").exists()
     corrected = run_cli("report", str(run), "--out", str(tmp_path / "report"), "--set", "report.score=coherence", env=ENV)
     assert corrected.returncode == 0, corrected.stderr
+
+
+# --------------------------------------------------------------------------- --resume and the saved config
+def _saved_run(run: Path, *settings: str, state: object = None) -> Path:
+    """A run directory as a new run leaves it before its first checkpoint: its config (and,
+    for an interaction run, ``state``)."""
+    from onceupon.config import load_config, save_config
+
+    run.mkdir(parents=True)
+    save_config(load_config(TINY, list(settings)), run)
+    if state is not None:
+        (run / "state.json").write_text(json.dumps(state))
+    return run
+
+
+@pytest.mark.parametrize("how", ["--set", "an edited config.yaml"])
+def test_pretrain_resume_refuses_a_change_that_alters_the_run(how, tmp_path):
+    run = _saved_run(tmp_path / "run")
+    args = ["--set", "pretrain.batch_size=8"] if how == "--set" else []
+    if how != "--set":
+        (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("batch_size: 4\n", "batch_size: 8\n", 1))
+    before = sorted(p.name for p in run.iterdir())
+    result = run_cli("pretrain", "--resume", str(run), *args, env=ENV)
+    assert_one_sentence(result, "would change pretrain.batch_size from 4 to 8", "alters the run")
+    assert sorted(p.name for p in run.iterdir()) == before  # no corpus, tokenizer or packed data
+
+
+def test_interact_resume_refuses_a_changed_batch_size_and_a_state_json_of_the_wrong_shape(tmp_path, tiny_checkpoint):
+    state = {"start_checkpoint": str(tiny_checkpoint), "algorithm": "ppo", "step": 0, "stories": 0, "input_words": 0,
+             "generated_words": 0, "checkpoint": None, "done": False}  # fmt: skip
+    run = _saved_run(tmp_path / "run", *SHORT_INTERACTION, state=state)
+    result = run_cli("interact", "--resume", str(run), "--set", "interact.batch_size=8", env=ENV)
+    assert_one_sentence(result, "would change interact.batch_size from 4 to 8")
+    (run / "state.json").write_text("[1, 2]")
+    assert_one_sentence(run_cli("interact", "--resume", str(run), env=ENV), "state.json", "not an object")

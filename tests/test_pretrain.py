@@ -285,7 +285,7 @@ def test_resume_and_out_misuse(tmp_path, tiny_run):
     reuse = run_cli("pretrain", "--out", str(tiny_run), *TINY_ARGS)
     assert reuse.returncode == 2 and "--resume" in reuse.stderr
     overrides = run_cli("pretrain", "--resume", str(tiny_run), "--set", "pretrain.epochs=5")
-    assert overrides.returncode == 2 and "saved config" in overrides.stderr
+    assert overrides.returncode == 2 and "would change pretrain.epochs from 2.0 to 5.0, which alters the run" in overrides.stderr
 
 
 # --------------------------------------------------------------------------- several processes

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from onceupon.config import load_config
+from onceupon.config import given_on_resume, load_config
 from onceupon.errors import UserError
 from onceupon.files import is_disk_full
 
@@ -59,9 +59,8 @@ def pretrain(
     """
     if (out is None) == (resume is None):
         raise UserError("Give exactly one of --out (a new run) or --resume (an existing run).")
-    if resume is not None and (config is not None or set_):
-        raise UserError("--resume continues with the run's saved config.yaml; --config and --set apply to new runs only.")
-    cfg = load_config(config, set_) if out else None
+    # on --resume, --config/--set may change only what does not alter the run (config.resume_config)
+    cfg = load_config(config, set_) if out else given_on_resume(resume, config, set_)
     from onceupon.student.pretrain import run
 
     run(cfg, out or resume, resume=resume is not None)
@@ -86,13 +85,14 @@ def interact(
     """Let the student tell stories, the teacher rate them, and RL learn from the ratings."""
     if resume is None and (out is None or start is None):
         raise UserError("A new interaction run needs --from CHECKPOINT and --out DIR (or use --resume DIR).")
-    if resume is not None and (out is not None or start is not None or config is not None or set_):
-        raise UserError("--resume continues with the run's saved config.yaml; --from, --out, --config and --set apply to new runs only.")
+    if resume is not None and (out is not None or start is not None):
+        raise UserError("--resume continues the run in its directory from its own start; --from and --out apply to new runs only.")
     if resume is not None and (skip_teacher_check or allow_failing_teacher):
         raise UserError("A resumed run keeps the teacher check it made when it started; --skip-teacher-check and --allow-failing-teacher apply to new runs only.")
     if skip_teacher_check and allow_failing_teacher:
         raise UserError("Give --skip-teacher-check (no check) or --allow-failing-teacher (check, train whatever it says), not both.")
-    cfg = load_config(config, set_) if resume is None else None
+    # on --resume, --config/--set may change only what does not alter the run (config.resume_config)
+    cfg = load_config(config, set_) if resume is None else given_on_resume(resume, config, set_)
     if cfg is not None and (skip_teacher_check or allow_failing_teacher):  # saved with the run's config.yaml
         cfg.interact.teacher_check = "skip" if skip_teacher_check else "allow"
     from onceupon.interact.interact import run

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from onceupon import preflight
-from onceupon.config import ExperimentConfig, load_config, save_config
+from onceupon.config import ExperimentConfig, resume_config, save_config
 from onceupon.errors import UserError
 from onceupon.files import replace_dir
 from onceupon.lifecycle import lock, rng, stop
@@ -80,7 +80,7 @@ def run(cfg: ExperimentConfig | None, run_dir: str | Path, resume: bool = False)
     if resume:
         check_resume(run_dir, "pretrain", "config.yaml")
         preflight.output_dir(run_dir, "--resume")
-        cfg = load_config(run_dir / "config.yaml")
+        cfg = resume_config(run_dir, cfg)  # the run's config, or a change --resume may make
     else:
         assert cfg is not None
         preflight.output_dir(run_dir)
