@@ -318,3 +318,20 @@ def test_a_prompts_file_is_read_one_way_for_interaction_and_evaluation():
     binary = _write(b"\x89PNG\r\n\x1a\n\xff", "p.txt")
     _refused(lambda p: read_prompts("x", str(p)), binary, "story prompts file", "UTF-8")
     _refused(lambda p: load_prompts(InteractConfig(prompts_file=str(p))), binary, "Prompts file", "UTF-8")
+
+
+@pytest.mark.parametrize(
+    "text, fits",
+    [("step,loss\n1,2\n2,2\n3,2\n", True), ("step,loss\n1,2\n2,2\n3,2\n4,1", True), ("step,loss\n1,2\n3,2\n", False),
+     ("loss\n2\n2\n2\n", False), (b"\xff\xfe", False)],
+    ids=["every step", "a torn row after", "a step missing", "no step column", "binary"],
+)
+def test_a_resumed_interaction_checks_its_metrics_through_the_same_reader(text, fits):
+    from onceupon.interact.record import check_metrics
+
+    run = _write(text, "metrics.csv").parent
+    if fits:
+        check_metrics(run, run / "chck_1K", 3)
+    else:
+        with pytest.raises(UserError, match="no longer matches chck_1K"):
+            check_metrics(run, run / "chck_1K", 3)

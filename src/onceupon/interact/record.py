@@ -15,7 +15,6 @@ what ``--resume`` reads back.
 
 from __future__ import annotations
 
-import csv
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from onceupon.interact.validate import STATE_FILE
 from onceupon.lifecycle import rng
 from onceupon.lifecycle.checkpoints import CheckpointMeta, list_checkpoints, read_meta
 from onceupon.lifecycle.resume import RESUME_POINT, prune_resume_states, read_resume_state, state_writer
-from onceupon.schemas.run import read_interact_state
+from onceupon.schemas.run import read_interact_state, read_metrics
 from onceupon.lifecycle.stop import Stopped, stop_exit_code
 from onceupon.student.checkpoints import save_checkpoint
 from onceupon.teacher.base import Rating
@@ -241,12 +240,9 @@ def check_metrics(run_dir: Path, ckpt: Path | None, step: int) -> None:
     path = run_dir / "metrics.csv"
     if ckpt is None or not path.exists():
         return
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        if lines and not lines[-1].endswith("\n"):
-            lines.pop()  # a row torn by a crash: past the checkpoint, MetricsLogger drops it
-        steps = [int(float(row["step"])) for row in csv.DictReader(lines)]
-    except (ValueError, TypeError, KeyError, csv.Error, UnicodeDecodeError):
+    try:  # a row torn by a crash is past the checkpoint: read_metrics drops it, as MetricsLogger does
+        steps = [int(row.get("step", -1)) for row in read_metrics(path)]
+    except UserError:  # not text, not CSV, a step that is no step: it matches no checkpoint
         steps = []
     if [s for s in steps if s <= step] != list(range(1, step + 1)):
         raise UserError(
