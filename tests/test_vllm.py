@@ -177,7 +177,7 @@ def test_check_teacher_with_the_in_process_engine(vllm_env, vllm_model, tmp_path
     with timed("onceupon check-teacher, in-process vllm (--n 10: 10 stories and their probes, incl. engine start)"):
         res = onceupon(
             vllm_support.python(vllm_env), "check-teacher", "--out", str(out), "--n", "10", "--retest", "0", "--json",
-            *in_process(vllm_model),
+            "--exit-zero", *in_process(vllm_model),  # the engine's answers are tested here, not the 135M judge's verdict
         )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     check = json.loads((out / "check.json").read_text())
@@ -197,7 +197,7 @@ def test_interact_with_the_in_process_engine(vllm_env, vllm_model, tmp_path):
     with timed("onceupon interact, in-process vllm (2 steps of 4 stories, incl. engine start)"):
         res = onceupon(
             vllm_support.python(vllm_env), "interact", "--from", str(checkpoint), "--out", str(run), *steps,
-            *in_process(vllm_model),
+            "--skip-teacher-check", *in_process(vllm_model),  # the check is the test above; a 135M judge fails it
         )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     state = json.loads((run / "state.json").read_text())
