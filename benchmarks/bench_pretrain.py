@@ -42,14 +42,21 @@ def ours(cfg, workdir: Path, index: int) -> tuple[float, int, float]:
     import csv
     import shutil
 
-    from onceupon.student.pretrain import pretrain
+    from onceupon.student.pretrain import run as pretrain
+
+    from onceupon.config import save_config
 
     run = workdir / f"ours{index}"
     # Reuse the corpus, tokenizer and packed data of the first run: only training is timed.
+    # With its config saved, such a directory is a run that has not taken a step yet, which
+    # --resume starts from the beginning.
     if index > 0:
         for part in ("corpus", "tokenizer", "packed"):
             shutil.copytree(workdir / "ours0" / part, run / part)
-    pretrain(cfg, run)
+        save_config(cfg, run)
+        pretrain(None, run, resume=True)
+    else:
+        pretrain(cfg, run)
     final = sorted((run / "checkpoints").glob("chck_*"))[-1]
     meta = json.loads((final / "onceupon.json").read_text())
     with open(run / "metrics.csv", newline="") as f:

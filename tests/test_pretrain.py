@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -286,6 +287,18 @@ def test_resume_and_out_misuse(tmp_path, tiny_run):
     assert reuse.returncode == 2 and "--resume" in reuse.stderr
     overrides = run_cli("pretrain", "--resume", str(tiny_run), "--set", "pretrain.epochs=5")
     assert overrides.returncode == 2 and "would change pretrain.epochs from 2.0 to 5.0, which alters the run" in overrides.stderr
+
+
+def test_resume_of_an_interaction_run_is_refused_before_anything_is_written(tmp_path):
+    run = tmp_path / "interaction"
+    run.mkdir()
+    shutil.copy(TINY, run / "config.yaml")  # a run's config, as an interaction run keeps one
+    (run / "state.json").write_text('{"step": 3, "done": false}\n')
+    (run / "anthology.jsonl").write_text("")
+    before = sorted(p.name for p in run.iterdir())
+    result = run_cli("pretrain", "--resume", str(run), env=ENV)
+    assert result.returncode == 2 and "not a pretraining run to resume: it holds an interaction run" in result.stderr
+    assert sorted(p.name for p in run.iterdir()) == before  # no corpus, tokenizer or packed data
 
 
 # --------------------------------------------------------------------------- several processes

@@ -114,7 +114,7 @@ def run(out: str | Path, seed: int = 0, force: bool = False) -> dict:
     from onceupon.evaluate.evaluate import evaluate_checkpoint_dir, evaluate_run
     from onceupon.interact.interact import interact
     from onceupon.lifecycle.checkpoints import list_checkpoints, read_meta
-    from onceupon.student.pretrain import pretrain
+    from onceupon.student.pretrain import run as pretrain
     from onceupon.teacher.before_run import run_verdict
 
     marker = {"seed": seed, "status": "running", "started": _dt.datetime.now().isoformat(timespec="seconds")}

@@ -1,21 +1,21 @@
 """``onceupon pretrain``: train a tokenizer and a student from scratch on a word budget.
 
-The stage, top to bottom (:func:`pretrain` reads in this order):
+The stage, top to bottom:
 
-1. checks that need nothing but the config (:func:`validate`): sizes against memory,
-   milestone settings; then the run lock (:func:`onceupon.lifecycle.lock.run_lock`);
-2. the corpus (``RUN/corpus``, built by :mod:`onceupon.corpus.corpus` if absent) and the word
-   target it allows (:func:`prepare_run`);
-3. the tokenizer (``RUN/tokenizer``), trained on that corpus once and reused on resume;
-4. the packed data (``RUN/packed``): documents as ``<s> text </s>``, concatenated, cut into
-   sequences of the context length, each with its exact word count (:mod:`.packing`);
-5. the plan: which sequences each optimizer step sees and the exact words seen after it
-   (:mod:`.plan`);
-6. next-word prediction with AdamW, warmup and decay, gradient accumulation and bf16 autocast
-   where the hardware has it, through ``accelerate`` so that ``accelerate launch`` runs the
-   very same code on several GPUs or nodes (DDP) (:func:`train`, one :func:`train_step` each);
-7. a checkpoint ``RUN/checkpoints/chck_{N}M`` after the step at which the words seen first
-   reach each milestone, and a final one at the word target (:func:`save_milestone`).
+1. :func:`run`, the one entry: the output location and the kind of run, then the run lock
+   (:func:`onceupon.lifecycle.lock.run_lock`), then the checks that need nothing but the
+   config (:func:`validate`: sizes against memory, milestone settings);
+2. the data (prepare.py): the corpus and the word target it allows, the tokenizer and the
+   packed data, each built once and reused on resume;
+3. :func:`setup`: the plan (which sequences each optimizer step sees and the exact words seen
+   after it, :mod:`.plan`), the model, AdamW with warmup and decay, and on resume the state it
+   continues from;
+4. :func:`train`, the loop: one :func:`train_step` after another (next-word prediction with
+   gradient accumulation and bf16 autocast where the hardware has it, through ``accelerate`` so
+   that ``accelerate launch`` runs the very same code on several GPUs or nodes), a metrics row
+   every ``log_every`` steps, a checkpoint ``RUN/checkpoints/chck_{N}M`` after the step at
+   which the words seen first reach each milestone and a final one at the word target
+   (:func:`save_milestone`).
 
 Milestones and overshoot: a step adds a whole global batch of words at once, so the words
 seen usually pass a milestone mid-step. The checkpoint is written after that step, is named
@@ -26,7 +26,8 @@ weights. The word target (``epochs x corpus words``, or ``max_words`` if smaller
 last milestone.
 
 Resume: every checkpoint (by default only the latest, see ``keep_resume_state``) holds
-``trainer_state/`` with the optimizer, scheduler, RNG states and the number of steps done.
+``trainer_state/`` with the optimizer, scheduler, RNG states and the number of steps done, in
+the one format and under the one resume rule of :mod:`onceupon.lifecycle.resume`.
 Ctrl-C or SIGTERM stops after the current step and writes the same state to
 ``RUN/resume_point`` (not a checkpoint: it disappears once a later milestone is saved).
 Because the plan is a pure function of the data and seed, ``--resume`` restarts at exactly the
@@ -47,9 +48,8 @@ from typing import Any
 import numpy as np
 
 from onceupon import preflight
-from onceupon.config import ExperimentConfig, resume_config, save_config
+from onceupon.config import ExperimentConfig, resume_config
 from onceupon.errors import UserError
-from onceupon.files import replace_dir
 from onceupon.lifecycle import lock, rng, stop
 from onceupon.lifecycle.checkpoints import CheckpointMeta, latest_checkpoint, list_checkpoints, read_meta
 from onceupon.lifecycle.precision import mixed_precision
@@ -64,32 +64,40 @@ from onceupon.lifecycle.resume import (
 )
 from onceupon.student.checkpoints import load_model, save_checkpoint
 from onceupon.student.model import resolve_shape
+from onceupon.student.prepare import PACKED_DIR, TOKENIZER_DIR, prepare_data, prepare_run
 from onceupon.tracking import RUN_LOG, run_log
 from onceupon.words import babylm_milestones, checkpoint_name, crossed, every_milestones
 
-TOKENIZER_DIR = "tokenizer"
-PACKED_DIR = "packed"
 RUN_MARKERS = (TOKENIZER_DIR, PACKED_DIR, "checkpoints")  # a directory with any of these holds a run
 
 
 # --------------------------------------------------------------------------- entry points
 def run(cfg: ExperimentConfig | None, run_dir: str | Path, resume: bool = False) -> list[Path]:
-    """The ``onceupon pretrain`` command: a new run (``cfg``) or ``--resume`` (config read
-    from ``RUN/config.yaml``). Everything checkable is checked before anything is written."""
+    """The ``onceupon pretrain`` command, and its programmatic use: a new run (``cfg``) or
+    ``--resume`` (config read from ``RUN/config.yaml``); returns the run's checkpoints.
+
+    The location and the kind of run are checked first (cheap), then the run lock is taken,
+    then the settings are validated, all before anything is loaded or written. A resumed run
+    continues after its latest checkpoint or resume point (or starts over when it has none
+    yet); a finished run is left as it is.
+    """
     run_dir = Path(run_dir)
     if resume:
         check_resume(run_dir, "pretrain", "config.yaml")
         preflight.output_dir(run_dir, "--resume")
-        cfg = resume_config(run_dir, cfg)  # the run's config, or a change --resume may make
+    elif cfg is None:
+        raise UserError("A new pretraining run needs a config.")
     else:
-        assert cfg is not None
         preflight.output_dir(run_dir)
         check_new_run(run_dir, "pretrain", RUN_MARKERS)
-    validate(cfg)
     with lock.run_lock(run_dir):
-        if not resume:  # again under the lock: another process may have started meanwhile
+        if resume:  # the run's config, or a change --resume may make (config.resume_config)
+            cfg = resume_config(run_dir, cfg)
+        else:  # again under the lock: another process may have started meanwhile
             check_new_run(run_dir, "pretrain", RUN_MARKERS)
-        return pretrain(cfg, run_dir, resume=resume)
+        validate(cfg)
+        with run_log(run_dir / RUN_LOG):
+            return _stage(cfg, run_dir, resume)
 
 
 def milestones_for(cfg: ExperimentConfig, target: int) -> list[int]:
@@ -146,74 +154,7 @@ def check_memory(cfg: ExperimentConfig, on_gpu: bool) -> None:
     preflight.memory_for(needed, what, on_gpu=on_gpu)
 
 
-# --------------------------------------------------------------------------- preparation
-def prepare_run(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> None:
-    """The global main process's checks that touch the outside world, before torch is even
-    imported: Hub access, the corpus (built if absent) and the word target it allows. A bad
-    corpus or an unreachable Hub ends the command within a second; the config is saved only
-    when all of them passed, so a failed new run can be rerun with corrected settings."""
-    from onceupon.corpus.corpus import ensure_corpus, load_stats
-    from onceupon.student.plan import word_target
-
-    p = cfg.pretrain
-    if p.push_to_hub:
-        from onceupon.student.hub import check_access, push_pending
-
-        check_access(p.push_to_hub, p.hub_private)
-        if resume:
-            push_pending(run_dir, p.push_to_hub)
-    corpus_dir = ensure_corpus(cfg, run_dir)
-    word_target(load_stats(corpus_dir)["words"], p.epochs, p.max_words)
-    if not resume:
-        save_config(cfg, run_dir)
-
-
-def ensure_tokenizer(cfg: ExperimentConfig, run_dir: Path, documents_fn, context_length: int):
-    """``RUN/tokenizer``: trained on the corpus the first time, loaded afterwards."""
-    from onceupon.student.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
-
-    directory = run_dir / TOKENIZER_DIR
-    if (directory / "tokenizer.json").is_file():
-        return load_tokenizer(directory)
-    tokenizer = train_tokenizer(documents_fn(), cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency)
-    tokenizer.model_max_length = context_length  # lets evaluation truncate to what the model knows
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_tokenizer(tokenizer, tmp)
-    replace_dir(tmp, directory)
-    return load_tokenizer(directory)
-
-
-def ensure_packed(run_dir: Path, tokenizer, documents_fn, context_length: int, show_progress: bool):
-    from onceupon.student.packing import build_packed, load_packed, save_packed
-
-    directory = run_dir / PACKED_DIR
-    packed = load_packed(directory)
-    if packed is not None and packed.context_length == context_length:
-        return packed
-    save_packed(build_packed(tokenizer, documents_fn(), context_length, show_progress=show_progress), directory)
-    return load_packed(directory)
-
-
-def prepare_data(cfg: ExperimentConfig, run_dir: Path, accelerator):
-    """Tokenizer and packed data: the main process builds them, the others find them on disk."""
-    from onceupon.corpus.corpus import ensure_corpus, load_documents
-
-    context = resolve_shape(cfg.student).context_length
-    with accelerator.main_process_first():
-        corpus_dir = ensure_corpus(cfg, run_dir)  # the main process built it already: a quick check
-        cache: dict[str, list[str]] = {}
-
-        def documents() -> list[str]:
-            if "docs" not in cache:
-                cache["docs"] = load_documents(corpus_dir)
-            return cache["docs"]
-
-        tokenizer = ensure_tokenizer(cfg, run_dir, documents, context)
-        packed = ensure_packed(run_dir, tokenizer, documents, context, show_progress=accelerator.is_main_process)
-    return tokenizer, packed
-
-
+# --------------------------------------------------------------------------- model and optimizer
 def build_or_resume_model(cfg: ExperimentConfig, tokenizer, start_from: Path | None):
     """A fresh student, or the weights of the resume point (a damaged file is one sentence)."""
     import torch
@@ -555,36 +496,29 @@ def stop_run(t: Training, saved: bool) -> None:
 
 
 # --------------------------------------------------------------------------- the stage
-def pretrain(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> list[Path]:
-    """Pretrain a student in ``run_dir``; returns the run's checkpoints (programmatic use).
-
-    With ``resume`` the run continues after its latest checkpoint or resume point (or starts
-    over when it has none yet); a finished run is left as it is.
-    """
-    run_dir = Path(run_dir)
-    validate(cfg)
-    with lock.run_lock(run_dir), run_log(run_dir / RUN_LOG):
-        latest = latest_checkpoint(run_dir) if resume else None
-        if latest is not None and read_meta(latest).extra.get("final"):
-            return _already_complete(cfg, run_dir, latest)
-        start_from = find_resume_point(run_dir) if resume else None
-        main = lock.is_global_main()  # under ``accelerate launch``: the global main process only
-        try:
-            if main:
-                prepare_run(cfg, run_dir, resume)
-            t = setup(cfg, run_dir, start_from)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while preparing: every write so far is atomic
-            raise stop.Stopped(_interrupted_message(run_dir) if main else "", stop.stop_exit_code()) from None
-        train(t)
-        t.accelerator.wait_for_everyone()
-        checkpoints = list_checkpoints(run_dir)
-        if t.main:
-            print(
-                f"pretrained {t.plan.words_after[-1]:,} words in {t.plan.n_steps} steps; "
-                f"{len(checkpoints)} checkpoints in {run_dir / 'checkpoints'}",
-                file=sys.stderr,
-            )
-        return checkpoints
+def _stage(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> list[Path]:
+    """The stage, once :func:`run` holds the lock: data, then the loop, then the summary."""
+    latest = latest_checkpoint(run_dir) if resume else None
+    if latest is not None and read_meta(latest).extra.get("final"):
+        return _already_complete(cfg, run_dir, latest)
+    start_from = find_resume_point(run_dir) if resume else None
+    main = lock.is_global_main()  # under ``accelerate launch``: the global main process only
+    try:
+        if main:
+            prepare_run(cfg, run_dir, resume)
+        t = setup(cfg, run_dir, start_from)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while preparing: every write so far is atomic
+        raise stop.Stopped(_interrupted_message(run_dir) if main else "", stop.stop_exit_code()) from None
+    train(t)
+    t.accelerator.wait_for_everyone()
+    checkpoints = list_checkpoints(run_dir)
+    if t.main:
+        print(
+            f"pretrained {t.plan.words_after[-1]:,} words in {t.plan.n_steps} steps; "
+            f"{len(checkpoints)} checkpoints in {run_dir / 'checkpoints'}",
+            file=sys.stderr,
+        )
+    return checkpoints
 
 
 def _interrupted_message(run_dir: Path) -> str:
