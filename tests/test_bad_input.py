@@ -715,4 +715,4 @@ def test_interact_resume_refuses_a_changed_batch_size_and_a_state_json_of_the_wr
     result = run_cli("interact", "--resume", str(run), "--set", "interact.batch_size=8", env=ENV)
     assert_one_sentence(result, "would change interact.batch_size from 4 to 8")
     (run / "state.json").write_text("[1, 2]")
-    assert_one_sentence(run_cli("interact", "--resume", str(run), env=ENV), "state.json", "not an object")
+    assert_one_sentence(run_cli("interact", "--resume", str(run), env=ENV), "state.json", "expected a JSON object, not a list")

@@ -167,7 +167,7 @@ def test_line_numbers_count_blank_lines():
     [
         ({**CHECK, "criteria": {"readability": {"pairs": "many"}}}, "criteria.readability"),
         ({**CHECK, "verdict": "PASS"}, "verdict"),
-        ([1, 2], "not an object"),
+        ([1, 2], "expected a JSON object, not a list"),
         ({"criteria": {}}, "missing"),
     ],
     ids=["criterion", "verdict", "list", "partial"],
@@ -191,7 +191,7 @@ def test_an_agreement_file_of_the_wrong_shape_is_refused(data, needle):
 
 
 def test_a_state_json_holding_a_list_is_refused():
-    _refused(read_interact_state, _write("[1, 2]", "state.json"), "not an object")
+    _refused(read_interact_state, _write("[1, 2]", "state.json"), "expected a JSON object, not a list")
 
 
 def test_a_binary_template_is_one_sentence():

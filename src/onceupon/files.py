@@ -110,6 +110,18 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
         yield obj
 
 
+def json_object(text: str, where: str, hint: str = "") -> dict:
+    """The JSON object ``text`` holds; anything else is a UserError saying ``where`` it was
+    (and ``hint``, what to give instead, after a semicolon)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where}: not valid JSON ({e.msg}){hint}.") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}: expected a JSON object, not a {type(obj).__name__}{hint}.")
+    return obj
+
+
 def read_jsonl_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
     """:func:`read_jsonl` with each object's line number (blank lines are skipped but counted)."""
     path = Path(path)
@@ -120,13 +132,7 @@ def read_jsonl_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}, line {lineno}: not valid JSON ({e.msg}).") from None
-                if not isinstance(obj, dict):
-                    raise UserError(f"{path}, line {lineno}: expected a JSON object.")
-                yield lineno, obj
+                yield lineno, json_object(line, f"{path}, line {lineno}")
     except UnicodeDecodeError:
         raise UserError(f"{path} is not valid UTF-8 text.") from None
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from onceupon.errors import UserError
-from onceupon.files import read_jsonl_lines, read_text_file
+from onceupon.files import json_object, read_jsonl_lines, read_text_file
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -91,13 +91,10 @@ def read_json(path: str | Path, model: type[M], *, what: str, context: dict | No
     when it is missing or not JSON at all (e.g. "a teacher check's results (check.json)")."""
     path = Path(path)
     try:
-        data = json.loads(read_text_file(path))
+        text = read_text_file(path)
     except UserError as e:  # missing, or not text
         raise UserError(f"{str(e).rstrip('.')}; give {what}.") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}); give {what}.") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} holds a JSON {type(data).__name__}, not an object; give {what}.")
+    data = json_object(text, str(path), f"; give {what}")
     try:
         return model.model_validate(data, context=context)
     except ValidationError as e:
