@@ -261,7 +261,8 @@ def test_rate_stopped_keeps_every_finished_rating_and_continues(tmp_path, signum
         second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
         assert second.returncode == 0, second.stderr
         asked_again = proxy_stats(url)["requests"] - before
-    assert asked_again == n - len(kept)  # nothing already rated was asked for again
+    # the teacher's one start-up request, then only the stories not yet rated
+    assert asked_again == 1 + n - len(kept)
     assert f"continuing from {partial}: {len(kept)} of {n} stories already rated" in second.stderr
     rows = read_jsonl(out)
     assert [r["id"] for r in rows] == [f"s{i}" for i in range(n)] and all(r["valid"] for r in rows)
