@@ -51,8 +51,11 @@ class timed:
 @pytest.fixture(scope="session", autouse=True)
 def print_timings(request):
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and TIMINGS:
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is None or capture is None or not TIMINGS:
+        return
+    with capture.global_and_fixture_disabled():  # else a passing session swallows the table
         reporter.write_sep("-", "vLLM tier: seconds per part")
         for part, seconds in TIMINGS.items():
             reporter.write_line(f"{seconds:8.1f}  {part}")
