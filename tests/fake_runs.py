@@ -1,4 +1,7 @@
-"""Fabricate run directories in the pinned formats (notes/interfaces.md) for report tests.
+"""Fabricate run directories for report tests, in the formats onceupon writes: results.json and
+``evaluation/<checkpoint>/stories.jsonl`` (docs/evaluate.md, Outputs), ``anthology.jsonl``,
+``metrics.csv`` and a checkpoint's ``onceupon.json`` (docs/interact.md, Outputs; the same
+metadata for pretraining in docs/pretrain.md); docs/report.md says which of them the report reads.
 
 No model is trained: checkpoints are just their ``onceupon.json``, results.json rows carry
 chosen scores, and ``evaluation/<ckpt>/stories.jsonl`` and ``anthology.jsonl`` hold rated
