@@ -12,13 +12,14 @@ to it over HTTP like to any server. The story to grade is read from the prompt (
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from http_servers import chat_handler
 
 _STORY = re.compile(r"<story>\n(.*?)\n</story>", re.S)  # on lines of their own, as the template writes them
 MODEL = "fake-judge"
@@ -45,35 +46,8 @@ class FakeJudge:
     ):
         self.answer, self.logprobs = answer, logprobs
         self.requests = 0
-        judge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
-            def _json(self, status: int, data: dict) -> None:
-                raw = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def do_GET(self):
-                if self.path.rstrip("/") == "/v1/models":
-                    return self._json(200, {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "test"}]})
-                self._json(404, {"error": {"message": "not found"}})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                if self.path.rstrip("/") != "/v1/chat/completions":
-                    return self._json(404, {"error": {"message": "not found"}})
-                judge.requests += 1
-                self._json(200, judge.completion(body))
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # served from a thread of the test process (port 0: any free one), so tests see .requests
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), chat_handler(MODEL, self.completion, owned_by="test"))
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -82,6 +56,7 @@ class FakeJudge:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def completion(self, body: dict) -> dict:
+        self.requests += 1
         story = story_of(body.get("messages") or [])
         text = self.answer(story)
         choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}, "logprobs": None}

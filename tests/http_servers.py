@@ -55,6 +55,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -316,9 +317,55 @@ def run_proxy(upstream: str, port: int) -> None:
                 time.sleep(float(m.group(2)))  # delay, then forward: the client has given up
             self._forward("POST", body, marker)
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    serve(Handler, port)
+
+
+# --------------------------------------------------------------------------- the parts every server shares
+class _Quiet(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_json(self, status: int, data) -> None:
+        self.send(status, json.dumps(data).encode())
+
+    def body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+
+def serve(handler: type[BaseHTTPRequestHandler], port: int) -> None:
+    """Serve ``handler`` on loopback ``port``, a thread per request, until the process ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
     server.serve_forever()
+
+
+def chat_handler(model: str, complete: Callable[[dict], dict], owned_by: str = "local") -> type[_Quiet]:
+    """The two routes a teacher needs of an OpenAI-compatible server: ``GET /v1/models`` lists
+    ``model``, ``POST /v1/chat/completions`` answers ``complete(request body)``; the rest is 404."""
+
+    class Handler(_Quiet):
+        def do_GET(self):
+            if self.path.rstrip("/") == "/v1/models":
+                listed = [{"id": model, "object": "model", "created": 0, "owned_by": owned_by}]
+                return self.send_json(200, {"object": "list", "data": listed})
+            self.send_json(404, {"error": {"message": "not found"}})
+
+        def do_POST(self):
+            body = json.loads(self.body())
+            if self.path.rstrip("/") != "/v1/chat/completions":
+                return self.send_json(404, {"error": {"message": "not found"}})
+            self.send_json(200, complete(body))
+
+    return Handler
 
 
 # --------------------------------------------------------------------------- logprob server
@@ -367,34 +414,7 @@ def run_logprob_server(model_dir: Path, port: int) -> None:
             }],
         }
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def _json(self, status: int, data: dict) -> None:
-            raw = json.dumps(data).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def do_GET(self):
-            if self.path.rstrip("/") == "/v1/models":
-                return self._json(200, {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "local"}]})
-            self._json(404, {"error": {"message": "not found"}})
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            if self.path.rstrip("/") != "/v1/chat/completions":
-                return self._json(404, {"error": {"message": "not found"}})
-            self._json(200, complete(body))
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    server.serve_forever()
+    serve(chat_handler(name, complete), port)
 
 
 def start_logprob_server(model_dir: Path, log: Path | None = None) -> tuple[Process, str]:
@@ -412,23 +432,6 @@ def _completion(answer: str) -> dict:
     }
 
 
-class _Quiet(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-
 def run_garbage_server(kind: str, port: int, models_ok: bool) -> None:
     body, content_type = GARBAGE[kind]
     models = json.dumps({"object": "list", "data": [{"id": "m", "object": "model", "created": 0, "owned_by": "x"}]})
@@ -443,9 +446,7 @@ def run_garbage_server(kind: str, port: int, models_ok: bool) -> None:
             self.body()
             self.send(200, body, content_type)
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    server.serve_forever()
+    serve(Handler, port)
 
 
 def start_garbage_server(kind: str, models_ok: bool = False) -> tuple[Process, str]:
@@ -490,9 +491,7 @@ def run_shared_cpu_server(port: int, work: float) -> None:
             except OSError:
                 pass  # the client gave up (timeout): its share of the work is wasted, as on a real server
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    server.serve_forever()
+    serve(Handler, port)
 
 
 def start_shared_cpu_server(work: float) -> tuple[Process, str]:
@@ -531,9 +530,7 @@ def run_freezing_server(port: int, answers: int) -> None:
                 return
             self.send(200, json.dumps(_completion(ANSWER)).encode())
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    server.serve_forever()
+    serve(Handler, port)
 
 
 def start_freezing_server(answers: int) -> tuple[Process, str]:
@@ -561,9 +558,7 @@ def run_refusing_server(port: int, status: int, body: str, after: int) -> None:
                 refuse = state["requests"] > after
             self.send(status, body.encode()) if refuse else self.send(200, json.dumps(_completion(ANSWER)).encode())
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    server.serve_forever()
+    serve(Handler, port)
 
 
 def start_refusing_server(status: int, body: str, after: int = 0) -> tuple[Process, str]:
