@@ -348,6 +348,15 @@ def serve(handler: type[BaseHTTPRequestHandler], port: int) -> None:
     server.serve_forever()
 
 
+def _start(kind: str, *args: str, ready: str = "/_stats") -> tuple[Process, str]:
+    """Start ``python http_servers.py KIND --port P ARGS`` on a free port; returns the process
+    (ready once ``GET ready`` answers) and the server's /v1 address."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, str(Path(__file__).resolve()), kind, "--port", str(port), *args]
+    return Process(command, base + ready, timeout=60), f"{base}/v1"
+
+
 def chat_handler(model: str, complete: Callable[[dict], dict], owned_by: str = "local") -> type[_Quiet]:
     """The two routes a teacher needs of an OpenAI-compatible server: ``GET /v1/models`` lists
     ``model``, ``POST /v1/chat/completions`` answers ``complete(request body)``; the rest is 404."""
@@ -495,10 +504,7 @@ def run_shared_cpu_server(port: int, work: float) -> None:
 
 
 def start_shared_cpu_server(work: float) -> tuple[Process, str]:
-    port = free_port()
-    args = [sys.executable, str(Path(__file__).resolve()), "shared-cpu", "--port", str(port), "--work", str(work)]
-    base = f"http://127.0.0.1:{port}"
-    return Process(args, f"{base}/_stats", timeout=60), f"{base}/v1"
+    return _start("shared-cpu", "--work", str(work))
 
 
 def run_freezing_server(port: int, answers: int) -> None:
@@ -534,10 +540,7 @@ def run_freezing_server(port: int, answers: int) -> None:
 
 
 def start_freezing_server(answers: int) -> tuple[Process, str]:
-    port = free_port()
-    args = [sys.executable, str(Path(__file__).resolve()), "freezing", "--port", str(port), "--answers", str(answers)]
-    base = f"http://127.0.0.1:{port}"
-    return Process(args, f"{base}/_stats", timeout=60), f"{base}/v1"
+    return _start("freezing", "--answers", str(answers))
 
 
 def run_refusing_server(port: int, status: int, body: str, after: int) -> None:
@@ -562,10 +565,7 @@ def run_refusing_server(port: int, status: int, body: str, after: int) -> None:
 
 
 def start_refusing_server(status: int, body: str, after: int = 0) -> tuple[Process, str]:
-    port = free_port()
-    args = [sys.executable, str(Path(__file__).resolve()), "refusing", "--port", str(port), "--status", str(status), "--body", body, "--after", str(after)]
-    base = f"http://127.0.0.1:{port}"
-    return Process(args, f"{base}/_stats", timeout=60), f"{base}/v1"
+    return _start("refusing", "--status", str(status), "--body", body, "--after", str(after))
 
 
 #: where tests look for an environment with llama-cpp-python[server] (ONCEUPON_LLAMACPP_PYTHON: its python)
