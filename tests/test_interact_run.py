@@ -241,6 +241,60 @@ def test_settings_of_the_other_algorithm_are_named_in_the_log(tiny_checkpoint, t
     assert "gamma" not in warnings[0]  # a ppo setting: used
 
 
+class StallingBackend:
+    """A backend that streams its ratings: its first story answered, its second a request that
+    failed, then a stall of a second before the rest. ``status()`` says how often it was read."""
+
+    identity = "test:stalling"
+
+    def __init__(self, rubric):
+        self.rubric, self.reads = rubric, 0
+
+    def status(self) -> str:
+        self.reads += 1
+        return f"status read {self.reads} times"
+
+    def rate(self, stories, on_rated=None):
+        from onceupon.teacher.base import Outcome, Rating
+
+        out = []
+        for i, _ in enumerate(stories):
+            if i == 1:
+                rating = Rating(valid=False, raw="", error="no answer after 6 attempts", outcome=Outcome.FAILED)
+            else:
+                rating = self.rubric.rating("2 2 2", {c.name: 2 for c in self.rubric.criteria})
+            if i == 2:
+                time.sleep(1.0)
+            on_rated(i, rating)
+            out.append(rating)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_progress_line_counts_failed_ratings_apart_and_refreshes_while_the_teacher_stalls(
+    pretrained, tmp_path, monkeypatch
+):
+    from onceupon.teacher.pipeline import RubricTeacher
+    from onceupon.teacher.rubric import Rubric
+
+    monkeypatch.setenv("ONCEUPON_PROGRESS", "plain")
+    monkeypatch.setenv("ONCEUPON_PROGRESS_INTERVAL", "0.05")
+    run = tmp_path / "run"
+    cfg = config("interact.batch_size=4", "interact.mini_batch_size=4", "interact.max_steps=1",
+                 "interact.teacher_check=skip")
+    rubric = Rubric()
+    interact(cfg, pretrained, run, teacher=RubricTeacher(StallingBackend(rubric), rubric, min_words=0))
+    lines = [line for line in (run / "log.txt").read_text().splitlines() if "interact (ppo)" in line]
+    # While the teacher stalls after one rating and one failed request, the line is refreshed
+    # all the same (the teacher's status is read anew), and the failed story is not "rated".
+    stalled = {re.search(r"status read (\d+)", line)[1] for line in lines if "step 1: 1/4 rated, 1 failed, status read" in line}
+    assert len(stalled) >= 3, lines
+    assert re.search(r"step 1: 3/4 rated, 1 failed, status read \d+ times$", lines[-1]), lines[-1]
+    assert not any("2/4 rated" in line for line in lines), lines
+
+
 def test_the_lock_is_taken_before_anything_is_loaded(tmp_path):
     # A start checkpoint that does not exist would be refused once loaded; the lock comes first.
     from onceupon.lifecycle.lock import run_lock

@@ -39,7 +39,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from pathlib import Path
 
 import torch
@@ -257,15 +257,17 @@ class Interaction:
 
         # 1. rollout: the policy tells one story per prompt (this process's share of the batch)
         prompts = self._step_prompts()
+        self._show(f"step {self.step_no}: telling {len(prompts)} stories")
         rollout = self._tell(prompts)
         at["told"] = time.perf_counter()
 
         # 2. rating, in the teacher's thread, while the policy and the reference score the tokens
         stories = [Story(p, s, id=f"{self.step_no}-{i}") for i, (p, s) in enumerate(zip(prompts, rollout.continuations))]
-        pending = _in_background(self._rate, stories)
+        arrived: list[Rating] = []  # the ratings in so far, as the teacher reports them
+        pending = _in_background(self._rate, stories, arrived)
         old_logprobs, ref_logprobs, values, entropy = self._score(rollout)
         at["scored"] = time.perf_counter()
-        ratings: list[Rating] = pending.result()
+        ratings = self._wait_for_ratings(pending, arrived, len(stories))
         at["rated"] = time.perf_counter()
         if len(ratings) != len(stories):
             raise RuntimeError(f"the teacher returned {len(ratings)} ratings for {len(stories)} stories")
@@ -321,18 +323,36 @@ class Interaction:
                 context_length=context_length(policy.lm),
             )
 
-    def _rate(self, stories: list[Story]) -> list[Rating]:
+    def _rate(self, stories: list[Story], arrived: list[Rating]) -> list[Rating]:
         """The teacher's ratings of a step (in the teacher's thread); the pipeline's teacher also
-        reports each finished rating, which the progress line shows with its requests in flight."""
+        reports each finished rating, appended to ``arrived`` and shown at once."""
         if not isinstance(self.teacher, RubricTeacher):  # a programmatic teacher: rate() only
             return self.teacher.rate(stories)
-        rated = iter(range(1, len(stories) + 1))
 
         def on_rated(i: int, rating: Rating) -> None:
-            status = self.teacher.status()
-            self._show(f"step {self.step_no}: {next(rated)}/{len(stories)} rated" + (f", {status}" if status else ""))
+            arrived.append(rating)
+            self._show(self._rating_status(arrived, len(stories)))
 
         return self.teacher.rate(stories, on_rated=on_rated)
+
+    def _wait_for_ratings(self, pending: Future, arrived: list[Rating], n: int) -> list[Rating]:
+        """The step's ratings, once the teacher is done; while it rates, the progress line is
+        refreshed every 0.2 s (as ``onceupon rate`` refreshes its own), so a teacher that
+        stalls shows as one: its requests in flight and the seconds since its last answer."""
+        while not wait([pending], timeout=0.2).done:
+            self._show(self._rating_status(arrived, n))
+        ratings = pending.result()
+        self._show(self._rating_status(ratings, n))
+        return ratings
+
+    def _rating_status(self, ratings: list[Rating], n: int) -> str:
+        """``step S: R/N rated[, F failed][, the teacher's status]``: a story whose request got
+        no answer (refused or failed after every retry) counts as failed, not rated."""
+        got = list(ratings)  # a copy: the teacher's thread appends to the step's ``arrived``
+        failed = sum(r.request_failed for r in got)
+        text = f"step {self.step_no}: {len(got) - failed}/{n} rated" + (f", {failed} failed" if failed else "")
+        status = self.teacher.status() if isinstance(self.teacher, RubricTeacher) else ""
+        return text + (f", {status}" if status else "")
 
     def _score(self, rollout: Rollout):
         """Log-probabilities of the sampled tokens under the policy (with values and entropy)
