@@ -305,6 +305,21 @@ def test_the_lock_is_taken_before_anything_is_loaded(tmp_path):
     assert_one_sentence(res, f"PID {os.getpid()}", "in use")
 
 
+def test_a_locked_run_is_refused_before_torch_is_imported(tiny_checkpoint, tmp_path):
+    # Importing torch takes seconds (tens on a busy machine): the lock is checked before it.
+    from onceupon.lifecycle.lock import run_lock
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    old.mkdir()
+    (old / "state.json").write_text("{}")  # enough for --resume to take it for an interaction run
+    code = "import sys\nfrom onceupon.cli import main\ntry:\n    main()\nfinally:\n    print('torch' in sys.modules)"
+    for run, args in ((new, ["--from", str(tiny_checkpoint), "--out", str(new)]), (old, ["--resume", str(old)])):
+        with run_lock(run):
+            res = subprocess.run([sys.executable, "-c", code, "interact", *args], capture_output=True, text=True)
+        assert res.returncode == 2 and "in use" in res.stderr, res.stderr
+        assert res.stdout.strip() == "False", args
+
+
 # --------------------------------------------------------------------------- crash and resume
 def cli_env():
     return {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}

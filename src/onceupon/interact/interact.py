@@ -41,8 +41,7 @@ import threading
 import time
 from concurrent.futures import Future, wait
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from onceupon.config import ExperimentConfig, resume_config, save_config
 from onceupon.errors import UserError
@@ -53,8 +52,6 @@ from onceupon.interact.objective import Objective, make_objective
 from onceupon.interact.prompts import PromptSource, load_prompts
 from onceupon.interact.record import Batch
 from onceupon.interact.reward import story_reward
-from onceupon.interact.rollout import PolicyWithValue, Rollout, generate_rollout, score_rollout
-from onceupon.interact.update import Experience
 from onceupon.interact.validate import RUN_MARKERS, Student, check_fits, check_run_dir, load_student, unused_settings, validate
 from onceupon.lifecycle import stop
 from onceupon.lifecycle.lock import run_lock
@@ -66,6 +63,13 @@ from onceupon.teacher.before_run import check_before_run
 from onceupon.teacher.pipeline import RubricTeacher
 from onceupon.tracking import RUN_LOG, MetricsLogger, log, progress_bar, run_log
 from onceupon.words import crossed, every_milestones
+
+if TYPE_CHECKING:
+    from onceupon.interact.rollout import Rollout
+
+# torch and what is built on it (rollout.py, update.py, the objectives) are imported where
+# they are used: the run lock is taken before any of it is loaded (tens of seconds on a busy
+# machine), so a second process on the same run is refused at once.
 
 
 # --------------------------------------------------------------------------- entry points
@@ -202,6 +206,10 @@ class Interaction:
     def _build_models(self, start_model, resume_from: Path | None) -> dict:
         """Policy (with a value head if the objective needs one), frozen reference, optimizer;
         restored from ``resume_from`` when given. Returns what the anthology held there."""
+        import torch
+
+        from onceupon.interact.rollout import PolicyWithValue
+
         c = self.c
         # The policy starts as the checkpoint being resumed, else as the start checkpoint; the
         # reference is always the start checkpoint, frozen.
@@ -252,6 +260,10 @@ class Interaction:
 
     def step(self) -> None:
         """One RL step: rollout -> rating -> reward -> update -> record."""
+        import torch
+
+        from onceupon.interact.update import Experience
+
         self.step_no += 1
         at = {"start": time.perf_counter()}
 
@@ -308,6 +320,8 @@ class Interaction:
 
     def _tell(self, prompts: list[str]) -> Rollout:
         """The policy samples one story per prompt."""
+        from onceupon.interact.rollout import generate_rollout
+
         c = self.c
         policy = self.acc.unwrap_model(self.policy)
         with self.acc.autocast():
@@ -357,6 +371,8 @@ class Interaction:
     def _score(self, rollout: Rollout):
         """Log-probabilities of the sampled tokens under the policy (with values and entropy)
         and under the frozen reference."""
+        from onceupon.interact.rollout import score_rollout
+
         c = self.c
         with self.acc.autocast():
             old_logprobs, values, entropy = score_rollout(self.policy, rollout, c.temperature, c.micro_batch_size)

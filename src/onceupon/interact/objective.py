@@ -14,10 +14,12 @@ end to end with budgets, checkpoints, the anthology and ``--resume``.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from onceupon.config import InteractConfig
-from onceupon.interact.update import Experience, UpdateResult
+
+if TYPE_CHECKING:  # torch is imported when an objective is made, after the run lock
+    from onceupon.interact.update import Experience, UpdateResult
 
 
 class Objective(Protocol):

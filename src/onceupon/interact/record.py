@@ -24,7 +24,6 @@ from onceupon.errors import UserError
 from onceupon.files import atomic_write_json
 from onceupon.interact.anthology import record
 from onceupon.interact.budget import Admission, Budget
-from onceupon.interact.rollout import Rollout
 from onceupon.interact.validate import STATE_FILE
 from onceupon.lifecycle import rng
 from onceupon.lifecycle.checkpoints import CheckpointMeta, list_checkpoints, read_meta
@@ -37,6 +36,7 @@ from onceupon.words import milestone_name
 
 if TYPE_CHECKING:
     from onceupon.interact.interact import Interaction
+    from onceupon.interact.rollout import Rollout
 
 
 # --------------------------------------------------------------------------- state.json

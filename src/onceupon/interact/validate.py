@@ -15,16 +15,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onceupon import preflight
 from onceupon.config import InteractConfig
 from onceupon.errors import UserError
 from onceupon.interact.anthology import FILE as ANTHOLOGY_FILE
-from onceupon.interact.objective import Objective
 from onceupon.lifecycle.checkpoints import CheckpointMeta, read_meta
 from onceupon.lifecycle.resume import check_new_run, check_resume
 from onceupon.student.checkpoints import load_checkpoint_tokenizer, load_model
 from onceupon.student.model import context_length
+
+if TYPE_CHECKING:
+    from onceupon.interact.objective import Objective
 
 STATE_FILE = "state.json"  # the run's counters (record.py); with the anthology, marks an interaction run
 RUN_MARKERS = (STATE_FILE, ANTHOLOGY_FILE)
