@@ -133,6 +133,8 @@ def test_resume_point_wins_only_when_further_along(tmp_path):
 
     atomic_write_json(stopped / "onceupon.json", CheckpointMeta(name=RESUME_POINT, stage="pretrain", pretrain_words=1500, step=4).__dict__)
     assert find_resume_point(tmp_path) == stopped
+    later = _fake_checkpoint(tmp_path, "chck_2K", 5, 2000)  # a checkpoint past the resume point (left behind)
+    assert find_resume_point(tmp_path) == later
 
 
 def test_the_resume_rule_passes_over_checkpoints_without_a_resume_state(tmp_path):
