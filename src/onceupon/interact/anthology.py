@@ -1,7 +1,7 @@
 """The anthology: every story the student told during interaction, with its rating.
 
-``RUN/anthology.jsonl``, one JSON object per story (fields pinned in the project's interface
-notes: step, index, prompt, continuation, raw, valid, scores, score, total, reward, n_words,
+``RUN/anthology.jsonl``, one JSON object per story (fields documented in docs/interact.md,
+Outputs: step, index, prompt, continuation, raw, valid, scores, score, total, reward, n_words,
 input_words, error). A batch is appended and fsynced once it has been trained on, so after a
 crash the file holds whole batches, perhaps a few more than the last checkpoint.
 
