@@ -278,6 +278,20 @@ def test_bad_input_is_one_clear_sentence_and_exit_2(case, tmp_path):
     assert not (run / "checkpoints").exists() and not (run / "tokenizer").exists()
 
 
+def test_tokenizer_training_shows_its_progress(tmp_path, monkeypatch):
+    # On a large corpus training the tokenizer takes minutes: it must not be a silent step.
+    from onceupon.student.prepare import ensure_tokenizer
+    from onceupon.tracking import run_log
+
+    monkeypatch.setenv("ONCEUPON_PROGRESS", "plain")
+    cfg = ExperimentConfig.model_validate({"tokenizer": {"vocab_size": 400}})
+    docs = DOCS * (2500 // len(DOCS) + 1)
+    with run_log(tmp_path / "log.txt"):
+        ensure_tokenizer(cfg, tmp_path, lambda: docs, 64, show_progress=True)
+    assert f"tokenizer: {len(docs):,}/{len(docs):,} documents (100%)" in (tmp_path / "log.txt").read_text()
+    assert (tmp_path / "tokenizer" / "tokenizer.json").is_file()
+
+
 def test_resume_and_out_misuse(tmp_path, tiny_run):
     not_a_run = run_cli("pretrain", "--resume", str(tmp_path))
     assert not_a_run.returncode == 2 and "not a pretraining run" in not_a_run.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 from onceupon.config import ExperimentConfig, save_config
 from onceupon.files import replace_dir
 from onceupon.student.model import resolve_shape
+from onceupon.tracking import progress_bar
 
 TOKENIZER_DIR = "tokenizer"
 PACKED_DIR = "packed"
@@ -44,14 +45,28 @@ def prepare_run(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> None:
         save_config(cfg, run_dir)
 
 
-def ensure_tokenizer(cfg: ExperimentConfig, run_dir: Path, documents_fn, context_length: int):
-    """``RUN/tokenizer``: trained on the corpus the first time, loaded afterwards."""
+def ensure_tokenizer(cfg: ExperimentConfig, run_dir: Path, documents_fn, context_length: int, show_progress: bool):
+    """``RUN/tokenizer``: trained on the corpus the first time, loaded afterwards. Training on
+    a large corpus takes minutes: progress counts the documents the trainer has read, then
+    says it is learning the merges."""
     from onceupon.student.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
     directory = run_dir / TOKENIZER_DIR
     if (directory / "tokenizer.json").is_file():
         return load_tokenizer(directory)
-    tokenizer = train_tokenizer(documents_fn(), cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency)
+    docs = documents_fn()
+    with progress_bar("documents", disable=None if show_progress else True) as bar:
+        task = bar.add_task("tokenizer", total=len(docs))
+
+        def read():
+            for i, text in enumerate(docs, 1):
+                yield text
+                if i % 1000 == 0:  # not per document: millions of one-line documents
+                    bar.update(task, completed=i)
+            bar.update(task, completed=len(docs), status="learning the merges")
+
+        tokenizer = train_tokenizer(read(), cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency)
+        bar.update(task, status="")
     tokenizer.model_max_length = context_length  # lets evaluation truncate to what the model knows
     tmp = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -85,6 +100,6 @@ def prepare_data(cfg: ExperimentConfig, run_dir: Path, accelerator):
                 cache["docs"] = load_documents(corpus_dir)
             return cache["docs"]
 
-        tokenizer = ensure_tokenizer(cfg, run_dir, documents, context)
+        tokenizer = ensure_tokenizer(cfg, run_dir, documents, context, show_progress=accelerator.is_main_process)
         packed = ensure_packed(run_dir, tokenizer, documents, context, show_progress=accelerator.is_main_process)
     return tokenizer, packed
