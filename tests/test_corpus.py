@@ -205,3 +205,17 @@ def test_a_failed_rebuild_keeps_the_existing_corpus(cli, tmp_path):
     r = cli("corpus", "--out", str(run), "--set", "corpus.storyworld.stories=6")
     assert r.returncode == 2 and "different corpus config" in r.stderr
     assert (run / "corpus" / "documents.jsonl").read_bytes() == before
+
+
+def test_storyworld_documents_come_one_at_a_time(monkeypatch):
+    # The corpus's progress line advances as stories are told, not once millions of words are.
+    from onceupon.corpus import readers, storyworld
+
+    told = []
+    real = storyworld.generate_story
+    monkeypatch.setattr(storyworld, "generate_story", lambda *a, **k: told.append(1) or real(*a, **k))
+    for needed, stories in ((10_000_000, None), (None, 100_000)):
+        told.clear()
+        cfg = CorpusConfig(source="storyworld", storyworld={"stories": stories})
+        next(readers.read_storyworld(cfg, needed))
+        assert len(told) == 1, (needed, stories)

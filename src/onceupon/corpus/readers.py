@@ -15,6 +15,7 @@ Every mistake the user can fix becomes a :class:`UserError` with one sentence.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,12 +153,12 @@ def read_storyworld(cfg: CorpusConfig, words_needed: int | None) -> Iterator[Doc
     from onceupon.corpus import storyworld
 
     sw = cfg.storyworld
-    if sw.stories is not None:
-        stories = storyworld.generate(sw.stories, cfg.seed, sw.min_events, sw.max_events)
-    elif words_needed is not None:
-        stories = storyworld.generate_words(words_needed, cfg.seed, sw.min_events, sw.max_events)
+    # One story at a time, so that the corpus's progress line advances while they are told.
+    if sw.stories is None and words_needed is not None:
+        stories = storyworld.iter_words(words_needed, cfg.seed, sw.min_events, sw.max_events)
     else:
-        stories = storyworld.generate(2000, cfg.seed, sw.min_events, sw.max_events)
+        every = storyworld.iter_stories(cfg.seed, sw.min_events, sw.max_events)
+        stories = itertools.islice(every, sw.stories if sw.stories is not None else 2000)
     for story in stories:
         yield story.text, "storyworld"
 

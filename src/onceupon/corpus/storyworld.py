@@ -619,19 +619,23 @@ def generate(n_stories: int, seed: int = 0, min_events: int = 3, max_events: int
     return [next(stories) for _ in range(n_stories)]
 
 
-def generate_words(n_words: int, seed: int = 0, min_events: int = 3, max_events: int = 7) -> list[Story]:
-    """Training stories until they hold at least ``n_words`` words (the last may overshoot)."""
-    out: list[Story] = []
+def iter_words(n_words: int, seed: int = 0, min_events: int = 3, max_events: int = 7) -> Iterator[Story]:
+    """Training stories until they hold at least ``n_words`` words (the last may overshoot),
+    one at a time (a corpus of millions of words shows its progress as they are told)."""
     total = 0
     for story in iter_stories(seed, min_events, max_events, "train"):
         if total >= n_words:
-            break
-        out.append(story)
+            return
+        yield story
         total += count_words(story.text)
-    return out
+
+
+def generate_words(n_words: int, seed: int = 0, min_events: int = 3, max_events: int = 7) -> list[Story]:
+    """:func:`iter_words` as a list."""
+    return list(iter_words(n_words, seed, min_events, max_events))
 
 
 __all__ = [
     "Character", "Event", "State", "Sentence", "Story", "apply_event", "generate", "generate_story",
-    "generate_words", "iter_stories", "story_seed",
+    "generate_words", "iter_stories", "iter_words", "story_seed",
 ]
