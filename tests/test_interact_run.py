@@ -243,7 +243,7 @@ def test_settings_of_the_other_algorithm_are_named_in_the_log(tiny_checkpoint, t
 
 class StallingBackend:
     """A backend that streams its ratings: its first story answered, its second a request that
-    failed, then a stall of a second before the rest. ``status()`` says how often it was read."""
+    failed, then a stall of two seconds before the rest. ``status()`` says how often it was read."""
 
     identity = "test:stalling"
 
@@ -264,7 +264,7 @@ class StallingBackend:
             else:
                 rating = self.rubric.rating("2 2 2", {c.name: 2 for c in self.rubric.criteria})
             if i == 2:
-                time.sleep(1.0)
+                time.sleep(2.0)
             on_rated(i, rating)
             out.append(rating)
         return out
@@ -287,12 +287,16 @@ def test_the_progress_line_counts_failed_ratings_apart_and_refreshes_while_the_t
     rubric = Rubric()
     interact(cfg, pretrained, run, teacher=RubricTeacher(StallingBackend(rubric), rubric, min_words=0))
     lines = [line for line in (run / "log.txt").read_text().splitlines() if "interact (ppo)" in line]
-    # While the teacher stalls after one rating and one failed request, the line is refreshed
-    # all the same (the teacher's status is read anew), and the failed story is not "rated".
-    stalled = {re.search(r"status read (\d+)", line)[1] for line in lines if "step 1: 1/4 rated, 1 failed, status read" in line}
-    assert len(stalled) >= 3, lines
+    # While the teacher stalls after a failed request, the line is refreshed all the same (the
+    # teacher's status is read anew with no rating arriving), and the failed story is not
+    # "rated". (An empty story is rated by the rubric's rule, not asked: hence k, not 1.)
+    reads: dict[str, set[str]] = {}
+    for line in lines:
+        if found := re.search(r"step 1: (\d)/4 rated, 1 failed, status read (\d+) times", line):
+            reads.setdefault(found[1], set()).add(found[2])
+    assert max(map(len, reads.values()), default=0) >= 3, lines
     assert re.search(r"step 1: 3/4 rated, 1 failed, status read \d+ times$", lines[-1]), lines[-1]
-    assert not any("2/4 rated" in line for line in lines), lines
+    assert not any("4/4 rated" in line for line in lines), lines
 
 
 def test_the_lock_is_taken_before_anything_is_loaded(tmp_path):
