@@ -168,7 +168,7 @@ def stop(s: Interaction, saved: bool) -> None:
         _write(s, s.run_dir / RESUME_POINT)
     s.acc.wait_for_everyone()  # no process may exit while the main one still writes
     message = (
-        f"stopped after step {s.step_no} ({s.budget.stories:,} stories rated, "
+        f"stopped after step {s.step_no} ({s.budget.stories:,} stories told, "
         f"{s.budget.input_words:,} of {s.c.input_budget:,} input words), nothing rated was lost; "
         f"continue with `onceupon interact --resume {s.run_dir}`."
     )
