@@ -73,9 +73,12 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def read_records(path: str | Path, model: type[M], *, context: dict | None = None) -> list[tuple[int, M]]:
+def read_records(
+    path: str | Path, model: type[M], *, context: dict | None = None, holding: str | None = None
+) -> list[tuple[int, M]]:
     """Every line of a JSONL file as ``(line number, model)``; the first bad line is a
-    UserError naming the file, the line and the field."""
+    UserError naming the file, the line and the field. ``holding`` (e.g. "stories"): what the
+    file must hold at least one of; an empty one is then "PATH holds no stories."."""
     path = Path(path)
     records = []
     for lineno, obj in read_jsonl_lines(path):
@@ -83,6 +86,8 @@ def read_records(path: str | Path, model: type[M], *, context: dict | None = Non
             records.append((lineno, model.model_validate(obj, context=context)))
         except ValidationError as e:
             raise UserError(explain(e, f"{path}, line {lineno}")) from None
+    if holding and not records:
+        raise UserError(f"{path} holds no {holding}.")
     return records
 
 

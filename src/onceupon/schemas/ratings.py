@@ -68,9 +68,7 @@ class RatingRecord(Record):
 
 def read_rating_records(path: str | Path, rubric) -> list[RatingRecord]:
     """Every rating of a ratings file, each checked against ``rubric``'s scales."""
-    records = [r for _, r in read_records(path, RatingRecord, context={"rubric": rubric})]
-    if not records:
-        raise UserError(f"{path} holds no ratings.")
+    records = [r for _, r in read_records(path, RatingRecord, context={"rubric": rubric}, holding="ratings")]
     if not any(r.holds_rating(rubric) for r in records):
         raise UserError(
             f"{path} holds stories but no ratings (no line has 'scores', 'valid' or a criterion of the rubric); "

@@ -58,7 +58,7 @@ def read_story_records(path: str | Path) -> list[tuple[str, StoryRecord]]:
     gets its line number); a UserError for an empty file, a bad line or a repeated id."""
     first_line: dict[str, int] = {}
     found = []
-    for lineno, record in read_records(path, StoryRecord):
+    for lineno, record in read_records(path, StoryRecord, holding="stories"):
         rid = record.id if record.id is not None else str(lineno)
         if rid in first_line:
             raise UserError(
@@ -67,8 +67,6 @@ def read_story_records(path: str | Path) -> list[tuple[str, StoryRecord]]:
             )
         first_line[rid] = lineno
         found.append((rid, record))
-    if not found:
-        raise UserError(f"{path} holds no stories.")
     return found
 
 
@@ -84,10 +82,7 @@ class SampleRecord(Record):
 
 def read_sample_records(path: str | Path) -> list[SampleRecord]:
     """The stories of an annotation sample, in the order shown."""
-    records = [r for _, r in read_records(path, SampleRecord)]
-    if not records:
-        raise UserError(f"{path} holds no stories.")
-    return records
+    return [r for _, r in read_records(path, SampleRecord, holding="stories")]
 
 
 class ProbeRecord(Record):
@@ -110,9 +105,7 @@ class ProbeRecord(Record):
 def read_probe_records(path: str | Path, kinds: tuple[str, ...]) -> list[ProbeRecord]:
     """The probes of a ``probes.jsonl`` written by check-teacher, ids unique; ``kinds``: the
     probe kinds there are (the teacher check's, :data:`onceupon.teacher.probes.KINDS`)."""
-    records = [r for _, r in read_records(path, ProbeRecord, context={"kinds": kinds})]
-    if not records:
-        raise UserError(f"{path} holds no probes.")
+    records = [r for _, r in read_records(path, ProbeRecord, context={"kinds": kinds}, holding="probes")]
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
         raise UserError(f"{path} has a probe id twice; give a probes.jsonl written by check-teacher.")
