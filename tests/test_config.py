@@ -250,6 +250,16 @@ def test_resume_changes_names_every_key_that_alters_the_run():
     assert resume_changes(saved, saved) == []
 
 
+def test_resumable_teacher_keys_never_change_the_judge():
+    # --resume may change a teacher setting only if it changes how a request is sent, not what
+    # the judge answers (teacher.judges.OPERATIONAL), else a resumed run is rated by another judge
+    from onceupon.config import RESUMABLE_KEYS
+    from onceupon.teacher.judges import OPERATIONAL
+
+    teacher_keys = {k.removeprefix("teacher.") for k in RESUMABLE_KEYS if k.startswith("teacher.")}
+    assert teacher_keys and teacher_keys <= OPERATIONAL
+
+
 def test_set_on_resume_applies_to_the_runs_own_config(tmp_path):
     from onceupon.config import given_on_resume
 
