@@ -40,6 +40,7 @@ import torch
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, atomic_write_text, read_jsonl
 from onceupon.readability import automated_readability_index
+from onceupon.schemas.results import read_evaluation_results
 from onceupon.schemas.stories import read_prompts_file
 from onceupon.teacher.base import Rating, Story
 from onceupon.teacher.judges import fingerprint, labels
@@ -282,13 +283,10 @@ def _rated_rows(run_dir: Path) -> tuple[dict, list[tuple[dict, Path]]]:
     if not results_path.is_file():
         raise UserError(f"{run_dir} has no results.json; run `onceupon evaluate {run_dir}` first, then add judges.")
     try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-        rows = results["rows"]
-        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-            raise TypeError("rows is not a list of rows")
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        results = read_evaluation_results(results_path)
+    except UserError:
         raise UserError(f"{results_path} is not an evaluation's results; run `onceupon evaluate {run_dir}` again.") from None
-    rated = [(row, run_dir / "evaluation" / str(row.get("checkpoint"))) for row in rows]
+    rated = [(row, run_dir / "evaluation" / str(row.get("checkpoint"))) for row in results["rows"]]
     rated = [(row, d) for row, d in rated if (d / "stories.jsonl").is_file()]
     if not rated:
         raise UserError(f"No checkpoint of {run_dir} has sampled stories (evaluate.stories was 0?); nothing to judge.")

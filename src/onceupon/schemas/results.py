@@ -1,6 +1,7 @@
 """Results ``onceupon report`` shows from other commands: a teacher check (``check.json`` of
 ``check-teacher``) and an agreement with people (``OURS.agreement.json`` of ``rate --compare``
-with an annotations file). Only the fields the report reads are named; the rest is kept."""
+with an annotations file), and a run's evaluation (``results.json`` of ``evaluate``: its
+``rows``, one per checkpoint). Only the fields the report reads are named; the rest is kept."""
 
 from __future__ import annotations
 
@@ -117,3 +118,12 @@ def read_people_agreement(path: str | Path) -> dict:
     """An agreement with people (``OURS.agreement.json``), checked, as a dict."""
     what = "the OURS.agreement.json that `onceupon rate --compare` writes with an annotations file"
     return read_json(path, PeopleAgreement, what=what).model_dump()
+
+
+class EvaluationResults(Record):
+    rows: list[dict] = Field(description="one row per checkpoint evaluated")
+
+
+def read_evaluation_results(path: str | Path) -> dict:
+    """A run's ``results.json`` (written by ``onceupon evaluate``), checked, as a dict."""
+    return read_json(path, EvaluationResults, what="the results.json `onceupon evaluate` writes").model_dump()
