@@ -47,7 +47,6 @@ import random
 import re
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -139,7 +138,7 @@ class OpenAIBackend:
         try:
             self._client = self._loop.run(self._make_client(key))
             self.model = self._loop.run(self._probe())
-            self.server, vllm_version = self._loop.run(self._recognise(key))
+            self.server, vllm_version = self._loop.run(self._recognise())
             self.constraint = self._constraint(vllm_version)
             self._loop.run(self._probe_request())
         except BaseException:
@@ -192,15 +191,19 @@ class OpenAIBackend:
             raise UserError(f"The teacher server at {self.base_url} lists no models; set teacher.model.")
         return listed[0]
 
-    async def _recognise(self, key: str) -> tuple[str, tuple[int, ...] | None]:
+    async def _recognise(self) -> tuple[str, tuple[int, ...] | None]:
         """The server kind (``teacher.server``, or recognised from what it says: servers.py) and,
         for vLLM, its version."""
         kind = self.cfg.server
         root = re.sub(r"/v1$", "", self.base_url)  # /version and /openapi.json live at the root
 
         async def get_json(path: str) -> Any:
-            request = urllib.request.Request(root + path, headers={"Authorization": f"Bearer {key}"})
-            return await asyncio.to_thread(_read_json, request, min(self.cfg.timeout, 10))
+            """The JSON a GET answers with (through the client: its key and connections); None
+            for anything else (no such page, an error, not JSON)."""
+            try:
+                return json.loads(await self._client.get(root + path, cast_to=str, options={"timeout": min(self.cfg.timeout, 10)}))
+            except (openai.APIError, ValueError):
+                return None
 
         if kind == "auto":
             kind = servers.from_models(self._models, self._server_header, self.base_url)
@@ -432,15 +435,6 @@ def _chat_completion(reply: Any) -> Any:
 
 def _requests(n: int) -> str:
     return f"{n} request" + ("" if n == 1 else "s")
-
-
-def _read_json(request: urllib.request.Request, timeout: float) -> Any:
-    """The JSON a GET answers with; None for anything else (no such page, an error, not JSON)."""
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return json.loads(reply.read())
-    except (OSError, ValueError):
-        return None
 
 
 def _invalid_request(error: openai.APIStatusError) -> bool:
