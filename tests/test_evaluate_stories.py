@@ -116,6 +116,11 @@ def test_a_second_judge_rates_the_same_stories_and_is_kept_beside_the_first(tmp_
     # A setting that changes ratings (min_words) is another judge: asked again.
     judge_run(ExperimentConfig.model_validate({"teacher": {"min_words": 200}}), run)
     assert json.loads(summary.read_text())["fingerprint"]["settings"]["min_words"] == 200
+    # A torn summary (a disk that filled up, an editor) is rated again, not a traceback.
+    for torn in ('{"stories_digest": ', "[1, 2]"):
+        summary.write_text(torn)
+        judge_run(ExperimentConfig.model_validate({"teacher": {"min_words": 200}}), run)
+        assert json.loads(summary.read_text())["fingerprint"]["settings"]["min_words"] == 200
 
     # Stories sampled anew (another evaluation) leave the old judge out: it rated other stories.
     stories = run / "evaluation" / "start" / "stories.jsonl"

@@ -264,13 +264,20 @@ def judges_for(out_dir: Path) -> dict[str, dict]:
     digest = _file_digest(stories)
     found = {}
     for path in sorted(root.glob("*/summary.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if data.get("stories_digest") == digest:
+        data = _read_summary(path)
+        if data.get("stories_digest") == digest and "summary" in data:
             found[path.parent.name] = data["summary"]
     return found
+
+
+def _read_summary(path: Path) -> dict:
+    """A judge's ``summary.json``; {} when it is missing or unreadable (torn, not an object),
+    which leaves that judge's stories to be rated again."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: JSONDecodeError and UnicodeDecodeError
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _samples(records: list[dict]) -> list[Sample]:
@@ -324,11 +331,9 @@ def _judge_rows(teacher, teacher_cfg: dict, rated: list[tuple[dict, Path]]) -> N
     todo = []
     for _row, out_dir in rated:
         digest = _file_digest(out_dir / "stories.jsonl")
-        old = out_dir / JUDGES_DIR / slug / "summary.json"
-        if old.is_file():  # these very stories, rated by this very judge: nothing to do
-            saved = json.loads(old.read_text(encoding="utf-8"))
-            if saved.get("stories_digest") == digest and judged_by(saved) == judge:
-                continue
+        saved = _read_summary(out_dir / JUDGES_DIR / slug / "summary.json")
+        if saved.get("stories_digest") == digest and judged_by(saved) == judge:
+            continue  # these very stories, rated by this very judge: nothing to do
         todo.append((out_dir, digest, list(read_jsonl(out_dir / "stories.jsonl"))))
     with progress_bar("stories") as bar:
         task = bar.add_task("judge", total=sum(len(t[2]) for t in todo))
