@@ -290,6 +290,11 @@ def test_the_page_needs_its_token(tmp_path):
             assert refused.value.code == 403
         assert urllib.request.urlopen(url, timeout=30).status == 200
         assert urllib.request.urlopen(base + "api/setup?token=s3cret", timeout=30).status == 200
+        # with a token, the token is the defence: the machine under any name (as --host 0.0.0.0 is reached) ...
+        assert raw(url, "GET", "/api/setup?token=s3cret", host="annotate.lab.example:8000")[0] == 200
+        # ... but still no answers from another site's page
+        refused = post(url, "/api/next?token=s3cret", {"name": "ada"}, headers={"Origin": "http://evil.example"})
+        assert refused[0] == 403
     from onceupon.annotate.annotate import access_token
 
     assert access_token("127.0.0.1", None) is None and access_token("localhost", None) is None
@@ -482,3 +487,187 @@ def test_report_shows_the_teacher_against_people(tmp_path, cli):
     with pytest.raises(UserError, match="not an agreement with people"):
         build(ReportConfig(bootstrap=0), [run], tmp_path / "report2", agreements=[run / "results.json"])
     assert not (tmp_path / "report2").exists()
+
+
+# --------------------------------------------------------------------------- the page, hardened (raw HTTP)
+def raw(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+        host: str | None = None, timeout: float = 30):
+    """One request through http.client, exactly as given (``host``: the Host header to send,
+    None: http.client's own); returns (status, headers, body bytes)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_host=host is not None, skip_accept_encoding=True)
+        if host:
+            conn.putheader("Host", host)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        if body is not None and not {"Content-Length", "Transfer-Encoding"} & set(headers or {}):
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def post(url: str, path: str, obj, **options):
+    body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return raw(url, "POST", path, body, {"Content-Type": "application/json", **options.pop("headers", {})}, **options)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """One server without a token (the default on loopback) for every raw-HTTP check below:
+    yields (url, answers file)."""
+    tmp = tmp_path_factory.mktemp("page")
+    stories = write_stories(tmp / "stories.jsonl", 4)
+    with annotate(str(stories), "--out", str(tmp / "h.jsonl"), "--overlap", "1") as url:
+        yield url, tmp / "h.jsonl"
+
+
+def answers_in(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+GOOD = {"name": "ada", "key": 0, "scores": {"readability": 2, "coherence": 3, "creativity": 1}, "flagged": False, "comment": ""}
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "127.0.0.1.evil.example", "localhost.evil.example",
+                                  "10.0.0.1"])
+def test_without_a_token_a_request_must_name_this_machine(page, host):
+    """DNS rebinding: a page under another name that resolves here is refused, for the page,
+    its assets and every API call."""
+    url, out = page
+    before = answers_in(out)
+    for method, path in (("GET", "/"), ("GET", "/annotate.js"), ("GET", "/api/setup"), ("GET", "/api/annotator?name=ada")):
+        status, _, body = raw(url, method, path, host=host)
+        assert status == 403 and b"address onceupon annotate printed" in body, (method, path, status, body)
+    assert post(url, "/api/answer", GOOD, host=host)[0] == 403
+    assert answers_in(out) == before
+
+
+def test_this_machine_under_any_of_its_names_is_served(page):
+    url, _ = page
+    port = url.split(":")[2].split("/")[0]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}", "127.0.0.2"):
+        assert raw(url, "GET", "/api/setup", host=host)[0] == 200, host
+
+
+def test_answers_only_from_the_page_itself(page):
+    """A browser adds Origin to every POST: another site's page cannot post answers."""
+    url, out = page
+    before = answers_in(out)
+    for origin in ("http://evil.example", "null", "http://127.0.0.1:1"):
+        status, _, body = post(url, "/api/answer", GOOD, headers={"Origin": origin})
+        assert status == 403 and b"another site" in body, origin
+    assert answers_in(out) == before
+    own = url.split("/?")[0].rstrip("/")
+    assert post(url, "/api/answer", GOOD, headers={"Origin": own})[0] == 200
+    assert answers_in(out) == before + 1
+
+
+def test_a_large_body_is_refused_before_it_is_read(page):
+    url, out = page
+    before = answers_in(out)
+    # 50 MB declared, nothing sent: answered at once (the old server waited for the body)
+    status, _, body = raw(url, "POST", "/api/answer", b"", {"Content-Type": "application/json", "Content-Length": "50000000"},
+                          timeout=10)
+    assert status == 413 and b"at most 64 KiB" in body
+    # sent in chunks without a length, past the bound
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in [b"x" * 32768] * 4) + b"0\r\n\r\n"
+    status, _, body = raw(url, "POST", "/api/answer", chunked, {"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    assert status == 413
+    assert answers_in(out) == before
+
+
+BAD_ANSWERS = {
+    "key as a string": {**GOOD, "key": "0"},
+    "key as true": {**GOOD, "key": True},
+    "key as a float": {**GOOD, "key": 0.0},
+    "score as a string": {**GOOD, "scores": {**GOOD["scores"], "readability": "3"}},
+    "score as true": {**GOOD, "scores": {**GOOD["scores"], "readability": True}},
+    "score as a float": {**GOOD, "scores": {**GOOD["scores"], "readability": 2.0}},
+    "score above the scale": {**GOOD, "scores": {**GOOD["scores"], "readability": 4}},
+    "score below the scale": {**GOOD, "scores": {**GOOD["scores"], "readability": -1}},
+    "a criterion missing": {**GOOD, "scores": {"readability": 2, "coherence": 3}},
+    "flagged as 1": {**GOOD, "flagged": 1},
+    "flagged as a string": {**GOOD, "flagged": "true"},
+    "an unknown field": {**GOOD, "admin": True},
+    "name with a newline": {**GOOD, "name": "ada\nbob"},
+    "name with NUL": {**GOOD, "name": "ada\x00"},
+    "name with markup": {**GOOD, "name": "<b>ada</b>"},
+    "name with a direction override": {**GOOD, "name": "ada\u202ebob"},
+    "name with outer spaces": {**GOOD, "name": " ada"},
+    "name too long": {**GOOD, "name": "a" * 101},
+    "name empty": {**GOOD, "name": ""},
+    "name not text": {**GOOD, "name": ["ada"]},
+}
+RAW_BAD = {  # what json.dumps cannot write: NaN and infinities, lone surrogates, huge numbers
+    "score NaN": b'{"name": "ada", "key": 0, "scores": {"readability": NaN, "coherence": 3, "creativity": 1}}',
+    "score Infinity": b'{"name": "ada", "key": 0, "scores": {"readability": Infinity, "coherence": 3, "creativity": 1}}',
+    "score -Infinity": b'{"name": "ada", "key": 0, "scores": {"readability": -Infinity, "coherence": 3, "creativity": 1}}',
+    "key NaN": b'{"name": "ada", "key": NaN, "scores": null}',
+    "key 1e400": b'{"name": "ada", "key": 1e400, "scores": null}',
+    "name a lone surrogate": b'{"name": "ada\\ud800", "key": 0, "scores": null}',
+    "comment a lone surrogate": b'{"name": "ada", "key": 0, "scores": null, "flagged": true, "comment": "\\udc80"}',
+    "not JSON": b'{"name": "ada", "key": 0,',
+    "a list": b"[1, 2]",
+}
+
+
+@pytest.mark.parametrize("body", [*BAD_ANSWERS.values(), *RAW_BAD.values()], ids=[*BAD_ANSWERS, *RAW_BAD])
+def test_a_loose_or_odd_answer_is_a_422_naming_the_field_and_stores_nothing(page, body):
+    url, out = page
+    before = answers_in(out)
+    status, _, reply = post(url, "/api/answer", body)
+    assert status == 422, (status, reply)
+    detail = json.loads(reply)["detail"]
+    assert isinstance(detail, str) and detail.endswith(".") and len(detail) < 200, detail
+    assert answers_in(out) == before
+
+
+def test_an_invalid_request_is_not_echoed_back(page):
+    url, _ = page
+    big = "<script>" + "x" * 60_000  # under the size bound
+    for body in ({**GOOD, "name": big}, {**GOOD, "comment": big}, {**GOOD, "scores": {big: 1}}, {**GOOD, "key": big}):
+        status, _, reply = post(url, "/api/answer", body)
+        assert status == 422 and len(reply) < 300 and b"xxxx" not in reply and b"script" not in reply, reply[:300]
+    status, _, reply = raw(url, "GET", "/api/annotator?name=%3Cscript%3E%0A" + "x" * 5000)
+    assert status == 422 and b"xxxx" not in reply and b"script" not in reply
+
+
+def test_names_are_checked_in_every_call(page):
+    url, _ = page
+    for path in ("/api/annotator?name=ada%0Abob", "/api/story?key=0&name=%3Cb%3E", "/api/annotator?name=a%00"):
+        assert raw(url, "GET", path)[0] == 422, path
+    assert post(url, "/api/next", {"name": "ada\r\nbob"})[0] == 422
+    assert post(url, "/api/next", {"name": "Zoë O'Brien-Łukasz 李"})[0] == 200  # names in any script
+
+
+def test_every_response_carries_the_security_headers(page):
+    url, _ = page
+    responses = [
+        raw(url, "GET", "/"), raw(url, "GET", "/annotate.js"), raw(url, "GET", "/api/setup"),
+        raw(url, "GET", "/nowhere"), raw(url, "GET", "/", host="evil.example"),
+        post(url, "/api/answer", {**GOOD, "key": "0"}),
+        raw(url, "POST", "/api/answer", b"", {"Content-Length": "50000000"}),
+    ]
+    assert [r[0] for r in responses] == [200, 200, 200, 404, 403, 422, 413]
+    for status, headers, _ in responses:
+        csp = headers.get("content-security-policy", "")
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "default-src 'none'" in csp, status
+        assert headers.get("x-frame-options") == "DENY" and headers.get("x-content-type-options") == "nosniff", status
+        assert headers.get("referrer-policy") == "no-referrer", status  # the address may carry the token
+
+
+def test_a_valid_answer_is_stored_with_its_types(page):
+    url, out = page
+    status, _, reply = post(url, "/api/answer", {**GOOD, "name": "cy", "key": 1, "flagged": True, "comment": "odd\tend"})
+    assert status == 200, reply
+    record = read_jsonl(out)[-1]
+    assert record["annotator"] == "cy" and record["comment"] == "odd\tend" and record["flagged"] is True
+    assert all(type(v) is int for v in record["scores"].values())

@@ -3,7 +3,13 @@
 Loopback (127.0.0.1) by default. Bound to any other address, the page and every API call need
 the access token in the address (``?token=...``; generated unless ``--token`` is given, and
 printed with the URL); without it the answer is HTTP 403. The same holds on loopback when
-``--token`` is given.
+``--token`` is given. Without a token, a request must name this machine in its ``Host`` (no
+DNS rebinding); bodies are bounded and every response carries security headers
+(:mod:`~onceupon.annotate.guard`).
+
+Every field is checked strictly (an integer is a JSON integer, not ``"3"`` or ``true``; a
+boolean is ``true`` or ``false``; a name is printable text without markup) and a refusal is
+HTTP 422 with one sentence naming the field, never the value sent back.
 
 The API the page uses (stories are named by their position in the shuffled sample, a key that
 says nothing about their run, checkpoint or score):
@@ -19,18 +25,20 @@ POST /api/answer              {name, key, scores (null: skipped), flagged, comme
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import secrets
 import socket
+import unicodedata
 from importlib import resources
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import quote
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from onceupon import preflight
 from onceupon.annotate import sample
 from onceupon.annotate.answers import AnswersFile, Desk
+from onceupon.annotate.guard import Guard, is_loopback
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
 from onceupon.teacher.rubric import Rubric
@@ -38,32 +46,87 @@ from onceupon.teacher.rubric import Rubric
 MEDIA = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
 
 
+#: characters no name holds: markup, and (by Unicode category) control and format characters,
+#: lone surrogates, private use, unassigned code points, line and paragraph separators. A
+#: name is stored in the answers file and shown in tables and the report.
+_NOT_IN_NAMES = set('<>&"')
+_NOT_TEXT = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def _name(value: str) -> str:
+    if value != value.strip():
+        raise ValueError("a name has no spaces at its start or end")
+    if any(ch in _NOT_IN_NAMES or unicodedata.category(ch) in _NOT_TEXT for ch in value):
+        raise ValueError('a name is printable text without control characters or any of < > & "')
+    return value
+
+
+def _comment(value: str) -> str:
+    # newline and tab are text; other control characters and lone surrogates (which cannot
+    # even be written to a UTF-8 file) are not
+    if any(unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\n\t" for ch in value):
+        raise ValueError("a comment is printable text without control characters")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_name)]
+
+
 class Who(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    model_config = ConfigDict(strict=True, extra="forbid")
+    name: Name
 
 
 class Answer(Who):
-    key: int
-    scores: dict[str, int] | None  # None: skipped
-    flagged: bool = False
-    comment: str = Field("", max_length=2000)
+    key: StrictInt
+    scores: dict[str, StrictInt] | None  # None: skipped
+    flagged: StrictBool = False
+    comment: Annotated[str, Field(max_length=2000), AfterValidator(_comment)] = ""
 
 
 def page_file(name: str) -> str:
     return resources.files("onceupon.annotate").joinpath("page", name).read_text(encoding="utf-8")
 
 
-def create_app(desk: Desk, rubric: Rubric, token: str | None):
-    """The FastAPI app: the page's three files and the JSON API over ``desk``."""
+def _refusal(errors) -> str:
+    """One sentence for a request FastAPI could not validate: the field and what it must be,
+    without the value sent (which may be anything, of any size)."""
+    first = errors[0] if errors else {}
+    loc = [part for part in first.get("loc", ()) if part not in ("body", "query")]
+    field = loc[0] if loc and isinstance(loc[0], str) else "the request"
+    if first.get("type") == "json_invalid":
+        return "The request is not valid JSON."
+    if first.get("type") == "extra_forbidden":
+        return f"{field} is not a field of this request."
+    message = str(first.get("msg", "is not valid")).removeprefix("Value error, ")
+    return f"{field}: {message.rstrip('.')}."
+
+
+def create_app(desk: Desk, rubric: Rubric, token: str | None, host: str = "127.0.0.1"):
+    """The FastAPI app: the page's three files and the JSON API over ``desk``, behind the
+    guard (Host, Origin, body size, security headers) for a server bound to ``host``."""
     from fastapi import Depends, FastAPI, HTTPException, Query, Response
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
 
     def need_token(t: str | None = Query(None, alias="token")) -> None:
         if token is not None and not (t and secrets.compare_digest(t, token)):
             raise HTTPException(403, "This page needs its access token: open the address onceupon annotate printed.")
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _refusal(exc.errors())}, status_code=422)
+
     guarded = [Depends(need_token)]
     n_shared = sum(item.shared for item in desk.items)
+
+    def named(name: str) -> str:  # a name in the query: the same rule as in a body
+        try:
+            return Who(name=name).name
+        except ValidationError as e:
+            raise RequestValidationError(e.errors()) from None
 
     def checked(key: int) -> int:
         if not 0 <= key < len(desk.items):
@@ -89,12 +152,12 @@ def create_app(desk: Desk, rubric: Rubric, token: str | None):
         return {"criteria": criteria, "stories": len(desk.items), "shared": n_shared}
 
     @app.get("/api/annotator", dependencies=guarded)
-    def annotator(name: str = Query(min_length=1, max_length=100)) -> dict:
-        return desk.view(name)
+    def annotator(name: str = Query()) -> dict:
+        return desk.view(named(name))
 
     @app.get("/api/story", dependencies=guarded)
-    def story(key: int, name: str = Query(min_length=1, max_length=100)) -> dict:
-        return desk.story(name, checked(key))
+    def story(key: int, name: str = Query()) -> dict:
+        return desk.story(named(name), checked(key))
 
     @app.post("/api/next", dependencies=guarded)
     def next_story(who: Who) -> dict:
@@ -105,26 +168,17 @@ def create_app(desk: Desk, rubric: Rubric, token: str | None):
         try:
             return desk.answer(a.name, checked(a.key), a.scores, a.flagged, a.comment)
         except ValueError as e:
-            raise HTTPException(400, str(e)) from None
+            raise HTTPException(422, f"{e}.") from None
 
-    return app
+    return Guard(app, bound=host, check_host=token is None)
 
 
 def access_token(host: str, token: str | None) -> str | None:
     """The token the URL must carry: the one given, else a random one beyond loopback (where
     anyone on the network could otherwise read the stories and write answers)."""
-    if token is None and not _is_loopback(host):
+    if token is None and not is_loopback(host):
         return secrets.token_urlsafe(16)
     return token
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -198,7 +252,7 @@ def run(
     if answers.drop_torn_line():
         print(f"{out}: dropped an unfinished last line (an answer cut off by a crash)", flush=True)
     desk = Desk(items, answers, rubric)
-    app = create_app(desk, rubric, token)
+    app = create_app(desk, rubric, token, host)
     shown = socket.gethostname() if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{sock.getsockname()[1]}/" + (f"?token={quote(token)}" if token else "")
     n_shared = sum(i.shared for i in items)
