@@ -326,7 +326,10 @@ def test_a_locked_run_is_refused_before_torch_is_imported(tiny_checkpoint, tmp_p
 
 # --------------------------------------------------------------------------- crash and resume
 def cli_env():
-    return {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    # the tests' folder first, then whatever PYTHONPATH already names (a checkout's src/ that
+    # must be the onceupon under test, not the one installed)
+    paths = [str(Path(__file__).parent), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 RESUME_SETTINGS = [

@@ -122,6 +122,87 @@ def test_no_circle_between_packages():
     )
 
 
+def _module(path: Path) -> str:
+    """A source file's dotted module name (a package's ``__init__.py``: the package)."""
+    parts = ["onceupon", *path.relative_to(SRC).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_imports() -> dict[str, dict[str, str]]:
+    """module -> {onceupon module it imports: where}, over all of src/onceupon. Every import
+    counts, also one under ``if TYPE_CHECKING:``: a module that needs another's types to be
+    read is as tied to it as one that calls it. ``from package import name`` counts the
+    package and, where ``name`` is a module, that module."""
+    modules = {_module(p): p for p in SRC.rglob("*.py")}
+    found: dict[str, dict[str, str]] = {}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            targets = _imported(path, node)
+            if isinstance(node, ast.ImportFrom):
+                targets += [f"{targets[0]}.{a.name}" for a in node.names]
+            for target in targets:
+                if target in modules and target != name:
+                    found.setdefault(name, {}).setdefault(target, f"{path.relative_to(SRC.parent).as_posix()}:{node.lineno}")
+    return found
+
+
+def module_circles(edges: dict[str, dict[str, str]]) -> list[list[str]]:
+    """The groups of modules that import each other round a circle (strongly connected
+    components of more than one module, Tarjan's algorithm), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, {})):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return groups
+
+
+def test_no_circle_between_modules_including_type_checking_imports():
+    """Within a package too, no two modules import each other, directly or round a circle,
+    counting imports made only for type checking: a module is read (and changed) together
+    with all it imports, so a circle makes one part out of several."""
+    edges = module_imports()
+    circles = module_circles(edges)
+    assert not circles, "modules importing each other:\n" + "\n".join(
+        "  " + ", ".join(f"{a} -> {b} ({edges[a][b]})" for a in group for b in group if b in edges.get(a, {}))
+        for group in circles
+    )
+
+
+def test_the_module_check_sees_a_type_checking_circle():
+    """A circle closed only by an import under ``if TYPE_CHECKING:`` is found."""
+    a = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from onceupon.interact.b import B\n")
+    targets = [m for node in ast.walk(a) for m in _imported(SRC / "interact" / "a.py", node)]
+    assert targets == ["typing", "onceupon.interact.b"]
+    edges = {"onceupon.interact.a": {"onceupon.interact.b": "a:3"}, "onceupon.interact.b": {"onceupon.interact.a": "b:1"}}
+    assert module_circles(edges) == [["onceupon.interact.a", "onceupon.interact.b"]]
+
+
 def test_the_check_finds_what_it_looks_for():
     """The walk sees imports inside functions and relative imports (a check that saw nothing
     would pass on any code)."""

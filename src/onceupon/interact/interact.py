@@ -11,7 +11,8 @@ One RL step, top to bottom (:meth:`Interaction.step`):
    False in the one exclusion mask, ``Experience.include`` (update.py);
 4. **update**: the objective learns from one :class:`Experience` (objective.py names the
    algorithms; the loop knows none by name);
-5. **record**: append the batch to the anthology and log metrics (record.py).
+5. **record**: append the batch to the anthology and log metrics (record.py's
+   :class:`RunRecords`, which the loop gives what it writes).
 
 Between steps (:meth:`Interaction.train`): a checkpoint when the input words crossed a
 ``checkpoint_every`` milestone, then ``state.json`` (so it names the newest checkpoint on disk).
@@ -45,12 +46,11 @@ from typing import TYPE_CHECKING
 
 from onceupon.config import ExperimentConfig, resume_config, save_config
 from onceupon.errors import UserError
-from onceupon.interact import record
 from onceupon.interact.anthology import Anthology
 from onceupon.interact.budget import Admission, Budget
 from onceupon.interact.objective import Objective, make_objective
 from onceupon.interact.prompts import PromptSource, load_prompts
-from onceupon.interact.record import Batch
+from onceupon.interact.record import Batch, RunRecords, read_state
 from onceupon.interact.reward import story_reward
 from onceupon.interact.validate import RUN_MARKERS, Student, check_fits, check_run_dir, load_student, unused_settings, validate
 from onceupon.lifecycle import stop
@@ -61,7 +61,7 @@ from onceupon.student.model import context_length
 from onceupon.teacher.base import Rating, Story, Teacher
 from onceupon.teacher.before_run import check_before_run
 from onceupon.teacher.pipeline import RubricTeacher
-from onceupon.tracking import RUN_LOG, MetricsLogger, log, progress_bar, run_log
+from onceupon.tracking import RUN_LOG, log, progress_bar, run_log
 from onceupon.words import crossed, every_milestones
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def run(cfg: ExperimentConfig | None, start: str | Path | None, run_dir: str | P
     """CLI entry: a new run (``cfg``, ``start``) or ``--resume`` of ``run_dir``."""
     run_dir = Path(run_dir)
     path = interact(cfg, None, run_dir, resume=True) if resume else interact(cfg, start, run_dir)
-    state = record.read_state(run_dir)
+    state = read_state(run_dir)
     print(
         f"interaction finished after {state['step']} steps, {state['stories']} stories, "
         f"{state['input_words']:,} input words, {state['generated_words']:,} generated words; "
@@ -105,7 +105,7 @@ def interact(
     check_run_dir(run_dir, resume)  # cheap: the location, and the kind of run it holds
     with run_lock(run_dir):  # before anything is loaded: a second process is refused at once
         if resume:
-            state = record.read_state(run_dir)
+            state = read_state(run_dir)
             if state.get("done"):
                 final = run_dir / "checkpoints" / state["checkpoint"]
                 print(f"{run_dir} is already complete; final checkpoint {final}")
@@ -179,28 +179,35 @@ class Interaction:
         # What the run is made of ------------------------------------------------------
         self.prompts = PromptSource(prompts, c.seed)
         self.tokenizer = student.tokenizer
-        self.pretrain_words = student.meta.pretrain_words if student.meta else 0
         self.objective = objective
         self.budget = Budget(c.input_budget, c.generation_budget, c.count_prompt)
         self.step_no = 0
         self.milestones = every_milestones(c.checkpoint_every, c.input_budget)
-        self.newest: tuple[str, int] | None = None  # the newest checkpoint in RUN/checkpoints: (name, step)
-        self.anthology = Anthology(run_dir)
         self.teacher = teacher
-        self.metrics: MetricsLogger | None = None
         self._show = lambda text: None  # the progress line's status text, once train() shows one
+        self.records = RunRecords(
+            run_dir,
+            self.acc,
+            start=self.start,
+            pretrain_words=student.meta.pretrain_words if student.meta else 0,
+            tokenizer=self.tokenizer,
+            objective=objective,
+            budget=self.budget,
+            prompts=self.prompts,
+            anthology=Anthology(run_dir),
+            local_n=self.local_n,
+            keep_resume_state=c.keep_resume_state,
+        )
 
         resume_from = find_resume_point(run_dir) if resume else None
         saved_anthology = self._build_models(student.model, resume_from)
-        if self.main and resume:  # checked before anything is written
-            record.check_metrics(run_dir, resume_from, self.step_no)
-            self.anthology.resume(saved_anthology, resume_from.name if resume_from else "(none)")
+        if resume:  # checked before anything is written
+            self.records.check_resume(resume_from, self.step_no, saved_anthology)
         if self.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
                 save_config(cfg, run_dir)
-            self.metrics = MetricsLogger(run_dir, resume_step=self.step_no)
-            record.write_state(self, done=False)
+        self.records.open(self.step_no)
         self.acc.wait_for_everyone()
 
     def _build_models(self, start_model, resume_from: Path | None) -> dict:
@@ -226,7 +233,7 @@ class Interaction:
         self.optimizer = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=c.learning_rate)
         saved_anthology = {"stories": 0}
         if resume_from is not None:
-            saved_anthology = record.restore(self, resume_from)
+            self.step_no, saved_anthology = self.records.restore(resume_from, self.policy, self.optimizer)
         self.policy, self.optimizer = self.acc.prepare(self.policy, self.optimizer)
         self.ref.to(self.acc.device)
         self.policy.train()  # with dropout at 0, train and eval mode compute the same numbers
@@ -249,14 +256,20 @@ class Interaction:
                 bar.update(task, completed=self.budget.input_words)
                 hit = crossed(self.milestones, before, self.budget.input_words)
                 if hit and not self.budget.cut:  # a cut batch ends the run: the final checkpoint follows
-                    record.save(self, record.checkpoint_name(self, max(hit)))
-                record.write_state(self, done=False)  # after the checkpoint: it names the newest one
+                    self._save(max(hit))
+                self.records.write_state(self.step_no, done=False)  # after the checkpoint: it names the newest one
                 if not self.over and stop.stop_agreed(self.acc):
-                    record.stop(self, saved=bool(hit))
-            if self.newest is None or self.newest[1] != self.step_no:
-                record.save(self, record.checkpoint_name(self, self.budget.input_words))
-            record.write_state(self, done=True)
-        return self.run_dir / "checkpoints" / self.newest[0]
+                    self.records.stop(self.step_no, bool(hit), self.policy, self.optimizer)
+            newest = self.records.newest
+            if newest is None or newest[1] != self.step_no:
+                self._save(self.budget.input_words)
+            self.records.write_state(self.step_no, done=True)
+        return self.records.newest_path
+
+    def _save(self, words: int) -> None:
+        """A checkpoint after this step, named for ``words`` input words."""
+        name = self.records.checkpoint_name(self.step_no, words)
+        self.records.save(name, self.step_no, self.policy, self.optimizer)
 
     def step(self) -> None:
         """One RL step: rollout -> rating -> reward -> update -> record."""
@@ -309,7 +322,8 @@ class Interaction:
 
         # 5. record
         batch = Batch(prompts, rollout, ratings, rewards, admission, admitted)
-        record.write_batch(self, batch, learned, stats, _times(at), entropy)
+        told = self.records.gather(self.step_no, batch, learned, entropy)
+        self.records.write_batch(self.step_no, told, stats, _times(at))
 
     # ----------------------------------------------------------------- the step's parts
     def _step_prompts(self) -> list[str]:
@@ -403,8 +417,7 @@ class Interaction:
         return result.metrics, result.include.tolist()
 
     def close(self) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
+        self.records.close()
 
 
 # --------------------------------------------------------------------------- helpers
