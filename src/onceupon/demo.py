@@ -30,6 +30,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from onceupon import preflight
 from onceupon.config import ExperimentConfig, load_config
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json
@@ -61,6 +62,7 @@ def demo_config(seed: int) -> ExperimentConfig:
 
 def prepare_out(out: Path, force: bool) -> None:
     """Refuse a non-empty OUT unless --force and it holds an earlier demo; then start empty."""
+    preflight.output_dir(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory; choose another --out.")
     if out.is_dir() and any(out.iterdir()):

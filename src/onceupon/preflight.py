@@ -8,7 +8,9 @@ sentence, rather than after minutes of work with a traceback. Each function rais
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -18,11 +20,49 @@ GB = 1024**3
 
 
 def _nearest_existing(path: Path) -> Path:
-    """``path`` itself or its closest ancestor that exists (where a mkdir -p would start)."""
+    """``path`` itself or its closest ancestor that exists (where a mkdir -p would start); a
+    symlink counts as existing even when it leads nowhere."""
     path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
+    while not os.path.lexists(path) and path != path.parent:
         path = path.parent
     return path
+
+
+def _not_plain(path: Path) -> str | None:
+    """What ``path`` is when it is neither nothing, a file, a directory, nor a symlink to one
+    of those: a device, a FIFO, a socket, a symlink loop or a symlink to nothing. None
+    otherwise. Writing to such a path would block (a FIFO), write into a device, or replace
+    or write through a link that is not onceupon's to change."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop"
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            return f"a symlink to {os.readlink(path)}, which does not exist"
+        return None  # nothing there, or not reachable: the checks that follow say so
+    for test, kind in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return kind
+    return None
+
+
+def _plain(path: Path, option: str, what: str) -> Path:
+    """Refuse an output ``path`` that is, or would be created under, something other than a
+    plain file or directory; returns the nearest existing path (itself or an ancestor)."""
+    try:
+        os.lstat(path)
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            raise UserError(f"{option} {path}: the name is too long for the file system.") from None
+    base = _nearest_existing(path)
+    kind = _not_plain(base)
+    if kind and base == Path(os.path.abspath(path)):
+        raise UserError(f"{option} {path} is {kind}, not a {what}; give another path (it is left as it is).")
+    if kind:
+        raise UserError(f"{option} {path} cannot be created: {base} is {kind}.")
+    return base
 
 
 def _writable_dir(directory: Path) -> bool:
@@ -38,11 +78,12 @@ def _writable_dir(directory: Path) -> bool:
 
 
 def output_dir(path: str | Path, option: str = "--out") -> None:
-    """``path`` is a directory that can be written, or can be created as one."""
+    """``path`` is a directory that can be written, or can be created as one (never a
+    device, FIFO, socket or broken symlink, nor anything under one)."""
     path = Path(path)
+    base = _plain(path, option, "directory")
     if path.exists() and not path.is_dir():
         raise UserError(f"{option} {path} is a file, not a directory.")
-    base = _nearest_existing(path)
     if not base.is_dir():
         raise UserError(f"{option} {path} cannot be created: {base} is a file, not a directory.")
     if not _writable_dir(base):
@@ -51,8 +92,10 @@ def output_dir(path: str | Path, option: str = "--out") -> None:
 
 
 def output_file(path: str | Path, option: str = "--out") -> None:
-    """``path`` is a file that can be (over)written: not a directory, in a writable place."""
+    """``path`` is a file that can be (over)written: not a directory, in a writable place
+    (never a device, FIFO, socket or broken symlink, nor anything under one)."""
     path = Path(path)
+    _plain(path, option, "file")
     if path.is_dir():
         raise UserError(f"{option} {path} is a directory; give a file name.")
     if path.exists() and not os.access(path, os.W_OK):

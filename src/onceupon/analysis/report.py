@@ -18,6 +18,7 @@ from pathlib import Path
 
 from jinja2 import Environment
 
+from onceupon import preflight
 from onceupon.analysis.efficiency import format_extra, format_ratio, format_words
 from onceupon.analysis.plots import draw_all
 from onceupon.analysis.runs import load_runs
@@ -147,6 +148,7 @@ def run(
 ) -> Path:
     """The ``onceupon report`` command: write the report and print where it is and the headline."""
     cfg = cfg or ExperimentConfig()
+    preflight.output_dir(out)  # before the runs are read: a bad --out is told at once
     index, summary = build(cfg.report, list(runs), Path(out), title=cfg.name, checks=checks, agreements=agreements)
     print(f"report: {index}")
     head = summary.get("headline")

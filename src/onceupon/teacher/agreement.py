@@ -168,10 +168,15 @@ def agreement(a: list[Rated], b: list[Rated], rubric: Rubric, *, min_shared: int
     }
 
 
+def agreement_path(ours_path: str | Path) -> Path:
+    """Where an agreement with ``OURS.jsonl`` is kept: ``OURS.agreement.json`` beside it."""
+    return Path(ours_path).with_name(Path(ours_path).name.removesuffix(".jsonl") + ".agreement.json")
+
+
 def save_agreement(ours_path: str | Path, result: dict) -> Path:
-    """Write an agreement result next to the ratings it was computed from (``OURS.jsonl`` ->
-    ``OURS.agreement.json``, where ``onceupon report --agreement`` reads it); returns the path."""
-    report = Path(ours_path).with_name(Path(ours_path).name.removesuffix(".jsonl") + ".agreement.json")
+    """Write an agreement result next to the ratings it was computed from (:func:`agreement_path`,
+    where ``onceupon report --agreement`` reads it); returns the path."""
+    report = agreement_path(ours_path)
     atomic_write_json(report, result)
     return report
 

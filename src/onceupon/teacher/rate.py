@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import sys
 import threading
@@ -36,7 +37,7 @@ from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
 from onceupon.files import append_jsonl, atomic_write_text
 from onceupon.lifecycle.stop import Stopped, stop_exit_code, stop_on_signals, stop_requested
-from onceupon.teacher.agreement import fmt
+from onceupon.teacher.agreement import agreement_path, fmt
 from onceupon.teacher.base import Outcome, Rating, Story, TeacherUnavailable
 from onceupon.teacher.factory import build_teacher
 from onceupon.teacher.pipeline import RubricTeacher
@@ -231,11 +232,15 @@ def run(cfg: ExperimentConfig, stories_path: Path, out: Path | None = None, comp
     if as_rated:
         if compare is None:
             raise UserError("--as-rated compares existing ratings, so it needs --compare OTHER.jsonl.")
+        preflight.output_file(agreement_path(stories_path), "the agreement file")
         return stories_path
     out = Path(out) if out else default_out(stories_path)
-    if out.resolve() == stories_path.resolve():
-        raise UserError("--out must differ from the stories file.")
     preflight.output_file(out)
+    if os.path.realpath(out) == os.path.realpath(stories_path):  # (realpath: no error on a symlink loop)
+        raise UserError("--out must differ from the stories file.")
+    preflight.output_file(partial_path(out), "the unfinished ratings file")
+    if compare is not None:
+        preflight.output_file(agreement_path(out), "the agreement file")
     if compare is not None and not Path(compare).is_file():  # found now, not after the rating
         raise UserError(f"--compare {compare} does not exist or is not a file.")
     records = rate_file(cfg, stories_path, out)
