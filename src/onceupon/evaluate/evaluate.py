@@ -119,7 +119,7 @@ class LazyModel:
 
 # --------------------------------------------------------------------------- one checkpoint
 def _task_unit(task: str) -> str:
-    return "pairs" if task in ("blimp", "blimp_supplement", "ewok") else "items"
+    return "pairs" if task in ("blimp", "blimp_supplement", "ewok", "comps") else "items"
 
 
 def _selected_tasks(ecfg: EvaluateConfig) -> list[str]:
@@ -415,6 +415,7 @@ SHORT = {
     "entity_tracking": "ET",
     "wug_adj_nominalization": "wug adj",
     "wug_past_tense": "wug past",
+    "comps": "COMPS",
     "storyworld_entity_tracking": "sw ET",
 }
 

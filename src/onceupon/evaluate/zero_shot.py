@@ -14,6 +14,7 @@ ewok                          ewok_filtered/ or ewok_fast/           mean over D
 entity_tracking               entity_tracking/ or _fast/             mean over numops, then files
 wug_adj_nominalization        wug_adj_nominalization/ (or .jsonl)    Spearman(P(first), ratio)
 wug_past_tense                wug_past_tense/ (or .jsonl)            Spearman(P(first), ratio)
+comps                         comps/ (full_eval only)                mean over subset (file)
 storyworld_entity_tracking    generated (held-out storyworld seeds)  as entity_tracking
 ============================  =====================================  ======================
 
@@ -43,6 +44,7 @@ BABYLM_TASKS = (
     "entity_tracking",
     "wug_adj_nominalization",
     "wug_past_tense",
+    "comps",
 )
 PROBE_TASK = "storyworld_entity_tracking"
 TASKS = BABYLM_TASKS + (PROBE_TASK,)
@@ -56,7 +58,12 @@ TASK_DIRS = {
     "entity_tracking": ("entity_tracking", "entity_tracking_fast"),
     "wug_adj_nominalization": ("wug_adj_nominalization",),
     "wug_past_tense": ("wug_past_tense",),
+    "comps": ("comps",),
 }
+
+#: COMPS file stems and the subset (UID) the official reader names them; any other stem is
+#: "wugs_dist_in_between", as officially (its reader's last branch).
+COMPS_SUBSETS = {"comps_base": "base", "comps_wugs": "wugs", "comps_wugs_dist-before": "wugs_dist_before"}
 
 #: A function scoring (context, completion) requests: ``score_fn(requests, progress,
 #: group_sizes)``, where progress(n) reports finished requests and group_sizes gives the
@@ -141,6 +148,13 @@ def read_items(task: str, files: list[Path]) -> list[Item]:
                 items.append(Item([context, context], targets, str(raw.get("Domain", stem)), stem, line))
             elif task == "entity_tracking":
                 items.append(_entity_item(raw, stem, line, path))
+            elif task == "comps":
+                # Both sentences end in the same property phrase; only the phrase is scored,
+                # each after its own prefix, joined by one space as officially.
+                phrase = str(f("property_phrase"))
+                prefixes = [str(f("prefix_acceptable")) + " ", str(f("prefix_unacceptable")) + " "]
+                uid = COMPS_SUBSETS.get(stem, "wugs_dist_in_between")
+                items.append(Item(prefixes, [phrase, phrase], uid, stem, line))
             elif task in WUG_TASKS:
                 sentences = str(f("sentences")).split("\t")
                 if len(sentences) < 2:

@@ -1,0 +1,207 @@
+"""onceupon's BabyLM 2025 tasks against the official evaluation pipeline, on the same model and files.
+
+For each task named, both implementations score one saved tiny GPT-2 on the same files in the
+official layout, each in its own process with one torch thread: the official code
+(``babylm/evaluation-pipeline-2025``, its own virtual environment) through its own entry
+point, onceupon through ``onceupon evaluate``. Printed per task: items judged differently,
+the aggregate of each side and their difference, wall-clock and peak-memory ratios (whole
+processes, model loading included). Exits 1 when any item is judged differently.
+
+The official data cannot be fetched here (it lives on OSF), so the files are generated in the
+official format, with sizes set by ``--items``; with ``--data DIR`` (an ``evaluation_data``
+folder) the real files are used instead.
+
+    python benchmarks/bench_babylm_vs_official.py --tasks comps
+    python benchmarks/bench_babylm_vs_official.py --tasks comps --items 8000 --data ~/babylm/evaluation_data
+
+The official source is read from ``--official`` (default ``.benchmarks/evaluation-pipeline-2025``:
+a clone of https://github.com/babylm/evaluation-pipeline-2025). Its environment
+(``.benchmarks/babylm-official-venv``: torch, transformers 4.57, pandas, statsmodels, scipy,
+datasets, aiohttp) is made on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".benchmarks" / "babylm-official-venv"
+OFFICIAL = ROOT / ".benchmarks" / "evaluation-pipeline-2025"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_scoring_vs_minicons import build_model  # noqa: E402  (the same tiny model recipe)
+
+# --------------------------------------------------------------------------- environment
+def ensure_venv() -> Path:
+    python = VENV / "bin" / "python"
+    if python.exists():
+        probe = subprocess.run([str(python), "-c", "import transformers, statsmodels, pandas, datasets, aiohttp"], capture_output=True)
+        if probe.returncode == 0:
+            return python
+    print(f"making the official pipeline's environment in {VENV} (once) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    pip = [str(python), "-m", "pip", "install", "-q"]
+    subprocess.run(pip + ["torch==2.13.0"], check=True)
+    subprocess.run(pip + ["transformers>=4.57,<4.58", "scipy", "pandas", "statsmodels", "scikit-learn", "datasets", "aiohttp", "tqdm"], check=True)
+    return python
+
+
+def timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak resident GB, output) of one process, one torch thread."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ONCEUPON_PROGRESS="off")
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        log.seek(0)
+        out = log.read()
+    if status:
+        sys.exit(f"{' '.join(str(c) for c in cmd[:6])} ... failed:\n{out[-4000:]}")
+    return wall, usage.ru_maxrss / 1e6, out
+
+
+def onceupon_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from onceupon.cli import main; main()", *args]
+
+
+# --------------------------------------------------------------------------- COMPS
+CONCEPTS = {
+    "dog": ["can bark.", "has four legs.", "has fur.", "is a pet."],
+    "cat": ["can purr.", "has four legs.", "has whiskers.", "is a pet."],
+    "bird": ["can fly.", "has wings.", "lays eggs.", "has feathers."],
+    "fish": ["can swim.", "has fins.", "lives in water.", "lays eggs."],
+    "cow": ["gives milk.", "eats grass.", "has four legs.", "lives on a farm."],
+    "table": ["has four legs.", "is made of wood.", "is furniture.", "stands in a room."],
+    "car": ["has wheels.", "needs fuel.", "can drive on roads.", "has an engine."],
+    "apple": ["is a fruit.", "grows on trees.", "can be eaten.", "is red or green."],
+    "knife": ["can cut bread.", "is sharp.", "is made of metal.", "has a handle."],
+    "rose": ["is a flower.", "has thorns.", "smells sweet.", "grows in gardens."],
+}
+WUG_WORDS = ["wug", "dax", "blicket", "fep", "toma", "zup"]
+
+
+def comps_files(n: int, seed: int = 0) -> dict[str, list[dict]]:
+    """Generated COMPS items in the official four files (base, wugs, two distractor kinds)."""
+    rng = random.Random(seed)
+    names = list(CONCEPTS)
+    files: dict[str, list[dict]] = {"comps_base": [], "comps_wugs": [], "comps_wugs_dist-before": [], "comps_wugs_dist-in_between": []}
+    stems = list(files)
+    for i in range(n):
+        good = rng.choice(names)
+        prop = rng.choice(CONCEPTS[good])
+        bad = rng.choice([c for c in names if prop not in CONCEPTS[c]])
+        stem = stems[i % 4]
+        w, d = rng.sample(WUG_WORDS, 2)
+        if stem == "comps_base":
+            acc, una = f"A {good}", f"A {bad}"
+        elif stem == "comps_wugs":
+            acc, una = f"A {w} is a {good}. Therefore, a {w}", f"A {w} is a {bad}. Therefore, a {w}"
+        elif stem == "comps_wugs_dist-before":
+            acc = f"A {d} is a {bad}. A {w} is a {good}. Therefore, a {w}"
+            una = f"A {w} is a {good}. A {d} is a {bad}. Therefore, a {d}"
+        else:
+            acc = f"A {w} is a {good}. A {d} is a {bad}. Therefore, a {w}"
+            una = f"A {w} is a {good}. A {d} is a {bad}. Therefore, a {d}"
+        files[stem].append({"prefix_acceptable": acc, "prefix_unacceptable": una, "property_phrase": prop,
+                            "acceptable_concept": good, "unacceptable_concept": bad, "negative_sample_type": "generated"})
+    return files
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def bench_comps(python: Path, model: Path, work: Path, data: Path | None, items: int) -> dict:
+    if data is not None:
+        comps_dir = Path(data).expanduser() / "full_eval" / "comps"
+        files = {p.stem: [json.loads(x) for x in p.read_text().splitlines() if x.strip()] for p in sorted(comps_dir.glob("*.jsonl"))}
+    else:
+        files = comps_files(items)
+        comps_dir = work / "evaluation_data" / "full_eval" / "comps"
+        for stem, rows in files.items():
+            write_jsonl(comps_dir / f"{stem}.jsonl", rows)
+    n = sum(len(v) for v in files.values())
+
+    out_official = work / "official"
+    wall_o, mem_o, log_o = timed(
+        [str(python), "-m", "evaluation_pipeline.sentence_zero_shot.run", "--model_path_or_name", str(model), "--backend", "causal",
+         "--task", "comps", "--data_path", str(comps_dir), "--save_predictions", "--output_dir", str(out_official), "--batch_size", "64"],
+        cwd=OFFICIAL,
+    )
+    official_dir = out_official / model.stem / "main" / "zero_shot" / "causal" / "comps" / "comps"
+    preds = json.loads((official_dir / "predictions.json").read_text())
+    report = (official_dir / "best_temperature_report.txt").read_text().split("### AVERAGE ACCURACY")[1].split()[0]
+
+    out_ours = work / "ours"
+    wall_u, mem_u, log_u = timed(onceupon_cmd(
+        "evaluate", str(model), "--data", str(comps_dir.parent), "--out", str(out_ours),
+        "--set", "evaluate.tasks=[comps]", "--set", "evaluate.stories=0", "--set", "evaluate.batch_size=64"))
+    results = json.loads((out_ours / "results.json").read_text())["rows"][0]["tasks"]["comps"]
+    details = [json.loads(x) for x in (out_ours / "tasks" / "comps.scores.jsonl").read_text().splitlines()]
+
+    # The official predictions are the chosen sentence, per subset in file order; a verdict is
+    # right when it is the acceptable sentence (what a tie also gives, as argmax takes index 0).
+    subset_of = {"comps_base": "base", "comps_wugs": "wugs", "comps_wugs_dist-before": "wugs_dist_before"}
+    official_right: dict[tuple[str, int], bool] = {}
+    for stem, rows in files.items():
+        subset = subset_of.get(stem, "wugs_dist_in_between")
+        for line, (row, pred) in enumerate(zip(rows, preds[subset]["predictions"])):
+            official_right[(stem, line)] = pred["pred"] == " ".join([row["prefix_acceptable"], row["property_phrase"]])
+    differ = sum(official_right[(d["file"], d["line"])] != d["correct"] for d in details)
+    by_subset: dict[str, list[bool]] = {}
+    for (stem, _), right in official_right.items():
+        by_subset.setdefault(subset_of.get(stem, "wugs_dist_in_between"), []).append(right)
+    official = sum(100 * sum(v) / len(v) for v in by_subset.values()) / len(by_subset)  # its own aggregation
+    assert abs(official - float(report)) < 0.006, (official, report)
+    return {"task": "comps", "items": n, "differ": differ, "official": official, "ours": results["accuracy"],
+            "wall": (wall_o, wall_u), "memory": (mem_o, mem_u)}
+
+
+# --------------------------------------------------------------------------- main
+TASKS = {"comps": bench_comps}
+
+
+def main() -> None:
+    global OFFICIAL
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", default="comps", help=f"comma-separated: {', '.join(TASKS)}")
+    ap.add_argument("--items", type=int, default=2000, help="generated items per task (without --data)")
+    ap.add_argument("--data", type=Path, default=None, help="a real evaluation_data folder instead of generated files")
+    ap.add_argument("--preset", default="gpt2-tiny")
+    ap.add_argument("--official", type=Path, default=OFFICIAL, help="checkout of babylm/evaluation-pipeline-2025")
+    args = ap.parse_args()
+    OFFICIAL = args.official.resolve()
+    if not (OFFICIAL / "evaluation_pipeline").is_dir():
+        sys.exit(f"{OFFICIAL} holds no evaluation_pipeline/: clone babylm/evaluation-pipeline-2025 there or give --official")
+    python = ensure_venv()
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        model = work / "bench_model"
+        sentences = [(" ".join(["A", c, p]), "") for c, ps in CONCEPTS.items() for p in ps]
+        vocab = build_model(model, args.preset, sentences, 16_000)
+        print(f"model: {args.preset} ({vocab} tokens vocabulary), cpu, 1 thread per side; official source {OFFICIAL}")
+        for task in tasks:
+            r = TASKS[task](python, model, work / task, args.data, args.items)
+            (wo, wu), (mo, mu) = r["wall"], r["memory"]
+            print(f"{task}: {r['items']} items; judged differently: {r['differ']}; "
+                  f"official {r['official']:.2f}, onceupon {r['ours']:.2f} (difference {r['ours'] - r['official']:+.2e}); "
+                  f"wall {wo:.1f} s vs {wu:.1f} s ({wu / wo:.2f}x official); peak memory {mo:.2f} GB vs {mu:.2f} GB ({mu / mo:.2f}x)")
+            failed |= r["differ"] > 0
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
