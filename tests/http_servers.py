@@ -20,6 +20,14 @@
 - :func:`start_refusing_server` answers chat requests (all, or all after the first ``after``)
   with an HTTP error and a body, such as llama-cpp-python's HTTP 500 for a request its schema
   refuses; ``GET /_stats`` counts the requests.
+- :func:`start_trickling_server` sends the headers of an answer at once and then its body one
+  byte every ``every`` seconds, which no per-read timeout ever catches: from ``GET /models``
+  on (``start="models"``), from the first chat request (``"chat"``), or from the second (the
+  start-up request answered, the ratings trickled: ``"second-chat"``).
+- :func:`start_redirecting_server` answers with HTTP ``status`` (301, 307, ...) and a
+  ``Location`` under ``/moved/``, where the server really is: every request
+  (``start="models"``) or only the chat requests (``"chat"``). A ``GET`` to ``/moved/`` of a
+  chat path is a 404, as a POST turned into a GET by a 301 meets on a real server.
 - :func:`start_llama_cpp_python` runs llama-cpp-python's OpenAI server (``python -m
   llama_cpp.server``) on a GGUF model, from the Python of an environment that has
   ``llama-cpp-python[server]`` (:func:`llama_cpp_python`); :func:`start_llama_server` runs
@@ -568,6 +576,80 @@ def start_refusing_server(status: int, body: str, after: int = 0) -> tuple[Proce
     return _start("refusing", "--status", str(status), "--body", body, "--after", str(after))
 
 
+def run_trickling_server(port: int, every: float, start: str) -> None:
+    """See the module docstring."""
+    models = json.dumps({"object": "list", "data": [{"id": "judge", "object": "model"}]}).encode()
+    state = {"requests": 0}
+
+    class Handler(_Quiet):
+        def trickle(self, body: bytes) -> None:
+            """The headers at once (with the full length), then the body one byte at a time."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(every)
+            except OSError:
+                pass  # the client gave up
+
+        def do_GET(self):
+            if self.path == "/_stats":
+                return self.send(200, json.dumps(state).encode())
+            if start == "models":
+                return self.trickle(models)
+            self.send(200, models)
+
+        def do_POST(self):
+            self.body()
+            state["requests"] += 1
+            if start == "second-chat" and state["requests"] == 1:  # the start-up request passes
+                return self.send(200, json.dumps(_completion(ANSWER)).encode())
+            self.trickle(json.dumps(_completion(ANSWER)).encode() + b" " * 100_000)
+
+    serve(Handler, port)
+
+
+def start_trickling_server(every: float, start: str) -> tuple[Process, str]:
+    return _start("trickling", "--every", str(every), "--start", start)
+
+
+def run_redirecting_server(port: int, status: int, start: str) -> None:
+    """See the module docstring."""
+    models = json.dumps({"object": "list", "data": [{"id": "judge", "object": "model"}]}).encode()
+
+    class Handler(_Quiet):
+        def redirect(self) -> None:
+            self.send_response(status)
+            self.send_header("Location", "/moved" + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self):
+            if self.path == "/_stats":
+                return self.send(200, b"{}")
+            if self.path.startswith("/moved/v1/models") or (start == "chat" and self.path.startswith("/v1/models")):
+                return self.send(200, models)
+            if self.path.startswith("/moved/"):  # a POST turned into a GET by the redirect
+                return self.send_json(404, {"error": {"message": "not found"}})
+            self.redirect()
+
+        def do_POST(self):
+            self.body()
+            if self.path.startswith("/moved/"):
+                return self.send(200, json.dumps(_completion(ANSWER)).encode())
+            self.redirect()
+
+    serve(Handler, port)
+
+
+def start_redirecting_server(status: int, start: str) -> tuple[Process, str]:
+    return _start("redirecting", "--status", str(status), "--start", start)
+
+
 #: where tests look for an environment with llama-cpp-python[server] (ONCEUPON_LLAMACPP_PYTHON: its python)
 LLAMA_CPP_ENV = Path.home() / ".cache" / "onceupon" / "llamacpp-env"
 LLAMA_CPP_INSTALL = (
@@ -648,8 +730,20 @@ def main() -> None:
     r.add_argument("--status", type=int, required=True)
     r.add_argument("--body", required=True)
     r.add_argument("--after", type=int, default=0)
+    t = sub.add_parser("trickling")
+    t.add_argument("--port", type=int, required=True)
+    t.add_argument("--every", type=float, required=True)
+    t.add_argument("--start", choices=["models", "chat", "second-chat"], required=True)
+    rd = sub.add_parser("redirecting")
+    rd.add_argument("--port", type=int, required=True)
+    rd.add_argument("--status", type=int, required=True)
+    rd.add_argument("--start", choices=["models", "chat"], required=True)
     args = parser.parse_args()
-    if args.cmd == "freezing":
+    if args.cmd == "trickling":
+        run_trickling_server(args.port, args.every, args.start)
+    elif args.cmd == "redirecting":
+        run_redirecting_server(args.port, args.status, args.start)
+    elif args.cmd == "freezing":
         run_freezing_server(args.port, args.answers)
     elif args.cmd == "refusing":
         run_refusing_server(args.port, args.status, args.body, args.after)

@@ -452,3 +452,83 @@ def test_a_500_that_blames_the_server_is_still_retried(said):
         with pytest.raises(TeacherUnavailable, match="stopped answering"):
             teacher.rate([story("oom", 0)])
         assert proxy_stats(url)["requests"] == 1 + 3
+
+
+# --------------------------------------------------------------------------- deadlines and redirects
+TRICKLE = {"timeout": 0.5, "patience": 1.5, "backoff": 0.05, "max_backoff": 0.2}  # a small deadline
+EVERY = 0.1  # seconds between the bytes: well inside the 0.5 s per-read timeout, so only a deadline stops it
+
+
+def test_a_server_that_trickles_from_the_start_is_one_sentence_within_the_deadline():
+    """Headers, then a byte at a time: each read is quick, so the HTTP client's per-read timeout
+    never fires, and the start-up check (`onceupon rate`, `interact`, ...) used to wait forever.
+    Now every request has a deadline for all of it, and the start ends with one sentence
+    naming it."""
+    from http_servers import start_trickling_server
+
+    proc, url = start_trickling_server(EVERY, "models")
+    caught: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            build_teacher(config(url, **TRICKLE)).close()
+        except BaseException as e:
+            caught.append(e)
+
+    with proc:
+        worker = threading.Thread(target=start, daemon=True)
+        worker.start()
+        worker.join(timeout=60)  # (the old code: never ended)
+    assert not worker.is_alive() and len(caught) == 1 and isinstance(caught[0], UserError), caught
+    message = str(caught[0])
+    assert "Cannot reach" in message and "no complete answer within 0.5 s (teacher.timeout)" in message, message
+
+
+def test_a_server_that_trickles_its_answers_is_stopped_by_patience():
+    """The start-up request passes; every rating request trickles. Each one meets its deadline,
+    is retried like a timeout, and with no answer for teacher.patience the call stops, saying
+    why its requests failed."""
+    from http_servers import proxy_stats, start_trickling_server
+
+    proc, url = start_trickling_server(EVERY, "second-chat")
+    caught: list[BaseException] = []
+    with proc, build_teacher(config(url, **TRICKLE)) as teacher:
+        def rate() -> None:
+            try:
+                teacher.rate([story("trickled", i) for i in range(4)])
+            except BaseException as e:
+                caught.append(e)
+
+        worker = threading.Thread(target=rate, daemon=True)
+        worker.start()
+        worker.join(timeout=60)  # (the old code: the call never ended)
+        requests = proxy_stats(url)["requests"]
+    assert not worker.is_alive() and len(caught) == 1 and isinstance(caught[0], TeacherUnavailable), caught
+    message = str(caught[0])
+    assert "teacher.patience" in message and "no complete answer within 0.5 s (teacher.timeout)" in message, message
+    assert requests > 2  # the trickled requests were given up and retried, not waited out
+
+
+@pytest.mark.parametrize("status", [301, 302])
+def test_a_redirect_that_turns_the_post_into_a_get_is_named(status):
+    """A 301/302 makes the HTTP client repeat a POST as a GET, which the chat endpoint answers
+    with 404: the sentence says so, and where the server sent it, instead of a bare 404."""
+    from http_servers import start_redirecting_server
+
+    proc, url = start_redirecting_server(status, "chat")
+    with proc, pytest.raises(UserError) as refused:
+        build_teacher(config(url))
+    message = str(refused.value)
+    moved = url.replace("/v1", "/moved/v1/chat/completions")
+    assert f"redirects (HTTP {status}) to {moved}, where the POST became a GET" in message, message
+    assert "set teacher.base_url" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("status, start", [(307, "chat"), (308, "models")])
+def test_a_redirect_that_keeps_the_method_is_followed(status, start):
+    from http_servers import start_redirecting_server
+
+    proc, url = start_redirecting_server(status, start)
+    with proc, build_teacher(config(url)) as teacher:
+        ratings = teacher.rate([story("moved", i) for i in range(3)])
+    assert all(r.valid and r.scores == EXPECTED for r in ratings)

@@ -152,7 +152,10 @@ class TeacherConfig(Section):
         True,
         description="Adapt the requests in flight to the server (openai): raise while answers stay fast, cut on timeouts and 429/5xx; false keeps exactly teacher.concurrency.",
     )
-    timeout: float = Field(60.0, gt=0, description="Seconds per request before it is retried.")
+    timeout: float = Field(
+        60.0, gt=0,
+        description="Seconds a request may take in all before it is retried (openai: connecting, waiting and reading the whole answer, however slowly the server sends it).",
+    )
     patience: float | None = Field(
         None,
         gt=0,

@@ -17,6 +17,15 @@
   gets an invalid rating with ``outcome`` FAILED (REJECTED when refused); if *every* story of
   a call ends that way the server is gone or refuses us, and :class:`TeacherUnavailable` is
   raised instead.
+- Every request has a deadline, ``teacher.timeout`` seconds for the whole of it (connecting,
+  waiting, and reading the answer to its last byte). The HTTP client's own timeout is per
+  read, so a server that sends its headers and then a byte every few seconds would never time
+  out; the deadline counts like any timeout (retried, and towards patience), at start-up too.
+- Redirects: the HTTP client follows them, so a server that moved keeps working when the
+  method survives (307, 308, and any redirect of a GET). A 301, 302 or 303 turns a POST into a
+  GET, which a chat endpoint answers with an error (404 or 405): the error then names the
+  redirect and where it led, so ``teacher.base_url`` can be set to the server's real address,
+  instead of reporting a bare 404.
 - Patience, for the whole call: when no answer at all has come back for ``teacher.patience``
   seconds (default twice ``timeout``) while stories wait, the server has stalled (it accepts
   connections and says nothing): the call stops with :class:`TeacherUnavailable` within that
@@ -49,6 +58,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import urljoin
 
 import openai
 
@@ -63,7 +73,6 @@ from onceupon.teacher.rubric import Rubric
 
 T = TypeVar("T")
 PLACEHOLDER_KEY = "no-key-needed"  # local servers ignore the key, the client insists on one
-RETRYABLE = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 #: What a server error says when the fault is the request's, not the server's: llama-cpp-python
 #: answers a request its schema refuses with HTTP 500 and pydantic's validation error
 #: ("1 validation error: ... Input should be 'text' or 'json_object'"). Narrow on purpose: a
@@ -74,8 +83,16 @@ INVALID_REQUEST = re.compile(
 )
 
 
+class Deadline(Exception):
+    """A request that did not end within its deadline (``teacher.timeout`` for all of it)."""
+
+
 class NotOpenAI(Exception):
     """The server answered, but not in the OpenAI format (the message says with what)."""
+
+
+#: request failures that are retried (and count towards patience)
+RETRYABLE = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError, Deadline)
 
 
 class LoopThread:
@@ -134,6 +151,7 @@ class OpenAIBackend:
         #: seconds without any answer, while stories wait, before a call gives up (see the docstring)
         self.patience = cfg.patience if cfg.patience is not None else 2 * cfg.timeout
         self._last_answer: float | None = None  # when the last one came, while a call runs
+        self._last_failure: str | None = None  # why the last request failed, for the patience message
         self._loop = LoopThread()
         try:
             self._client = self._loop.run(self._make_client(key))
@@ -158,7 +176,8 @@ class OpenAIBackend:
         last: Exception | None = None
         for attempt in range(3):  # a server that is just starting gets a moment
             try:
-                reply = await self._client.models.with_raw_response.list(timeout=min(self.cfg.timeout, 10))
+                short = min(self.cfg.timeout, 10)
+                reply = await within(short, self._client.models.with_raw_response.list(timeout=short))
                 self._models = _models(reply.text, reply.headers.get("content-type", ""))
                 self._server_header = reply.headers.get("server", "")
                 listed = [m["id"] for m in self._models]
@@ -168,7 +187,7 @@ class OpenAIBackend:
                     f"The teacher server at {self.base_url} does not speak the OpenAI API: GET /models answered with {e}; "
                     "check teacher.base_url (it usually ends in /v1)."
                 ) from None
-            except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as e:
+            except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, Deadline) as e:
                 last = e
                 await asyncio.sleep(0.25 * (attempt + 1))
             except openai.AuthenticationError:
@@ -201,8 +220,9 @@ class OpenAIBackend:
             """The JSON a GET answers with (through the client: its key and connections); None
             for anything else (no such page, an error, not JSON)."""
             try:
-                return json.loads(await self._client.get(root + path, cast_to=str, options={"timeout": min(self.cfg.timeout, 10)}))
-            except (openai.APIError, ValueError):
+                short = min(self.cfg.timeout, 10)
+                return json.loads(await within(short, self._client.get(root + path, cast_to=str, options={"timeout": short})))
+            except (openai.APIError, ValueError, Deadline):
                 return None
 
         if kind == "auto":
@@ -241,17 +261,17 @@ class OpenAIBackend:
         here tells nothing about the request: rating meets it with retries and patience."""
         completion = None
         try:
-            reply = await self._client.chat.completions.with_raw_response.create(
+            reply = await within(self.cfg.timeout, self._client.chat.completions.with_raw_response.create(
                 model=self.model,
                 messages=[{"role": "user", "content": "Say 1."}],
                 temperature=self.cfg.temperature,
                 **self._request_args(),
-            )
+            ))
             completion = _chat_completion(reply)
         except openai.APIStatusError as e:
             if _refused_request(e):
                 raise UserError(self._refused(_reason(e))) from None
-        except (openai.APITimeoutError, openai.APIConnectionError, NotOpenAI):
+        except (openai.APITimeoutError, openai.APIConnectionError, NotOpenAI, Deadline):
             pass
         if self.cfg.expected_score:
             choice = completion.choices[0] if completion is not None and completion.choices else None
@@ -303,15 +323,17 @@ class OpenAIBackend:
             return rating
 
         self._last_answer = time.monotonic()  # the call's start counts as an answer
+        self._last_failure = None
         tasks = [asyncio.ensure_future(one(i, s)) for i, s in enumerate(stories)]
         everything = asyncio.gather(*tasks)
         try:
             while not everything.done():
                 left = self.patience - (time.monotonic() - self._last_answer)
                 if left <= 0:
+                    failed = f" (the last failed request: {self._last_failure})" if self._last_failure else ""
                     raise TeacherUnavailable(
                         f"The teacher server at {self.base_url} stopped answering: no answer for {self.patience:g} s "
-                        f"(teacher.patience) with {_requests(self.limit.in_flight)} in flight; "
+                        f"(teacher.patience) with {_requests(self.limit.in_flight)} in flight{failed}; "
                         f"{sum(t.done() for t in tasks)} of the {len(stories)} stories of this batch were done."
                     )
                 await asyncio.wait([everything], timeout=left)
@@ -331,18 +353,19 @@ class OpenAIBackend:
             started = await self.limit.acquire()
             ended = "other"
             try:
-                reply = await self._client.chat.completions.with_raw_response.create(
+                reply = await within(cfg.timeout, self._client.chat.completions.with_raw_response.create(
                     model=self.model,
                     messages=self.rubric.messages(story),
                     temperature=cfg.temperature,
                     **extra_args,
-                )
+                ))
                 self._heard()
                 resp = _chat_completion(reply)
                 ended = "answered"
                 break
             except (*RETRYABLE, NotOpenAI) as e:
                 last = e
+                self._last_failure = _reason(e)
                 if isinstance(e, openai.APIStatusError):
                     self._heard()
                     if _invalid_request(e):  # a 500 that blames the request: asking again will not help
@@ -404,6 +427,16 @@ class OpenAIBackend:
         self._loop.close()
 
 
+async def within(seconds: float, request: Coroutine[Any, Any, T]) -> T:
+    """``request``'s result if it ends within ``seconds``, all of it, else :class:`Deadline`
+    (and the request is cancelled). The HTTP client's timeout applies to each read, which a
+    server trickling its answer a byte at a time never trips."""
+    try:
+        return await asyncio.wait_for(request, seconds)
+    except TimeoutError:
+        raise Deadline(f"no complete answer within {seconds:g} s (teacher.timeout)") from None
+
+
 def _describe(text: str, content_type: str) -> str:
     """What a reply that is not the expected JSON looks like, in a few words."""
     body = text.strip()
@@ -459,12 +492,28 @@ def _models(text: str, content_type: str) -> list[dict]:
     return models
 
 
+def _redirected(response: Any, answer: str) -> str:
+    """``answer`` (what an error response said), after what a followed redirect did before it
+    came back. A 301/302/303 turns a POST into a GET, which a chat endpoint refuses: without
+    this, that reads as a bare 404 from the server."""
+    history = getattr(response, "history", None) or []
+    if not history:
+        return answer
+    first, request = history[0], getattr(response, "request", None)
+    sent, now = first.request.method, getattr(request, "method", first.request.method)
+    where = urljoin(str(first.request.url), first.headers.get("location", ""))
+    changed = f", where the {sent} became a {now}" if now != sent else ""
+    return f"it redirects (HTTP {first.status_code}) to {where}{changed}, answered with {answer}; set teacher.base_url to the address the server answers at"
+
+
 def _reason(error: BaseException | None) -> str:
     """A short, key-free description of a request failure."""
     if error is None:
         return "no answer"
     if isinstance(error, NotOpenAI):
         return f"the server answered with {error}"
+    if isinstance(error, Deadline):
+        return str(error)
     if isinstance(error, openai.APITimeoutError):
         return "timed out"
     if isinstance(error, openai.APIConnectionError):
@@ -481,5 +530,6 @@ def _reason(error: BaseException | None) -> str:
             if isinstance(message, list):
                 message = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in message)
         message = " ".join(str(message).split())  # one line: servers' messages may hold tracebacks
-        return f"HTTP {error.status_code}" + (f": {message[:200]}" if message else "")
+        answer = f"HTTP {error.status_code}" + (f": {message[:200]}" if message else "")
+        return _redirected(error.response, answer)
     return type(error).__name__
