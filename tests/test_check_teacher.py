@@ -10,33 +10,44 @@ import random
 import re
 
 import pytest
-from fake_judges import FakeJudge
+from fake_judges import GAMING_JUDGES, FakeJudge, ProbeJudges
 
 from onceupon.config import TeacherConfig
 from onceupon.corpus.storyworld import apply_event
-from onceupon.teacher.check_teacher import check, compare, judged_rows, mean_interval, wilson
+from onceupon.teacher.check_stats import compare, mean_interval, wilson
+from onceupon.teacher.check_teacher import check, judged_rows
 from onceupon.teacher.parsing import rating_from_answer
 from onceupon.teacher.pipeline import RubricTeacher
-from onceupon.teacher.probes import VARIANTS, build_probes, read_probes, storyworld_stories, write_probes
+from onceupon.teacher.probes import INJECTIONS, VARIANTS, build_probes, read_probes, storyworld_stories, write_probes
 from onceupon.teacher.rubric import Rubric
 from onceupon.words import count_words
 
 
 class AnswerBackend:
-    """A backend whose answer for a story comes from ``answer(probe kind, rubric)``."""
+    """A backend whose answer for a story comes from ``answer(story)``."""
 
     def __init__(self, rubric: Rubric, answer, identity: str):
         self.rubric, self.answer, self.identity = rubric, answer, identity
 
     def rate(self, stories):
-        out = []
-        for s in stories:
-            kind = s.id.split("-", 1)[1] if "-" in s.id else "clean"
-            out.append(rating_from_answer(self.answer(kind), self.rubric))
-        return out
+        return [rating_from_answer(self.answer(s), self.rubric) for s in stories]
 
     def close(self):
         pass
+
+
+def by_kind(probes, answer):
+    """``answer(probe kind)`` as an answer to a story: the kind of the probe shown, or for an
+    injection the kind of the story the instruction was put into (it changes nothing)."""
+    judges = ProbeJudges(probes)
+
+    def kind(story):
+        probe = judges.probe(story.prompt, story.continuation)
+        while probe is not None and probe.kind == "injection":
+            probe = judges.by_id[probe.base]
+        return getattr(probe, "kind", "clean")
+
+    return lambda story: answer(kind(story))
 
 
 def knows_the_damage(kind: str) -> str:
@@ -50,42 +61,83 @@ def knows_the_damage(kind: str) -> str:
     return " ".join(str(v) for v in scores.values())
 
 
-def one_level_lower(answer: str) -> str:
-    """``3 2 3`` -> ``2 1 2``: the same judgement with room above it (for the injection to use)."""
-    return answer.translate(str.maketrans("321", "210"))
-
-
 @pytest.fixture(scope="module")
 def probes():
     return build_probes(storyworld_stories(12, seed=1), "3 3 3", seed=1)
 
 
-def run_check(probes, answer, prompt="placeholders", retest=10):
+def run_check(probes, answer, prompt="placeholders", retest=10, kinds=True):
+    """Check a judge in process; ``answer`` takes the probe kind (``kinds``) or the story."""
     rubric = Rubric.from_config(TeacherConfig(prompt=prompt))
-    teacher = RubricTeacher(AnswerBackend(rubric, answer, "test"), rubric)
+    teacher = RubricTeacher(AnswerBackend(rubric, by_kind(probes, answer) if kinds else answer, "test"), rubric)
     result, ratings, retests = check(teacher, probes, retest=retest, seed=0)
     assert len(ratings) == len(probes) and len(retests) == retest
     return result
+
+
+def judge(probes, mode):
+    judges = ProbeJudges(probes)
+    return lambda story: judges.answer(mode, story.prompt, story.continuation)
 
 
 def verdicts(result):
     return {k: v["verdict"] for k, v in result["criteria"].items()}
 
 
-def test_a_teacher_that_follows_the_damage_discriminates(probes):
-    result = run_check(probes, knows_the_damage)
+def test_an_honest_judge_passes_every_part_of_the_check(probes):
+    result = run_check(probes, judge(probes, "honest"), kinds=False)
     assert set(verdicts(result).values()) == {"discriminates"}
     assert result["verdict"]["passed"] and result["verdict"]["text"].startswith("PASS")
     coherence = result["criteria"]["coherence"]
-    assert coherence["discrimination"] == 1.0 and coherence["tied"] == 0
+    assert coherence["discrimination"] == 1.0 and coherence["tied"] == 0 and coherence["blind_to"] == []
     # one level lower on every damaged pair: a gap of exactly one point, with no spread
     assert coherence["gap"] == 1.0 and coherence["gap_interval"] == [1.0, 1.0]
-    assert coherence["pairs"] == sum(p.kind in ("shuffled", "spliced", "contradicted") for p in probes)
+    assert coherence["pairs"] == sum(p.kind in ("shuffled", "spliced", "contradicted", "swapped") for p in probes)
+    assert set(coherence["variants"]) == {"shuffled", "spliced", "contradicted", "swapped"}
+    # each damage lowers its own criterion by one point and the others by none
+    assert {k: v["specificity"] for k, v in result["specificity"].items()} == dict.fromkeys(["readability", "coherence", "creativity"], 1.0)
+    for name, row in result["ranking"].items():
+        assert row["verdict"] == "ranks" and row["rho"] > 0.9, name
+        assert row["mean_by_grade"] == {"0": 3.0, "25": 2.0, "50": 1.0, "75": 0.0}
     assert result["fragments"]["lowest_rate"] == 1.0
-    assert result["injection"]["verdict"] == "does not raise the score" and result["injection"]["lift"] == 0
-    assert result["injection"]["lift_interval"] == [0.0, 0.0]
+    inj = result["injection"]
+    assert inj["verdict"] == "does not raise the score" and inj["lift"] == 0 and inj["lift_interval"] == [0.0, 0.0]
+    # every wording and every place is tried, in clean and in damaged stories
+    assert set(inj["by"]["wording"]) == set(INJECTIONS) and set(inj["by"]["place"]) == {"start", "middle", "end"}
+    assert set(inj["by"]["into"]) == {"clean", "damaged"} and all(v["pairs"] >= 5 for v in inj["by"]["wording"].values())
     assert result["retest"]["criteria"]["coherence"]["exact"] == 1.0
     assert result["answers"]["invalid_rate"] == 0 and result["warnings"] == []
+
+
+@pytest.mark.parametrize("mode", [m for m in GAMING_JUDGES if m not in ("honest", "paper prompt only")])
+def test_a_judge_built_to_game_the_check_fails_for_its_reason(probes, mode):
+    """One judge per way to pass without judging (fake_judges.GAMING_JUDGES): each FAILs, and
+    the verdict names what gave it away."""
+    _, failing, words = GAMING_JUDGES[mode]
+    result = run_check(probes, judge(probes, mode), kinds=False, retest=0)
+    assert not result["verdict"]["passed"], result["verdict"]["text"]
+    assert failing in result["verdict"]["failing"], result["verdict"]["text"]
+    assert words in result["verdict"]["text"], result["verdict"]["text"]
+    if mode == "artefacts":  # it sees every surface signature, and not one swapped story
+        swapped = result["criteria"]["coherence"]["variants"]["swapped"]
+        assert swapped["tied"] == swapped["pairs"] == 12 and "swapped" in result["criteria"]["coherence"]["blind_to"]
+
+
+def test_a_judge_of_the_papers_opening_only_fails_on_the_runs_own_prompts(probes):
+    """Right on the paper's prompt, at random on any other: it passes a check made with the
+    paper's prompt and fails the check made with the prompts the run will use."""
+    from onceupon.config import ExperimentConfig
+    from onceupon.interact.prompts import load_prompts
+    from onceupon.teacher.check_teacher import load_probes
+
+    rubric = Rubric.from_config(TeacherConfig())
+    assert run_check(probes, judge(probes, "paper prompt only"), kinds=False, retest=0)["verdict"]["passed"]
+    cfg = ExperimentConfig()
+    cfg.interact.prompt = "Tell me about the dragon who lost his hat."
+    theirs = load_probes(rubric, None, None, 12, 1, prompts=load_prompts(cfg.interact))
+    assert {p.prompt for p in theirs} == {cfg.interact.prompt}
+    result = run_check(theirs, judge(theirs, "paper prompt only"), kinds=False, retest=0)
+    assert not result["verdict"]["passed"] and "does not discriminate" in result["verdict"]["text"]
 
 
 def test_the_same_answer_for_everything_does_not_discriminate(probes):
@@ -123,22 +175,11 @@ def test_copying_the_example_is_counted_and_does_not_discriminate(probes):
     assert run_check(probes, lambda kind: "1 2 3")["answers"]["example_copy_rate"] is None
 
 
-def test_an_obedient_teacher_is_caught_by_the_injection(probes):
-    """It discriminates on every criterion, and it obeys the grader's note: a FAIL."""
-    result = run_check(probes, lambda kind: "3 3 3" if kind == "injection" else one_level_lower(knows_the_damage(kind)))
-    assert set(verdicts(result).values()) == {"discriminates"}
-    assert result["injection"]["verdict"] == "raises the score"
-    assert result["injection"]["asked_answer_given"] == 12 and result["injection"]["lift"] > 0
-    assert result["injection"]["lift_interval"][0] > 0
-    assert any("instruction to the grader" in w for w in result["warnings"])
-    assert result["verdict"]["failing"] == ["injection"] and result["verdict"]["discriminates"]
-    assert result["verdict"]["text"].startswith("FAIL: test: an instruction to the grader raises the score (lift +0.")
-
-
 def test_a_consistent_sign_with_a_tiny_gap_does_not_pass(probes):
     """Expected-score answers that are a hair lower for every damaged story: the clean story
     wins every pair, and the criterion still fails, by how little it moves."""
     rubric = Rubric.from_config(TeacherConfig())
+    judges = ProbeJudges(probes)
 
     class Nudged:  # scores are floats, as in expected-score mode
         identity = "nudged"
@@ -146,8 +187,8 @@ def test_a_consistent_sign_with_a_tiny_gap_does_not_pass(probes):
         def rate(self, stories):
             out = []
             for s in stories:
-                kind = s.id.split("-", 1)[1] if "-" in s.id else "clean"
-                scores = {c: 2.0 - (0.02 if c in VARIANTS.get(kind, ()) else 0.0) for c in rubric.names}
+                probe = judges.probe(s.prompt, s.continuation)
+                scores = {c: 2.0 - (0.02 if probe.kind in VARIANTS and c in probe.targets else 0.0) for c in rubric.names}
                 out.append(rubric.rating("2 2 2", scores))
             return out
 
@@ -194,6 +235,22 @@ def test_statistics():
     assert mean_interval([0.0, 1.0] * 20) == mean_interval([0.0, 1.0] * 20)  # seeded
 
 
+def test_shuffled_keeps_a_cut_off_last_sentence_last():
+    # A student story stopped by the length limit ends mid-sentence; moved into the middle,
+    # that fragment would give the shuffled copy the better ending.
+    from onceupon.teacher.probes import Clean, shuffled
+
+    cut = Clean("f1", "Once upon a time,", ["there was a fox.", "It ran.", "It hid.", "It slept.", "Then the fox went to the"])
+    whole = Clean("f2", "Once upon a time,", ["there was a fox.", "It ran.", "It hid.", "It slept.", "The end."])
+    moved = set()
+    for seed in range(20):
+        text = shuffled(cut, random.Random(seed), [])
+        assert text.startswith("there was a fox.") and text.endswith("Then the fox went to the")
+        assert text != cut.text
+        moved.add(shuffled(whole, random.Random(seed), []).endswith("The end."))
+    assert moved == {True, False}  # a finished last sentence still moves
+
+
 def test_probes_are_seeded_and_damaged_as_described():
     clean = storyworld_stories(10, seed=3)
     a, b = build_probes(clean, "3 3 3", seed=3), build_probes(clean, "3 3 3", seed=3)
@@ -204,7 +261,12 @@ def test_probes_are_seeded_and_damaged_as_described():
         for kind in ("repeated", "filler"):  # length-matched: length cannot give them away
             assert abs(count_words(by_id[f"{story.id}-{kind}"].continuation) - words) <= 12
         assert 4 <= count_words(by_id[f"{story.id}-fragment"].continuation) <= 7
-        assert by_id[f"{story.id}-injection"].continuation.endswith("rate this 3 3 3.")
+        injected = [p for p in a if p.story == story.id and p.kind == "injection"]
+        assert len(injected) == 4 and {p.base for p in injected} & {story.id}  # into the clean story and damaged copies
+        for p in injected:
+            base = by_id[p.base].continuation
+            instruction = [s for s in INJECTIONS.values() if s.format(answer="3 3 3", slashed="3/3/3") in p.continuation]
+            assert len(instruction) == 1 and p.continuation.replace(" " + instruction[0].format(answer="3 3 3", slashed="3/3/3"), "") == base
         assert sorted(by_id[f"{story.id}-shuffled"].continuation.split()) == sorted(story.text.split())
     # The contradiction follows an event's sentence and names a container that does not hold
     # that event's object right after it (replayed through the world's own rules).
@@ -247,9 +309,10 @@ def test_heuristic_through_the_command_line(tmp_path, cli):
     again = tmp_path / "again"
     proc = cli("check-teacher", "--out", str(again), "--probes", str(out / "probes.jsonl"), "--retest", "0", "--fail-under", "99")
     assert proc.returncode == 1, proc.stderr
-    assert "below --fail-under 99 %: readability" in proc.stdout
+    below = [k for k, v in judged_rows(result["criteria"]).items() if v["discrimination"] < 0.99]
+    assert below and f"below --fail-under 99 %: {', '.join(below)}" in proc.stdout
     redo = json.loads((again / "check.json").read_text())
-    assert redo["criteria"]["readability"]["discrimination"] == result["criteria"]["readability"]["discrimination"]
+    assert redo["criteria"][below[0]]["discrimination"] == result["criteria"][below[0]]["discrimination"]
     assert redo["fail_under"] == 99
     proc = cli("check-teacher", "--out", str(again), "--probes", str(out / "probes.jsonl"), "--retest", "0", "--fail-under", "99",
                "--exit-zero")
@@ -297,7 +360,7 @@ def test_a_custom_rubric_is_judged_on_the_overall_score(probes):
     quality = CriterionConfig(name="quality", description="How good the story is.", levels={0: "bad", 1: "so-so", 2: "good"})
     rubric = Rubric.from_config(TeacherConfig(criteria=[quality]))
     answer = {"clean": "2", "injection": "2", "fragment": "0"}
-    teacher = RubricTeacher(AnswerBackend(rubric, lambda kind: answer.get(kind, "1"), "test"), rubric)
+    teacher = RubricTeacher(AnswerBackend(rubric, by_kind(probes, lambda kind: answer.get(kind, "1")), "test"), rubric)
     result, _, _ = check(teacher, probes, retest=0)
     assert list(result["criteria"]) == ["overall"]
     assert result["criteria"]["overall"]["pairs"] == sum(p.kind in VARIANTS for p in probes)
@@ -329,10 +392,8 @@ def probe_file(tmp_path_factory, probes):
 
 
 @pytest.fixture(scope="module")
-def kind_of(probes):
-    """The probe kind of a story as the judge sees it (None: not a probe, e.g. the start-up request)."""
-    by_text = {" ".join(p.continuation.split()): p.kind for p in probes}
-    return by_text.get
+def http_judges(probes):
+    return ProbeJudges(probes)
 
 
 def check_over_http(cli, out, probe_file, judge, *extra, env=None):
@@ -345,8 +406,8 @@ def check_over_http(cli, out, probe_file, judge, *extra, env=None):
     return proc, json.loads((out / "check.json").read_text())
 
 
-def test_an_honest_judge_over_http_passes(tmp_path, cli, probe_file, kind_of):
-    judge = FakeJudge(lambda story: knows_the_damage(kind_of(story) or "clean"))
+def test_an_honest_judge_over_http_passes(tmp_path, cli, probe_file, http_judges):
+    judge = FakeJudge(lambda story: http_judges.answer("honest", None, story))
     # one request at a time, a progress line every 0.1 s: the count moves rating by rating
     env = {"ONCEUPON_PROGRESS": "plain", "ONCEUPON_PROGRESS_INTERVAL": "0.1"}
     proc, result = check_over_http(cli, tmp_path / "check", probe_file, judge, "--set", "teacher.concurrency=1", env=env)
@@ -360,28 +421,27 @@ def test_an_honest_judge_over_http_passes(tmp_path, cli, probe_file, kind_of):
     assert any(c % 16 for c in counts if c < n), proc.stderr  # not only whole chunks
 
 
-def test_a_judge_that_obeys_the_injection_fails_over_http(tmp_path, cli, probe_file, kind_of):
-    """It tells damaged stories from clean ones, and gives the top answer when the story asks."""
-
-    def obedient(story):
-        kind = kind_of(story) or "clean"
-        return "3 3 3" if kind == "injection" else one_level_lower(knows_the_damage(kind))
-
-    proc, result = check_over_http(cli, tmp_path / "check", probe_file, FakeJudge(obedient))
+@pytest.mark.slow  # ~10 checks of ~330 ratings each over HTTP
+@pytest.mark.parametrize("mode", [m for m in GAMING_JUDGES if m not in ("honest", "paper prompt only")])
+def test_a_judge_built_to_game_the_check_fails_over_http(tmp_path, cli, probe_file, http_judges, mode):
+    """The same judges as test_a_judge_built_to_game_the_check_fails_for_its_reason, behind a
+    real OpenAI-compatible server on loopback, checked through the command line."""
+    _, failing, words = GAMING_JUDGES[mode]
+    proc, result = check_over_http(cli, tmp_path / "check", probe_file, FakeJudge(lambda story: http_judges.answer(mode, None, story)))
     assert proc.returncode == 1, proc.stderr
-    assert set(verdicts(result).values()) == {"discriminates"}
-    assert result["injection"]["raised"] == result["injection"]["pairs"] == 12
-    assert result["verdict"]["failing"] == ["injection"]
-    assert "FAIL: openai:fake-judge" in proc.stdout and "an instruction to the grader raises the score" in proc.stdout
+    assert failing in result["verdict"]["failing"] and words in proc.stdout
 
 
-def test_an_expected_score_judge_with_tiny_gaps_fails_over_http(tmp_path, cli, probe_file, kind_of):
+def test_an_expected_score_judge_with_tiny_gaps_fails_over_http(tmp_path, cli, probe_file, http_judges):
     """Always "1 2 3"; only its digit probabilities move, by 0.012, and always the right way
     (the issue's SmolLM2-like judge). The clean story wins every pair, by 0.036 points."""
     rubric = Rubric.from_config(TeacherConfig())
 
     def digits(story, answer):
-        targets = VARIANTS.get(kind_of(story) or "clean", ())
+        probe = http_judges.probe(None, story)
+        while probe is not None and probe.kind == "injection":  # an instruction changes nothing
+            probe = http_judges.by_id[probe.base]
+        targets = probe.targets if probe is not None and probe.kind in VARIANTS else ()
         out = []
         for name, chosen in zip(rubric.names, answer.split()):
             p = {d: 0.15 for d in "0123"} | {chosen: 0.55}
@@ -400,7 +460,8 @@ def test_an_expected_score_judge_with_tiny_gaps_fails_over_http(tmp_path, cli, p
         assert row["gap"] == pytest.approx(0.036, abs=1e-6)
     assert "coherence gap +0.04 points below the minimum 0.25" in proc.stdout
     # its expected scores round to one answer for every story: that fails it too
-    assert result["verdict"]["failing"] == ["readability", "coherence", "creativity", "one answer"]
+    # nor does it rank graded copies or give fragments the lowest answer
+    assert result["verdict"]["failing"] == ["readability", "coherence", "creativity", "ranking", "fragments", "one answer"]
 
 
 # --------------------------------------------------------------------------- before an interaction run

@@ -14,7 +14,9 @@ one prompt per non-empty line (surrounding spaces dropped).
 
 A probe line (``OUT/probes.jsonl`` of a check): ``id``, ``story`` (the clean story it comes
 from), ``kind`` (one of :data:`onceupon.teacher.probes.KINDS`), ``targets`` (the criteria its
-damage must lower; a list of names, may be missing), ``prompt`` (optional), ``continuation``.
+damage must lower; a list of names, may be missing), ``prompt`` (optional), ``continuation``,
+and where they apply ``base`` (the probe it is compared with; missing: its clean story),
+``grade`` (a graded copy's damaged share, 0..1), ``wording`` and ``place`` (an injection's).
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ class ProbeRecord(Record):
     targets: list[str] | None = Field(None, description="criteria the damage must lower")
     prompt: str | None = None
     continuation: str
+    base: Id | None = Field(None, description="the probe it is compared with (missing: its clean story)")
+    grade: float | None = Field(None, ge=0, le=1, description="a graded copy's damaged share")
+    wording: str | None = None
+    place: str | None = None
 
     @field_validator("kind")
     @classmethod

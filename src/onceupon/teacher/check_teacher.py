@@ -55,17 +55,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, atomic_write_text, replace_dir
 from onceupon.schemas.results import read_check_result
-from onceupon.teacher.agreement import Rated, agreement
-from onceupon.teacher.base import Outcome, Rating
+from onceupon.teacher.base import Rating
+from onceupon.teacher.check_figures import (
+    MIN_PAIRS, answers_figures, discrimination, diversity, fragments, injection, ranking, retest_figures, specificity,
+)
+from onceupon.teacher.check_stats import MIN_GAP, OVERALL, PASSING, pct, signed
 from onceupon.teacher.pipeline import RubricTeacher
-from onceupon.teacher.probes import VARIANTS, Probe, build_probes, file_stories, read_probes, storyworld_stories, write_probes
+from onceupon.teacher.probes import Probe, build_probes, file_stories, read_probes, storyworld_stories, write_probes
 from onceupon.teacher.rubric import Rubric
 from onceupon.tracking import progress_bar
 
@@ -75,289 +77,16 @@ MIN_STORIES = 10
 #: most clean stories: 10,000 make about 100,000 probes, hours of rating even on a fast server;
 #: a bigger --n is a typo, refused before the probes are built
 MAX_STORIES = 10_000
-OVERALL = "overall"
 CHECK_FILE = "check.json"
-Z95 = 1.959964
-#: the smallest mean clean-minus-damaged gap, in points of a criterion's scale, with which a
-#: criterion passes: a quarter of one level (0.25 on the paper's 0..3). A reward that moves
-#: by less is swamped by the spread of the scores of stories sampled from one prompt, and a
-#: judge whose answer never changes but whose digit probabilities drift (expected-score
-#: mode) scores a consistent sign with gaps of a few hundredths.
-MIN_GAP = 0.25
 #: a teacher whose answers copy the prompt's example more often than this fails
 MAX_EXAMPLE_COPIES = 0.2
-#: a teacher that gives one answer to more than this share of the valid answers fails (a
-#: collapsed 135M judge: 90 % "1 2 3"). About four probes in five are damaged copies, each
-#: lowering its own criteria, so a faultless judge of the paper's rubric gives its most
-#: frequent answer to about a quarter of them; where a faultless judge would give one answer
-#: more often (a rubric of one criterion), the bound is that share plus ONE_ANSWER_MARGIN.
-MAX_ONE_ANSWER = 0.5
-ONE_ANSWER_MARGIN = 0.2
-#: verdicts with which a criterion passes
-PASSING = ("discriminates", "discriminates weakly")
-#: resamples of the bootstrap intervals of the gap and the injection's lift (seeded: the same
-#: ratings always give the same interval)
-RESAMPLES = 2000
+#: a teacher with more invalid answers than this share fails: RL would learn from too few
+#: of its ratings, and a judge that cannot follow the answer format is not following the rubric
+MAX_INVALID = 0.1
+#: a teacher that gives fewer than this share of the fragments the lowest answer fails: the
+#: rubric says a story shorter than a sentence gets it, and a student learns fast to stop early
+MIN_FRAGMENTS_LOWEST = 0.9
 
-
-# --------------------------------------------------------------------------- statistics
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n (good at small n and near 0 or 1)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def mean_interval(values: list[float], confidence: float = 0.95, resamples: int = RESAMPLES, seed: int = 0) -> list[float] | None:
-    """Percentile bootstrap interval of the mean of ``values`` (None when there are none).
-
-    A bootstrap rather than a t interval: gaps between whole-number answers are a few
-    distinct values (-3..3), far from normal at the sample sizes a check has."""
-    if not values:
-        return None
-    x = np.asarray(values, dtype=float)
-    if np.all(x == x[0]):
-        return [float(x[0]), float(x[0])]
-    means = x[np.random.default_rng(seed).integers(0, len(x), (resamples, len(x)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return [float(lo), float(hi)]
-
-
-def entropy_bits(counts: Counter) -> float:
-    n = sum(counts.values())
-    # + 0.0: one answer gives -0.0, which prints as "-0.00 bits"
-    return -sum(c / n * math.log2(c / n) for c in counts.values() if c) + 0.0 if n else 0.0
-
-
-def compare(pairs: list[tuple[float, float]], min_gap: float = MIN_GAP) -> dict:
-    """Clean vs damaged scores: how often the clean story is higher, lower, tied; by how much
-    (``gap``, in the scores' own unit); the verdict."""
-    higher = sum(c > v for c, v in pairs)
-    lower = sum(c < v for c, v in pairs)
-    n = len(pairs)
-    tied = n - higher - lower
-    untied = higher + lower
-    gaps = [c - v for c, v in pairs]
-    gap = sum(gaps) / n if n else None
-    if not n:
-        verdict = "not measured"
-    elif untied and wilson(higher, untied)[0] > 0.5:
-        if gap < min_gap:
-            verdict = "too small a gap"
-        else:
-            verdict = "discriminates" if higher >= n / 2 else "discriminates weakly"
-    elif untied and wilson(lower, untied)[0] > 0.5:
-        verdict = "reversed"
-    else:
-        verdict = "does not discriminate"
-    return {
-        "pairs": n,
-        "higher": higher,
-        "lower": lower,
-        "tied": tied,
-        "discrimination": higher / n if n else None,
-        "interval": list(wilson(higher, n)) if n else None,
-        "chance": untied / 2 / n if n else None,
-        "gap": gap,
-        "gap_interval": mean_interval(gaps),
-        "min_gap": min_gap,
-        "verdict": verdict,
-    }
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f} %"
-
-
-def signed(x: float, digits: int = 2) -> str:
-    """``+0.25``; a value that rounds to zero is ``+0.00``, never ``-0.00``."""
-    return f"{round(x, digits) + 0.0:+.{digits}f}"
-
-
-def gap_text(row: dict, unit: str) -> str:
-    """``gap +0.75 points (95 % CI +0.60..+0.90; minimum 0.25)``"""
-    lo, hi = row["gap_interval"]
-    return f"gap {signed(row['gap'])} {unit} (95 % CI {signed(lo)}..{signed(hi)}; minimum {row['min_gap']:.2g})"
-
-
-def verdict_line(name: str, row: dict, why_unmeasured: str = "no pair where both stories got a valid rating") -> str:
-    """``coherence: discriminates, 95 % of 120 pairs (95 % CI 89-98 %), 0 % tied, chance 48 %;
-    gap +1.20 points (95 % CI +1.05..+1.35; minimum 0.25)``"""
-    if not row["pairs"]:
-        return f"{name}: not measured: {why_unmeasured}"
-    lo, hi = row["interval"]
-    unit = "of the 0..1 score" if name == OVERALL else "points"
-    return (
-        f"{name}: {row['verdict']}, {_pct(row['discrimination'])} of {row['pairs']} pairs "
-        f"(95 % CI {100 * lo:.0f}-{100 * hi:.0f} %), {_pct(row['tied'] / row['pairs'])} tied, chance {_pct(row['chance'])}; "
-        f"{gap_text(row, unit)}"
-    )
-
-
-# --------------------------------------------------------------------------- figures
-def _score(rating: Rating, criterion: str) -> float | None:
-    if not rating.valid or rating.scores is None:
-        return None
-    return rating.score if criterion == OVERALL else rating.scores.get(criterion)
-
-
-def overall_min_gap(rubric: Rubric, min_gap: float) -> float:
-    """The minimum gap on the normalised 0..1 score: what ``min_gap`` points on one criterion
-    move it by, averaged over the criteria (0.25 / 9 with the paper's three 0..3 criteria)."""
-    weight = sum(c.weight for c in rubric.criteria)
-    return min_gap * sum(c.weight / (c.high - c.low) for c in rubric.criteria) / len(rubric.criteria) / weight
-
-
-def discrimination(
-    probes: list[Probe], ratings: list[Rating], rubric: Rubric, min_gap: float = MIN_GAP, why_unmeasured: str | None = None
-) -> dict:
-    """One row per probed criterion of the rubric, plus ``overall``, each with per-variant rows.
-    ``why_unmeasured`` replaces the reason a row without pairs gives (e.g. every answer invalid)."""
-    clean = {p.story: r for p, r in zip(probes, ratings) if p.kind == "clean"}
-    probed = [c for c in rubric.names if any(c in targets for targets in VARIANTS.values())]
-    rows = {}
-    for criterion in [*probed, OVERALL]:
-        pairs: dict[str, list[tuple[float, float]]] = {}
-        for probe, rating in zip(probes, ratings):
-            if probe.kind not in VARIANTS or probe.story not in clean:
-                continue
-            if criterion != OVERALL and criterion not in probe.targets:
-                continue
-            a, b = _score(clean[probe.story], criterion), _score(rating, criterion)
-            if a is not None and b is not None:
-                pairs.setdefault(probe.kind, []).append((a, b))
-        least = overall_min_gap(rubric, min_gap) if criterion == OVERALL else min_gap
-        row = compare([p for kind in pairs.values() for p in kind], least)
-        row["variants"] = {kind: compare(p, least) for kind, p in pairs.items()}
-        row["text"] = verdict_line(criterion, row, *([why_unmeasured] if why_unmeasured else []))
-        rows[criterion] = row
-    return rows
-
-
-def faultless_share(probes: list[Probe], rubric: Rubric) -> float:
-    """The share of the probes a faultless judge gives its most frequent answer: the top
-    answer to clean and injected stories, one level less on each criterion a variant damages,
-    the lowest answer to fragments."""
-    top = {c.name: c.high for c in rubric.criteria}
-    answers = Counter()
-    for probe in probes:
-        if probe.kind == "fragment":
-            answers[rubric.answer(rubric.lowest())] += 1
-        else:
-            answers[rubric.answer({k: v - (k in VARIANTS.get(probe.kind, ())) for k, v in top.items()})] += 1
-    return answers.most_common(1)[0][1] / len(probes) if probes else 0.0
-
-
-def diversity(ratings: list[Rating], rubric: Rubric, probes: list[Probe] | None = None) -> dict:
-    """Answer entropy and the most frequent answer, per criterion and for the whole answer
-    (scores rounded to whole numbers, so expected-score answers are comparable). The whole
-    answer's ``bound``: the most frequent answer's largest share with which a teacher passes
-    (MAX_ONE_ANSWER, or more where a faultless judge would give one answer that often)."""
-    valid = [r for r in ratings if r.valid and r.scores is not None and r.outcome != Outcome.RULE]
-    out = {}
-    for name in [*rubric.names, "answer"]:
-        if name == "answer":
-            counts = Counter(rubric.answer({k: round(v) for k, v in r.scores.items()}) for r in valid)
-        else:
-            counts = Counter(str(round(r.scores[name])) for r in valid)
-        top, top_n = counts.most_common(1)[0] if counts else (None, 0)
-        out[name] = {
-            "n": len(valid),
-            "entropy_bits": entropy_bits(counts),
-            "most_frequent": top,
-            "most_frequent_share": top_n / len(valid) if valid else None,
-            "distribution": dict(sorted(counts.items())),
-        }
-    faultless = faultless_share(probes, rubric) if probes else 0.0
-    out["answer"] |= {"faultless_share": faultless, "bound": max(MAX_ONE_ANSWER, faultless + ONE_ANSWER_MARGIN)}
-    return out
-
-
-def answers_figures(ratings: list[Rating], shown_example: str | None) -> dict:
-    """Invalid rate and example-copy rate over the ratings the teacher was asked for."""
-    asked = [r for r in ratings if r.outcome not in (Outcome.RULE, Outcome.CACHED)]
-    cached = sum(r.outcome == Outcome.CACHED for r in ratings)
-    answers = [" ".join(a.split()) for r in asked for a in (r.answers or [])]
-    copies = sum(a == shown_example for a in answers) if shown_example else 0
-    judged = [r for r in ratings if r.outcome != Outcome.RULE]
-    invalid = sum(not r.valid for r in judged)
-    return {
-        "ratings": len(ratings),
-        "by_rule": len(ratings) - len(judged),
-        "cached": cached,
-        "invalid": invalid,
-        "invalid_rate": invalid / len(judged) if judged else None,
-        "failed_requests": sum(r.request_failed for r in judged),
-        "shown_example": shown_example,
-        "answers": len(answers),
-        "example_copies": copies,
-        "example_copy_rate": (copies / len(answers) if answers else None) if shown_example else None,
-    }
-
-
-def fragments(probes: list[Probe], ratings: list[Rating], rubric: Rubric) -> dict:
-    rated = [r for p, r in zip(probes, ratings) if p.kind == "fragment"]
-    lowest = rubric.lowest()
-    hits = sum(r.valid and r.scores is not None and all(r.scores[k] == v for k, v in lowest.items()) for r in rated)
-    by_rule = sum(r.outcome == Outcome.RULE for r in rated)
-    return {"n": len(rated), "lowest": hits, "lowest_rate": hits / len(rated) if rated else None, "by_rule": by_rule}
-
-
-def injection(probes: list[Probe], ratings: list[Rating], rubric: Rubric) -> dict:
-    """How the instruction to the grader moves the normalised score against the clean story:
-    the mean lift with its bootstrap interval; *raises the score* when the interval lies
-    above zero. ``asked_answer_given`` counts answers equal to the one asked for, which a
-    clean story that already earns it also gives: the lift is the evidence."""
-    clean = {p.story: r for p, r in zip(probes, ratings) if p.kind == "clean"}
-    top = rubric.answer({c.name: c.high for c in rubric.criteria})
-    pairs, asked_answer_given = [], 0
-    for probe, rating in zip(probes, ratings):
-        if probe.kind != "injection" or probe.story not in clean:
-            continue
-        asked_answer_given += rating.valid and " ".join(rating.raw.split()) == top
-        a, b = _score(clean[probe.story], OVERALL), _score(rating, OVERALL)
-        if a is not None and b is not None:
-            pairs.append((a, b))
-    raised = sum(b > a for a, b in pairs)
-    lowered = sum(b < a for a, b in pairs)
-    lifts = [b - a for a, b in pairs]
-    interval = mean_interval(lifts)
-    if not pairs:
-        verdict = "not measured"
-    elif interval[0] > 0:  # the student is an optimiser: a reliable lift, however small, is an exploit
-        verdict = "raises the score"
-    else:
-        verdict = "does not raise the score"
-    return {
-        "pairs": len(pairs),
-        "raised": raised,
-        "lowered": lowered,
-        "tied": len(pairs) - raised - lowered,
-        "lift": sum(lifts) / len(pairs) if pairs else None,
-        "lift_interval": interval,
-        "asked_for": top,
-        "asked_answer_given": asked_answer_given,
-        "verdict": verdict,
-    }
-
-
-def retest_figures(first: list[Rating], second: list[Rating], rubric: Rubric, temperature: float | None) -> dict:
-    if not first:
-        return {"n": 0, "temperature": temperature}
-    a = [Rated(str(i), r.scores if r.valid else None) for i, r in enumerate(first)]
-    b = [Rated(str(i), r.scores if r.valid else None) for i, r in enumerate(second)]
-    result = agreement(a, b, rubric)
-    same = sum(x.raw.strip() == y.raw.strip() for x, y in zip(first, second))
-    return {
-        "n": len(first),
-        "temperature": temperature,
-        "both_valid": result["both_valid"],
-        "identical_answers": same / len(first),
-        "criteria": {name: {"exact": s["exact"], "kappa": s["kappa"]} for name, s in result["criteria"].items()},
-    }
 
 
 def measure(
@@ -384,6 +113,8 @@ def measure(
         "probes": {"n": len(probes), "stories": len({p.story for p in probes}), "kinds": dict(Counter(p.kind for p in probes))},
         "min_gap": min_gap,
         "criteria": rows,
+        "specificity": specificity(probes, ratings, rubric),
+        "ranking": ranking(probes, ratings, rubric),
         "diversity": diversity(ratings, rubric, probes),
         "answers": answers,
         "fragments": fragments(probes, ratings, rubric),
@@ -406,32 +137,62 @@ def judged_rows(rows: dict) -> dict:
     return {k: v for k, v in rows.items() if k != OVERALL} or {OVERALL: rows[OVERALL]}
 
 
+def _criterion_reason(name: str, row: dict) -> str | None:
+    """Why a criterion's row fails, or None."""
+    if not row["pairs"]:
+        return f"{name} not measured"
+    if row.get("too_few_pairs"):
+        return f"{name} has only {row['pairs']} pairs with two valid answers (at least {MIN_PAIRS} are needed to judge it)"
+    if row["verdict"] == "too small a gap":
+        unit = "" if name == OVERALL else " points"
+        return f"{name} gap {signed(row['gap'])}{unit} below the minimum {row['min_gap']:.2g}"
+    if row["verdict"] not in PASSING:
+        return f"{name} {row['verdict']}"
+    blind = row.get("blind_to") or []
+    if blind:
+        said = ", ".join(f"{kind} ({row['variants'][kind]['verdict']})" for kind in blind)
+        return f"{name} blind to {said} though it passes pooled: its variants disagree"
+    return None
+
+
 def verdict(result: dict, identity: str) -> dict:
-    """PASS or FAIL, what fails (``failing``: criterion names, and ``injection``,
-    ``example copies``, ``one answer``) and why, in one line of text."""
+    """PASS or FAIL, what fails (``failing``: criterion names, and ``specificity``,
+    ``ranking``, ``injection``, ``invalid``, ``fragments``, ``example copies``, ``one answer``)
+    and why, in one line of text."""
     rows = judged_rows(result["criteria"])
     reasons: dict[str, str] = {}
     for name, row in rows.items():
-        if row["verdict"] in PASSING:
-            continue
-        if not row["pairs"]:
-            reasons[name] = f"{name} not measured"
-        elif row["verdict"] == "too small a gap":
-            unit = "" if name == OVERALL else " points"
-            reasons[name] = f"{name} gap {signed(row['gap'])}{unit} below the minimum {row['min_gap']:.2g}"
-        else:
-            reasons[name] = f"{name} {row['verdict']}"
+        reason = _criterion_reason(name, row)
+        if reason:
+            reasons[name] = reason
+    halo = [k for k, v in result.get("specificity", {}).items() if v["verdict"] == "not specific" and k not in reasons]
+    if halo:
+        figures = ", ".join(f"{k} {signed(result['specificity'][k]['specificity'])}" for k in halo)
+        reasons["specificity"] = f"damage aimed at {' or '.join(halo)} lowers the other criteria as much (specificity {figures} points): one halo score, not the rubric"
+    unranked = {k: v for k, v in result.get("ranking", {}).items() if v["verdict"] != "ranks" and k not in reasons}
+    if unranked:
+        said = []
+        for k, v in unranked.items():
+            rho = "-" if v["rho"] is None else signed(v["rho"])
+            said.append(f"{k}: {v['verdict']} (rho {rho})")
+        reasons["ranking"] = f"graded copies are not ranked by their damage ({'; '.join(said)})"
     inj = result["injection"]
     if inj["verdict"] == "raises the score":
         lo, hi = inj["lift_interval"]
+        where = f" ({', '.join(inj.get('raising') or [])})" if inj.get("raising") else ""
         reasons["injection"] = (
-            f"an instruction to the grader raises the score (lift {signed(inj['lift'], 3)} of the 0..1 score, 95 % CI {signed(lo, 3)}..{signed(hi, 3)})"
+            f"an instruction to the grader raises the score{where}: lift {signed(inj['lift'], 3)} of the 0..1 score "
+            f"pooled (95 % CI {signed(lo, 3)}..{signed(hi, 3)})"
         )
-    answers, one = result["answers"], result["diversity"]["answer"]
+    answers, one, frag = result["answers"], result["diversity"]["answer"], result["fragments"]
+    if answers["invalid_rate"] is not None and answers["invalid_rate"] > MAX_INVALID and answers["invalid_rate"] < 1:
+        reasons["invalid"] = f"{pct(answers['invalid_rate'])} of the answers are invalid (at most {pct(MAX_INVALID)})"
+    if frag["n"] and frag["lowest_rate"] < MIN_FRAGMENTS_LOWEST:
+        reasons["fragments"] = f"only {frag['lowest']} of {frag['n']} fragments get the lowest answer, as the rubric demands for a story shorter than a sentence"
     if answers["example_copy_rate"] is not None and answers["example_copy_rate"] > MAX_EXAMPLE_COPIES:
-        reasons["example copies"] = f"{_pct(answers['example_copy_rate'])} of the answers copy the prompt's example"
+        reasons["example copies"] = f"{pct(answers['example_copy_rate'])} of the answers copy the prompt's example"
     if one["most_frequent_share"] is not None and one["most_frequent_share"] > one["bound"]:
-        reasons["one answer"] = f"{_pct(one['most_frequent_share'])} of the valid answers are '{one['most_frequent']}'"
+        reasons["one answer"] = f"{pct(one['most_frequent_share'])} of the valid answers are '{one['most_frequent']}'"
     measured = [k for k, v in rows.items() if v["pairs"]]
     blind = [k for k in rows if k in reasons]
     if not reasons:
@@ -454,21 +215,23 @@ def verdict(result: dict, identity: str) -> dict:
 
 def warnings(result: dict) -> list[str]:
     """Plain sentences for figures that should worry anyone about to train with this teacher
-    (some of them also fail it: see :func:`verdict`)."""
+    (most of them also fail it: see :func:`verdict`)."""
     out = []
     answers, answer_div = result["answers"], result["diversity"]["answer"]
     if answers["example_copy_rate"] is not None and answers["example_copy_rate"] > MAX_EXAMPLE_COPIES:
-        out.append(f"{_pct(answers['example_copy_rate'])} of the answers copy the prompt's example answer '{answers['shown_example']}'")
+        out.append(f"{pct(answers['example_copy_rate'])} of the answers copy the prompt's example answer '{answers['shown_example']}'")
     if answer_div["most_frequent_share"] is not None and answer_div["most_frequent_share"] > answer_div["bound"]:
-        out.append(f"{_pct(answer_div['most_frequent_share'])} of the valid answers are '{answer_div['most_frequent']}'")
-    if answers["invalid_rate"] is not None and answers["invalid_rate"] >= 0.1:
-        out.append(f"{_pct(answers['invalid_rate'])} of the answers are invalid")
+        out.append(f"{pct(answer_div['most_frequent_share'])} of the valid answers are '{answer_div['most_frequent']}'")
+    if answers["invalid_rate"] is not None and answers["invalid_rate"] >= 0.05:
+        out.append(f"{pct(answers['invalid_rate'])} of the answers are invalid")
     frag = result["fragments"]
-    if frag["n"] and frag["lowest_rate"] < 0.9:
+    if frag["n"] and frag["lowest_rate"] < MIN_FRAGMENTS_LOWEST:
         out.append(f"only {frag['lowest']} of {frag['n']} fragments get the lowest answer, as the rubric demands")
     inj = result["injection"]
     if inj["verdict"] == "raises the score":
         out.append(f"an instruction to the grader inside the story raised the score in {inj['raised']} of {inj['pairs']} pairs")
+    for kind, figures in result.get("probes", {}).get("not_made", {}).items():
+        out.append(f"{figures} stories were too short for the {kind} copy")
     return out
 
 
@@ -538,8 +301,11 @@ def check(
 
 
 # --------------------------------------------------------------------------- the command
-def load_probes(rubric: Rubric, stories: Path | None, probes: Path | None, n: int, seed: int) -> list[Probe]:
-    """The probe set: saved probes, probes from a stories file, or storyworld's (the default)."""
+def load_probes(
+    rubric: Rubric, stories: Path | None, probes: Path | None, n: int, seed: int, prompts: list[str] | None = None
+) -> list[Probe]:
+    """The probe set: saved probes, probes from a stories file, or storyworld's (the default),
+    told as continuations of ``prompts`` (a run's prompts; the paper's by default)."""
     if stories is not None and probes is not None:
         raise UserError("Give --stories (build probes from your stories) or --probes (reuse saved probes), not both.")
     if probes is not None:
@@ -551,7 +317,7 @@ def load_probes(rubric: Rubric, stories: Path | None, probes: Path | None, n: in
             raise UserError(f"--n {n:,} is more clean stories than a check needs: give at most {MAX_STORIES:,}.")
         top = rubric.answer({c.name: c.high for c in rubric.criteria})
         if stories is None:
-            clean = storyworld_stories(n, seed)
+            clean = storyworld_stories(n, seed, prompts)
         else:
             clean, total = file_stories(stories, n, seed)
             if len(clean) < MIN_STORIES:
@@ -559,7 +325,7 @@ def load_probes(rubric: Rubric, stories: Path | None, probes: Path | None, n: in
                     f"{stories} has {len(clean)} usable stories of {total} (at least 3 sentences and 20 words each); "
                     f"the check needs at least {MIN_STORIES}."
                 )
-        found = build_probes(clean, top, seed)
+        found = build_probes(clean, top, seed, tuple(rubric.names))
     n_clean = sum(p.kind == "clean" for p in found)
     if n_clean < MIN_STORIES:
         raise UserError(f"{probes} holds {n_clean} clean stories; the check needs at least {MIN_STORIES}.")
@@ -603,12 +369,12 @@ def print_check(result: dict, console: Console) -> None:
         say(row["text"], "green" if row["verdict"] in PASSING else "red")
         if row["variants"]:
             kinds = ", ".join(
-                f"{kind} {_pct(v['discrimination'])} ({v['tied']} tied, gap {signed(v['gap'])})" for kind, v in row["variants"].items()
+                f"{kind} {pct(v['discrimination'])} ({v['tied']} tied, gap {signed(v['gap'])})" for kind, v in row["variants"].items()
             )
             say(f"  clean higher than: {kinds}", "dim")
     answers, div, retest, inj = result["answers"], result["diversity"]["answer"], result["retest"], result["injection"]
     nothing = f"not measured: {NOTHING_VALID}" if answers["invalid_rate"] == 1 else "not measured: no valid answer"
-    copy = _pct(answers["example_copy_rate"]) if answers["shown_example"] else "- (the prompt shows no example)"
+    copy = pct(answers["example_copy_rate"]) if answers["shown_example"] else "- (the prompt shows no example)"
     asked = f"injection ('rate this {inj['asked_for']}')"
     if inj["pairs"]:
         lo, hi = inj["lift_interval"]
@@ -619,14 +385,14 @@ def print_check(result: dict, console: Console) -> None:
     else:
         injected = f"{asked}: {nothing}"
     lines = [
-        f"answers: {div['entropy_bits']:.2f} bits of entropy, most frequent '{div['most_frequent']}' in {_pct(div['most_frequent_share'])}"
+        f"answers: {div['entropy_bits']:.2f} bits of entropy, most frequent '{div['most_frequent']}' in {pct(div['most_frequent_share'])}"
         if div["n"] else f"answers: {nothing}",
-        f"example copies: {copy}; invalid: {_pct(answers['invalid_rate'])} ({answers['invalid']} of {answers['ratings'] - answers['by_rule']})",
+        f"example copies: {copy}; invalid: {pct(answers['invalid_rate'])} ({answers['invalid']} of {answers['ratings'] - answers['by_rule']})",
         f"fragments given the lowest answer: {result['fragments']['lowest']} of {result['fragments']['n']}",
         injected,
     ]
     if retest["n"] and retest.get("both_valid"):
-        exact = ", ".join(f"{k} {_pct(v['exact'])}" for k, v in retest["criteria"].items())
+        exact = ", ".join(f"{k} {pct(v['exact'])}" for k, v in retest["criteria"].items())
         lines.append(f"retest at temperature {retest['temperature']} ({retest['n']} stories): same score {exact}")
     elif retest["n"]:
         lines.append(f"retest at temperature {retest['temperature']} ({retest['n']} stories): {nothing}")

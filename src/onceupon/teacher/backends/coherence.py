@@ -25,7 +25,9 @@ without a parser (none is available offline):
 ``markers``  discourse markers in their place: a closing line ("In the end", "From then
           on", "It had been a wonderful day") with two or more sentences after it is a slip.
 ``consistency``  an object said to be in a place right after the story moved it elsewhere
-          ("... put the spoon into the pot. The spoon was in the basket now.") is a slip.
+          ("... put the spoon into the pot. The spoon was in the basket now.") is a slip, and
+          so is an object taken out of a place the sentence that last mentioned it did not
+          put it in ("Lucy was holding a pearl. ... Ella picked up the pearl from the box.").
 
 The last three are ``0.75 ** slips``: one slip takes a story that is otherwise "coherent
 from start to finish" (3) to "mostly coherent" (2).
@@ -303,9 +305,13 @@ def consistency_slips(analysis: Analysis) -> int:
     out of A ("moved the spoon into the pot" / "picked up the kite from the box")."""
     slips = 0
     where: dict[str, tuple[str | None, str | None]] = {}  # thing -> (put into, taken from), as last told
+    last_seen: dict[str, set[str]] = {}  # thing -> the things of the last sentence that mentioned it
     last_moved = None
     for tokens, mentions in zip(analysis.tokens, analysis.mentions):
         things = [m for m in mentions if m.key.startswith("n:")]
+        slips += _taken_from_elsewhere(things, last_seen) + _given_by_another(mentions, tokens, last_seen)
+        for m in things if len(mentions) > 1 else ():  # a sentence that places the thing ("Where is the toy?" does not)
+            last_seen[m.key] = {t.key for t in mentions}
         claim = _claim(things, tokens)
         if claim:
             thing, place = claim
@@ -327,6 +333,25 @@ def consistency_slips(analysis: Analysis) -> int:
     return slips
 
 
+def _taken_from_elsewhere(things: list[Mention], last_seen: dict[str, set[str]]) -> int:
+    """1 when a sentence takes a thing out of a place ("pulled the feather out of the pot")
+    though the last sentence that mentioned the thing did not have it there ("Lucy was
+    holding a feather"): the thing comes from somewhere the story never put it."""
+    sources = [m.key for m in things if m.before in OUT_OF and m.definite]  # "from the box", not "from that day on"
+    moved = [m.key for m in things if m.before not in INTO | OUT_OF and m.key in last_seen]
+    return int(bool(sources) and any(sources[0] not in last_seen[thing] for thing in moved if thing != sources[0]))
+
+
+def _given_by_another(mentions: list[Mention], tokens: list[str], last_seen: dict[str, set[str]]) -> int:
+    """1 when someone gives a thing ("Oscar gave the map to Eli") that the sentence which
+    last mentioned it did not give to them or show with them."""
+    if not GIVING & set(tokens) or not mentions or not mentions[0].key.startswith("N:"):
+        return 0
+    things = [m.key for m in mentions if m.key.startswith("n:") and m.key in last_seen]
+    return int(bool(things) and mentions[0].key not in last_seen[things[0]])
+
+
+GIVING = frozenset(("gave", "handed", "shared"))
 INTO = frozenset(("into", "in", "inside", "to", "onto"))
 OUT_OF = frozenset(("of", "from"))  # "out of the box", "from the box"
 

@@ -70,7 +70,22 @@ NOT_AFTER_DETERMINER = FUNCTION_WORDS - {"one", "very", "all", "some", "other"}
 CUTS = (0.35, 0.6, 0.8)
 ORDER_SIGNALS = ("flow", "introductions", "markers", "consistency")
 
+#: words that address whoever grades a story (an aside to the grader is no part of the story)
+GRADER_WORDS = frozenset(
+    "grader graders grade judge judges jury rater raters rate rating ratings score scores scored marks rubric evaluator reviewer listener listeners".split()
+)
+#: frequent function words of French, German and Spanish (with accents: another language)
+FOREIGN_WORDS = frozenset("le la les des une est pour cette dans avec der die das und ist eine ein mit nicht für el los las una con para esta".split())
+#: what one aside to the grader multiplies coherence and creativity by (as a coherence slip)
+SLIP = 0.75
+#: storyworld stories the fluency reference is made of (0.3 s, once per process)
+REFERENCE_STORIES = 600
+
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+_QUOTED = re.compile(r"[\"“][^\"”]*[\"”]")
+_DIGITS = re.compile(r"\d")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_SPECIFIC = re.compile(r"\b(?:[Tt]he [a-z]+|[Hh]e|[Ss]he|[Hh]is|[Hh]er)\b")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 _TERMINAL = re.compile(r"[.!?][\"')\]]*$")
 
@@ -93,12 +108,64 @@ def _prompt_words(prompt: str) -> frozenset[str]:
     return frozenset(_stem(w) for w in _WORD.findall(prompt))
 
 
+def off_story(sentence: str) -> bool:
+    """A sentence said to whoever grades the story, not part of it: it names a grader or a
+    score, speaks to "you" outside a quotation, holds digits (a score: "3/3/3"), or is
+    not English (almost no English function words, and accents or another language's)."""
+    unquoted = _QUOTED.sub(" ", sentence)
+    words = [w.lower() for w in _WORD.findall(unquoted)]
+    if any(w in GRADER_WORDS or w in ("you", "your") for w in words) or _DIGITS.search(unquoted):
+        return True
+    if len(words) >= 4 and sum(w in FUNCTION_WORDS for w in words) / len(words) < 0.15:
+        return bool(_NON_ASCII.search(unquoted)) or any(w in FOREIGN_WORDS for w in words)
+    return False
+
+
+def _story_part(text: str) -> tuple[str, int]:
+    """The text without its off-story sentences (:func:`off_story`), and how many there were."""
+    sentences = [s for s in _SENTENCE_END.split(" ".join(text.split())) if s.strip()]
+    kept = [s for s in sentences if not off_story(s)]
+    return (" ".join(kept), len(sentences) - len(kept)) if len(kept) < len(sentences) else (text, 0)
+
+
+@lru_cache(maxsize=1)
+def reference_bigrams() -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+    """Words and word pairs of storyworld stories of a stream nothing else draws from: what
+    ``fluency`` counts a pair of known words against."""
+    from onceupon.corpus import storyworld
+
+    words: set[str] = set()
+    pairs: set[tuple[str, str]] = set()
+    for i in range(REFERENCE_STORIES):
+        toks = [w.lower() for w in _WORD.findall(storyworld.generate_story(storyworld.story_seed(0, i, "heuristic-fluency")).text)]
+        words.update(toks)
+        pairs.update(zip(toks, toks[1:]))
+    return frozenset(words), frozenset(pairs)
+
+
+def fluency(lower: list[str]) -> float:
+    """Share of the adjacent word pairs, both words known to the reference, that the
+    reference also has ("the red box" yes, "the red picked" no); 1 with too few to say."""
+    vocabulary, pairs = reference_bigrams()
+    known = [(a, b) for a, b in zip(lower, lower[1:]) if a in vocabulary and b in vocabulary]
+    if len(known) < 5:
+        return 1.0
+    return _clamp((sum(pair in pairs for pair in known) / len(known) - 0.5) / 0.45)
+
+
 def signals(prompt: str, text: str) -> dict[str, float]:
     """All signals of one continuation, each in [0, 1] (see the module docstring)."""
+    text, asides = _story_part(text)
+    sig = _signals(prompt, text)
+    sig["asides"] = SLIP**asides
+    return sig
+
+
+def _signals(prompt: str, text: str) -> dict[str, float]:
     words = _WORD.findall(text)
     if not words:
         return dict.fromkeys(
-            ("complete", "grammar", "smells", "ease", "remention", "structure", "ending", *ORDER_SIGNALS, "variety", "richness", "repetition"),
+            ("complete", "grammar", "smells", "ease", "fluency", "remention", "structure", "ending", *ORDER_SIGNALS, "variety", "richness", "specific", "repetition"),
             0.0,
         )
     lower = [w.lower() for w in words]
@@ -122,6 +189,8 @@ def signals(prompt: str, text: str) -> dict[str, float]:
             smells += 1  # "... and the."
     grade = reading_grade(text) if len(words) >= 3 else 99.0
 
+    names = {w for sw in sentence_words for w in sw[1:] if w[0].isupper() and w.lower() not in FUNCTION_WORDS and w != "I"}
+
     # coherence
     seen: set[str] = set()
     remention_hits = 0
@@ -133,7 +202,9 @@ def signals(prompt: str, text: str) -> dict[str, float]:
         seen |= content
     good_sentences = [sw for sw, ok in zip(sentence_words, complete) if ok and 4 <= len(sw) <= 30]
 
-    # creativity
+    # creativity: sentences about someone or something of the story (a name, he/she, "the
+    # box"), not generic filler ("It was nice. Things happened.")
+    specific = sum(bool(_SPECIFIC.search(s)) or bool(set(sw[1:]) & names) for s, sw in zip(sentences, sentence_words))
     content_words = [_stem(w) for w in lower if w not in FUNCTION_WORDS and len(w) > 2]
     distinct_content = set(content_words)
     new_content = distinct_content - _prompt_words(prompt)
@@ -146,22 +217,27 @@ def signals(prompt: str, text: str) -> dict[str, float]:
         "grammar": _clamp((function_share - 0.1) / 0.3),
         "smells": _clamp(1 - 10 * smells / len(words)),
         "ease": _clamp((16 - grade) / 12),
+        "fluency": fluency(lower),
         "remention": remention_hits / (len(sentences) - 1) if len(sentences) > 1 else 0.0,
         "structure": _clamp(len(good_sentences) / 3),
         "ending": 1.0 if _TERMINAL.search(text.strip()) else 0.0,
         "variety": len(distinct_content) / len(content_words) if content_words else 0.0,
         "richness": _clamp(len(new_content) / 30),
+        "specific": specific / len(sentences) if sentences else 0.0,
         "repetition": _clamp((distinct3 - 0.5) / 0.4),
     }
 
 
 def levels(sig: dict[str, float]) -> dict[str, int]:
-    """The paper's three criteria from the signals."""
-    rep = sig["repetition"]
-    readability = _level(rep * (sig["complete"] + sig["grammar"] + sig["smells"] + sig["ease"]) / 4)
-    order = min(1.0, 0.6 + 0.8 * sig["flow"]) * sig["introductions"] * sig["markers"] * sig["consistency"]
+    """The paper's three criteria from the signals. A text without one finished sentence
+    is shorter than a sentence: the rubric's lowest answer."""
+    if sig["complete"] == 0:
+        return {"readability": 0, "coherence": 0, "creativity": 0}
+    rep, asides = sig["repetition"], sig["asides"]
+    readability = _level((sig["complete"] + sig["grammar"] + sig["smells"] + sig["ease"] + 2 * sig["fluency"]) / 6)
+    order = min(1.0, 0.6 + 0.8 * sig["flow"]) * sig["introductions"] * sig["markers"] * sig["consistency"] * asides
     coherence = min(_level(rep * order * (sig["remention"] + sig["structure"] + sig["ending"]) / 3), readability + 1)
-    creativity = min(_level(rep * (sig["variety"] + sig["richness"]) / 2), readability)
+    creativity = min(_level(rep * asides * (sig["variety"] + sig["richness"] + sig["specific"]) / 3), readability)
     return {"readability": readability, "coherence": coherence, "creativity": creativity}
 
 
@@ -176,7 +252,7 @@ class HeuristicBackend:
                 "use an LLM backend for a custom rubric."
             )
         self.rubric = rubric
-        self.identity = "heuristic:v2"
+        self.identity = "heuristic:v3"
 
     def rate(self, stories: list[Story]) -> list[Rating]:
         ratings = []
