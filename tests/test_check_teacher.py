@@ -477,10 +477,15 @@ def test_interact_refuses_a_teacher_that_fails_its_check(tmp_path, cli, tiny_che
         proc = cli("interact", "--from", str(tiny_checkpoint), "--out", str(run), *judged_by(judge), *SHORT_RUN)
     assert proc.returncode == 2, proc.stderr
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error")]
-    assert "The teacher failed its check (readability does not discriminate;" in line
+    assert "The teacher failed its check (storyworld probes: readability does not discriminate;" in line
     assert "--allow-failing-teacher to train anyway" in line and str(run / "teacher_check" / "check.json") in line
     assert json.loads((run / "teacher_check" / "check.json").read_text())["verdict"]["passed"] is False
     assert not (run / "state.json").exists() and not (run / "anthology.jsonl").exists()
+    # the student told its stories for the second probe set: 8 tokens each are too short to
+    # probe, and the run says so instead of dropping the set silently
+    skipped = json.loads((run / "teacher_check" / "student" / "skipped.json").read_text())
+    assert skipped["told"] == 64 and skipped["usable"] == 0 and "only 0 of the 64 stories the student told" in skipped["reason"]
+    assert "teacher check (the student's stories): not made: only 0 of the 64" in proc.stderr
 
 
 def judged_by(judge):
@@ -517,3 +522,31 @@ def test_interact_allows_or_skips_the_check_when_told(tmp_path, cli, tiny_checkp
     # A resumed run keeps its check: the flags are for new runs.
     proc = cli("interact", "--resume", str(skipped), "--allow-failing-teacher")
     assert proc.returncode == 2 and "apply to new runs only" in proc.stderr
+
+
+def test_a_run_checks_its_teacher_on_the_students_own_stories_too(tmp_path):
+    """Before its first step a run checks the teacher on storyworld stories told after its
+    prompts and on stories its student told; with teacher_check: require a FAIL on either set
+    stops it, and the run's verdict names each set."""
+    from onceupon.config import ExperimentConfig
+    from onceupon.errors import UserError
+    from onceupon.teacher.before_run import check_before_run, run_verdict
+    from onceupon.teacher.factory import build_teacher
+
+    cfg = ExperimentConfig()
+    cfg.interact.prompt = "Once upon a time, in a small town,"
+    rng = random.Random(0)
+    words = "the a boy girl went was to and he she big dog house ran".split()
+    # what a barely trained student tells: sentences of frequent words, no story to damage
+    told = [(cfg.interact.prompt, " ".join(" ".join(rng.choice(words) for _ in range(7)) + "." for _ in range(5))) for _ in range(30)]
+    with build_teacher(cfg.teacher) as teacher:
+        with pytest.raises(UserError) as refused:
+            check_before_run(cfg, teacher, tmp_path / "run", [cfg.interact.prompt], lambda: told)
+    assert "the student's own stories:" in str(refused.value) and "teacher_check/student/check.json" in str(refused.value)
+    verdict = run_verdict(tmp_path / "run")
+    assert verdict["sets"]["storyworld"]["status"] == "passed" and verdict["sets"]["student"]["status"] == "failed"
+    assert verdict["status"] == "failed" and verdict["text"].startswith("storyworld probes: PASS")
+    probes = read_probes(tmp_path / "run" / "teacher_check" / "probes.jsonl")
+    assert {p.prompt for p in probes} == {cfg.interact.prompt}  # the run's prompt, not the paper's
+    student = read_probes(tmp_path / "run" / "teacher_check" / "student" / "probes.jsonl")
+    assert {p.story for p in student} <= {f"f{i:06d}" for i in range(30)} and len({p.story for p in student}) == 30

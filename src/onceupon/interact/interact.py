@@ -129,7 +129,7 @@ def interact(
 
                 teacher = build_teacher(cfg.teacher)
             try:
-                before_first_step(cfg, teacher, run_dir, resume)
+                before_first_step(cfg, teacher, run_dir, resume, student, prompts)
                 session = Interaction(cfg, student, prompts, run_dir, objective, teacher, resume=resume)
                 return session.train()
             finally:
@@ -139,14 +139,31 @@ def interact(
                     teacher.close()
 
 
-def before_first_step(cfg: ExperimentConfig, teacher: Teacher, run_dir: Path, resume: bool) -> None:
+def before_first_step(
+    cfg: ExperimentConfig, teacher: Teacher, run_dir: Path, resume: bool, student: Student | None = None, prompts: list[str] | None = None
+) -> None:
     """The one place for checks of the built parts before the run writes anything (a new run)
     or continues (``--resume``): the settings, student and prompts passed their checks, the
-    teacher is built, nothing is written yet. A new run checks its teacher and keeps the check
-    (a FAIL stops it here unless ``interact.teacher_check`` allows it: teacher/before_run.py);
-    a resumed run keeps the check it made when it started."""
-    if not resume:
-        check_before_run(cfg, teacher, run_dir)
+    teacher is built, nothing is written yet. A new run checks its teacher on storyworld
+    stories told after the run's prompts and on stories the student itself tells, and keeps
+    both checks (a FAIL stops it here unless ``interact.teacher_check`` allows it:
+    teacher/before_run.py); a resumed run keeps the checks it made when it started."""
+    if resume:
+        return
+
+    def student_samples() -> list[tuple[str, str]]:
+        import torch
+
+        from onceupon.interact.check_samples import sample_for_check
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = student.model.to(device)
+        try:
+            return sample_for_check(model, student.tokenizer, prompts, cfg.interact)
+        finally:
+            student.model.to("cpu")
+
+    check_before_run(cfg, teacher, run_dir, prompts, student_samples if student is not None and prompts else None)
 
 
 # --------------------------------------------------------------------------- the run

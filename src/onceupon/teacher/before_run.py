@@ -1,23 +1,30 @@
-"""The teacher check an interaction run makes before its first step.
+"""The teacher checks an interaction run makes before its first step.
 
 RL trains the student on whatever the teacher rewards, so ``onceupon interact`` runs
-``onceupon check-teacher``'s check (check_teacher.py: the same probes, figures and verdict,
-with its defaults: 40 storyworld stories, seed 0) on the very teacher the run will train
-with, before it tells a single story, and saves it in the run as ``RUN/teacher_check/``
-(``check.json`` and the probes and ratings behind it). ``interact.teacher_check`` says
-what a verdict does:
+``onceupon check-teacher``'s check (check_teacher.py: the same probes, figures and verdict)
+on the very teacher the run will train with, before it tells a single story, on two probe
+sets:
 
-``require`` (default)  a FAIL stops the run before its first step, in one sentence that
-                       names what failed and how to train anyway (exit code 2); the check
-                       stays in ``RUN/teacher_check/`` to be read
-``allow``              train whatever the verdict (``--allow-failing-teacher``); the report
+``storyworld``  40 storyworld stories told after the run's own prompts (``interact.prompt``,
+                ``prompts_file`` or ``prompts_dataset``), seed 0: ``RUN/teacher_check/``
+``student``     stories the start checkpoint tells from the run's prompts with the run's
+                sampling settings (interact/check_samples.py): the kind of story the teacher
+                will judge. ``RUN/teacher_check/student/``; where too few of them are long
+                enough to probe (3 sentences, 20 words), ``skipped.json`` there says how many
+
+``interact.teacher_check`` says what a verdict does:
+
+``require`` (default)  a FAIL on either set stops the run before its first step, in one
+                       sentence that names what failed and how to train anyway (exit code 2);
+                       the checks stay in ``RUN/teacher_check/`` to be read
+``allow``              train whatever the verdicts (``--allow-failing-teacher``); the report
                        names a FAIL in the run's headline
 ``skip``               no check (``--skip-teacher-check``); ``RUN/teacher_check/skipped.json``
                        records that, and the report's headline says the teacher was not checked
 
 A teacher given to :func:`onceupon.interact.interact` in code without a rubric (a test's
 rule-based teacher) cannot be probed; that is recorded as skipped, with the reason. A
-resumed run keeps the check it made when it started. Under ``accelerate launch`` the main
+resumed run keeps the checks it made when it started. Under ``accelerate launch`` the main
 process checks and every process learns the verdict, so all of them stop or none.
 """
 
@@ -32,23 +39,32 @@ from rich.console import Console
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_json
-from onceupon.teacher.check_teacher import CHECK_FILE, check_teacher, load_probes, passed, read_check
+from onceupon.teacher.check_teacher import CHECK_FILE, MIN_STORIES, check_teacher, load_probes, passed, read_check
+from onceupon.teacher.probes import build_probes, usable_stories
 from onceupon.teacher.rubric import Rubric
 
 #: the check's directory inside a run
 CHECK_DIR = "teacher_check"
 #: written instead of check.json when the check was skipped (its "reason" says why)
 SKIPPED_FILE = "skipped.json"
+#: the student's own stories' check, inside CHECK_DIR
+STUDENT_DIR = "student"
+#: clean stories per probe set
+STORIES = 40
 
 
-def check_before_run(cfg: ExperimentConfig, teacher, run_dir: str | Path) -> dict:
-    """Check ``teacher`` for a new run in ``run_dir`` as ``cfg.interact.teacher_check`` says;
+def check_before_run(
+    cfg: ExperimentConfig, teacher, run_dir: str | Path, prompts: list[str] | None = None, student_samples=None
+) -> dict:
+    """Check ``teacher`` for a new run in ``run_dir`` as ``cfg.interact.teacher_check`` says,
+    on storyworld stories told after ``prompts`` and on the stories ``student_samples()``
+    returns ((prompt, continuation) pairs the start checkpoint told; None: no student set);
     returns the run's :func:`run_verdict`. Raises UserError when a required check fails."""
     mode = cfg.interact.teacher_check
     processes = _processes()
     verdict = None
     if processes is None or processes.is_main_process:
-        verdict = _check_or_skip(cfg, teacher, Path(run_dir) / CHECK_DIR, mode)
+        verdict = _check_or_skip(cfg, teacher, Path(run_dir) / CHECK_DIR, mode, prompts, student_samples)
     if processes is not None:
         from accelerate.utils import broadcast_object_list
 
@@ -71,18 +87,38 @@ def _processes():
     return PartialState()
 
 
-def _check_or_skip(cfg: ExperimentConfig, teacher, out: Path, mode: str) -> dict:
+def _check_or_skip(cfg: ExperimentConfig, teacher, out: Path, mode: str, prompts, student_samples) -> dict:
     console = Console(stderr=True)
     if mode == "skip":
         return _skip(out, "--skip-teacher-check (interact.teacher_check: skip)", console)
     rubric = getattr(teacher, "rubric", None)
     if not isinstance(rubric, Rubric):
         return _skip(out, f"the teacher given in code ({getattr(teacher, 'identity', type(teacher).__name__)}) has no rubric to probe", console)
-    console.print(f"checking the teacher {teacher.identity} before the first step -> {out}", markup=False, highlight=False, soft_wrap=True)
-    result = check_teacher(teacher, cfg, out, load_probes(rubric, None, None, 40, 0))
-    style = "bold green" if passed(result) else "bold white on red"
-    console.print(f"teacher check: {result['verdict']['text']}", style=style, markup=False, highlight=False, soft_wrap=True)
+    say = lambda text, style=None: console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    say(f"checking the teacher {teacher.identity} on storyworld stories before the first step -> {out}")
+    result = check_teacher(teacher, cfg, out, load_probes(rubric, None, None, STORIES, 0, prompts=prompts))
+    say(f"teacher check (storyworld): {result['verdict']['text']}", "bold green" if passed(result) else "bold white on red")
+    if student_samples is not None:
+        _check_student(cfg, teacher, rubric, out / STUDENT_DIR, student_samples(), say)
     return run_verdict(out.parent)
+
+
+def _check_student(cfg: ExperimentConfig, teacher, rubric: Rubric, out: Path, told: list[tuple[str, str]], say) -> None:
+    """The check on the student's own stories, or ``skipped.json`` saying why it could not be made."""
+    clean = usable_stories(told, STORIES, 0)
+    if len(clean) < MIN_STORIES:
+        reason = (
+            f"only {len(clean)} of the {len(told)} stories the student told have 3 sentences and 20 words "
+            f"(at least {MIN_STORIES} are needed to probe)"
+        )
+        atomic_write_json(out / SKIPPED_FILE, {"skipped": True, "reason": reason, "told": len(told), "usable": len(clean)})
+        say(f"teacher check (the student's stories): not made: {reason}", "yellow")
+        return
+    say(f"checking the teacher on {len(clean)} of the {len(told)} stories the student told -> {out}")
+    top = rubric.answer({c.name: c.high for c in rubric.criteria})
+    probes = build_probes(clean, top, 0, tuple(rubric.names))
+    result = check_teacher(teacher, cfg, out, probes, source=f"the start checkpoint's stories ({len(clean)} of {len(told)} usable)")
+    say(f"teacher check (the student's stories): {result['verdict']['text']}", "bold green" if passed(result) else "bold white on red")
 
 
 def _skip(out: Path, reason: str, console: Console) -> dict:
@@ -92,10 +128,32 @@ def _skip(out: Path, reason: str, console: Console) -> dict:
 
 
 def run_verdict(run_dir: str | Path) -> dict:
-    """What a run's teacher check said, for the report's headline and the demo:
-    ``status`` passed, failed, skipped or absent (a run from before checks were made),
-    ``text`` one sentence, ``reasons`` what failed, ``teacher``."""
+    """What a run's teacher checks said, for the report's headline and the demo: ``status``
+    passed, failed, skipped or absent (a run from before checks were made), ``text`` one
+    sentence, ``reasons`` what failed, ``teacher``, ``path``; ``sets`` the verdict of each
+    probe set (``storyworld``, ``student``) on its own. Failed when any set failed."""
     out = Path(run_dir) / CHECK_DIR
+    sets = {"storyworld": _set_verdict(out)}
+    if (out / STUDENT_DIR).is_dir():
+        sets["student"] = _set_verdict(out / STUDENT_DIR)
+    storyworld = sets["storyworld"]
+    if storyworld["status"] in ("skipped", "absent"):
+        return storyworld | {"sets": sets}
+    failed = [name for name, v in sets.items() if v["status"] == "failed"]
+    said = {"storyworld": "storyworld probes", "student": "the student's own stories"}
+    text = "; ".join(f"{said[name]}: {v['text']}" for name, v in sets.items())
+    return {
+        "status": "failed" if failed else "passed",
+        "text": text,
+        "reasons": "; ".join(f"{said[name]}: {sets[name]['reasons']}" for name in failed),
+        "teacher": storyworld["teacher"],
+        "path": sets[failed[0]]["path"] if failed else storyworld["path"],
+        "sets": sets,
+    }
+
+
+def _set_verdict(out: Path) -> dict:
+    """One probe set's verdict (check.json or skipped.json in ``out``)."""
     if (out / CHECK_FILE).is_file():
         result = read_check(out)
         ok = passed(result)
