@@ -323,14 +323,14 @@ def test_report_shows_the_gain_by_every_judge_and_the_teacher_check(tmp_path, cl
     run = make_interaction_run(tmp_path, pre / "checkpoints" / "chck_2K", 2_000, 1.0, 2.5, "rl", n_stories=12, teacher=trained_with)
     proc = cli("evaluate", str(run), "--judge")
     assert proc.returncode == 0, proc.stderr
-    assert "heuristic:v2" in proc.stdout and "openai:fake-judge" in proc.stdout
+    assert "heuristic:v3" in proc.stdout and "openai:fake-judge" in proc.stdout
     check = tmp_path / "check"
     assert cli("check-teacher", "--out", str(check), "--n", "10", "--retest", "0").returncode == 0
 
     out = tmp_path / "report"
     proc = cli("report", str(pre), str(run), "--out", str(out), "--check", str(check), "--set", "report.bootstrap=0")
     assert proc.returncode == 0, proc.stderr
-    assert "teacher check: PASS: heuristic:v2 discriminates on readability, coherence, creativity" in proc.stdout
+    assert "teacher check: PASS: heuristic:v3 discriminates on readability, coherence, creativity" in proc.stdout
     data = json.loads((out / "report.json").read_text())
     (gains,) = data["judge_gains"]
     trained, heuristic = gains["judges"]
