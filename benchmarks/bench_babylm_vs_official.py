@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import subprocess
@@ -35,9 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".benchmarks" / "babylm-official-venv"
 OFFICIAL = ROOT / ".benchmarks" / "evaluation-pipeline-2025"
+AS_IS = False  # --as-is: run the official reading code on the checkpoint exactly as saved
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_scoring_vs_minicons import build_model  # noqa: E402  (the same tiny model recipe)
+
 
 # --------------------------------------------------------------------------- environment
 def ensure_venv() -> Path:
@@ -167,20 +170,127 @@ def bench_comps(python: Path, model: Path, work: Path, data: Path | None, items:
             "wall": (wall_o, wall_u), "memory": (mem_o, mem_u)}
 
 
+# --------------------------------------------------------------------------- reading
+READING_COLUMNS = ["item", "word", "prev_item", "prev_word", "RTfirstfix", "RTfirstpass", "RTgopast", "RTrightbound",
+                   "self_paced_reading_time", "ELAN", "LAN", "N400", "P600", "EPNP", "PNP",
+                   "Subtlex_log10", "length", "context_length", "prev_length"]
+
+
+def reading_csv(path: Path, n_rows: int, seed: int = 0) -> None:
+    """A reading_data.csv in the official columns: words of storyworld sentences with made-up
+    measures (longer, rarer words read slower), some cells empty as in the real file."""
+    import csv
+
+    from onceupon.corpus.storyworld import generate
+
+    rng = random.Random(seed)
+    rows: list[dict] = []
+    for story in generate(400, seed=seed + 7):
+        for sentence in story.text.split(". "):
+            words = sentence.strip().rstrip(".").split(" ")
+            if len(words) < 3:
+                continue
+            for i, word in enumerate(words):
+                freq = rng.uniform(1, 5)
+                row = {"item": " ".join(words[:i]), "word": word,
+                       "prev_item": " ".join(words[: i - 1]) if i else "", "prev_word": words[i - 1] if i else ""}
+                for col in READING_COLUMNS[4:9]:
+                    row[col] = "" if rng.random() < 0.05 else f"{180 + 25 * len(word) - 20 * freq + rng.gauss(0, 50):.1f}"
+                for col in READING_COLUMNS[9:15]:
+                    row[col] = f"{rng.gauss(0, 1):.3f}"
+                row.update({"Subtlex_log10": f"{freq:.3f}", "length": len(word), "context_length": i,
+                            "prev_length": len(words[i - 1]) if i else ""})
+                rows.append(row)
+                if len(rows) == n_rows:
+                    break
+            if len(rows) == n_rows:
+                break
+        if len(rows) == n_rows:
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=READING_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+OFFICIAL_READING_FIGURES = r"""
+import json, sys
+from evaluation_pipeline.collate_preds import _calculate_reading_results
+preds = json.load(open(sys.argv[1]))
+print(json.dumps(_calculate_reading_results(preds, sys.argv[2])))
+"""
+
+
+def bench_reading(python: Path, model: Path, work: Path, data: Path | None, items: int) -> dict:
+    if data is not None:
+        csv_path = Path(data).expanduser() / "fast_eval" / "reading" / "reading_data.csv"
+    else:
+        csv_path = work / "evaluation_data" / "fast_eval" / "reading" / "reading_data.csv"
+        reading_csv(csv_path, min(items, 1726))
+    official_model = model
+    if not AS_IS:
+        # The official reading code calls model(**tokenizer(text)): a tokenizer that returns
+        # token_type_ids (a generic fast tokenizer does, unless its config lists its model
+        # inputs) makes GPT-2 add the embedding of token 0 at every position, which is not
+        # the model's surprisal. Declaring the inputs the model takes runs the official code
+        # as intended; --as-is keeps the checkpoint as saved.
+        import shutil
+
+        official_model = work / "declared_inputs" / model.name
+        shutil.copytree(model, official_model)
+        config_file = official_model / "tokenizer_config.json"
+        config = json.loads(config_file.read_text())
+        config["model_input_names"] = ["input_ids", "attention_mask"]
+        config_file.write_text(json.dumps(config))
+    out_official = work / "official"
+    wall_o, mem_o, _ = timed(
+        [str(python), "-m", "evaluation_pipeline.reading.run", "--model_path_or_name", str(official_model), "--backend", "causal",
+         "--data_path", str(csv_path), "--output_dir", str(out_official)],
+        cwd=OFFICIAL,
+    )
+    pred_file = out_official / model.stem / "main" / "zero_shot" / "causal" / "reading" / "predictions.json"
+    official_preds = json.loads(pred_file.read_text())["reading"]["predictions"]
+    figures = subprocess.run([str(python), "-c", OFFICIAL_READING_FIGURES, str(pred_file), str(csv_path)],
+                             cwd=OFFICIAL, capture_output=True, text=True, check=True)
+    official = json.loads(figures.stdout.strip().splitlines()[-1])
+
+    out_ours = work / "ours"
+    wall_u, mem_u, _ = timed(onceupon_cmd(
+        "evaluate", str(model), "--data", str(csv_path.parent.parent), "--out", str(out_ours),
+        "--set", "evaluate.tasks=[reading]", "--set", "evaluate.stories=0"))
+    ours = json.loads((out_ours / "results.json").read_text())["rows"][0]["tasks"]["reading"]
+    details = [json.loads(x) for x in (out_ours / "tasks" / "reading.scores.jsonl").read_text().splitlines()]
+
+    def far(a, b):  # NaN (no previous word) must be missing on both sides
+        if a is None or b is None or (isinstance(b, float) and math.isnan(b)):
+            return (a is None) != (b is None or math.isnan(b))
+        return abs(a - b) > 1e-4 * max(1.0, abs(b))
+
+    differ = sum(far(d["pred"], o["pred"]) or far(d["prev_pred"], o["prev_pred"]) for d, o in zip(details, official_preds))
+    worst = max(abs(d["pred"] - o["pred"]) for d, o in zip(details, official_preds))
+    return {"task": "reading", "items": len(details), "differ": differ + abs(len(details) - len(official_preds)),
+            "official": 100 * official["rt"], "ours": ours["eye_tracking"],
+            "extra": f"self-paced {100 * official['spr']:.4f} vs {ours['self_paced_reading']:.4f}; max |surprisal difference| {worst:.1e}",
+            "wall": (wall_o, wall_u), "memory": (mem_o, mem_u)}
+
+
 # --------------------------------------------------------------------------- main
-TASKS = {"comps": bench_comps}
+TASKS = {"comps": bench_comps, "reading": bench_reading}
 
 
 def main() -> None:
-    global OFFICIAL
+    global OFFICIAL, AS_IS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default="comps", help=f"comma-separated: {', '.join(TASKS)}")
     ap.add_argument("--items", type=int, default=2000, help="generated items per task (without --data)")
     ap.add_argument("--data", type=Path, default=None, help="a real evaluation_data folder instead of generated files")
     ap.add_argument("--preset", default="gpt2-tiny")
+    ap.add_argument("--as-is", action="store_true", help="reading: do not declare the tokenizer's model inputs (see bench_reading)")
     ap.add_argument("--official", type=Path, default=OFFICIAL, help="checkout of babylm/evaluation-pipeline-2025")
     args = ap.parse_args()
     OFFICIAL = args.official.resolve()
+    AS_IS = args.as_is
     if not (OFFICIAL / "evaluation_pipeline").is_dir():
         sys.exit(f"{OFFICIAL} holds no evaluation_pipeline/: clone babylm/evaluation-pipeline-2025 there or give --official")
     python = ensure_venv()
@@ -197,7 +307,8 @@ def main() -> None:
             (wo, wu), (mo, mu) = r["wall"], r["memory"]
             print(f"{task}: {r['items']} items; judged differently: {r['differ']}; "
                   f"official {r['official']:.2f}, onceupon {r['ours']:.2f} (difference {r['ours'] - r['official']:+.2e}); "
-                  f"wall {wo:.1f} s vs {wu:.1f} s ({wu / wo:.2f}x official); peak memory {mo:.2f} GB vs {mu:.2f} GB ({mu / mo:.2f}x)")
+                  f"wall {wo:.1f} s vs {wu:.1f} s ({wu / wo:.2f}x official); peak memory {mo:.2f} GB vs {mu:.2f} GB ({mu / mo:.2f}x)"
+                  + (f"; {r['extra']}" if r.get("extra") else ""))
             failed |= r["differ"] > 0
     if failed:
         sys.exit(1)

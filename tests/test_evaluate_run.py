@@ -64,8 +64,9 @@ def test_cli_evaluates_every_checkpoint(pretrain_run, data_dir, cli):
     assert row["stage"] == "pretrain" and row["pretrain_words"] == 2000 and row["interact_words"] == 0
     assert set(row["tasks"]) == {
         "blimp", "blimp_supplement", "ewok", "entity_tracking",
-        "wug_adj_nominalization", "wug_past_tense", "storyworld_entity_tracking",
+        "wug_adj_nominalization", "wug_past_tense", "comps", "reading", "aoa", "storyworld_entity_tracking",
     }
+    assert all(row["tasks"][t]["absent"] for t in ("comps", "reading", "aoa"))  # no data for them: absent, not zero
     assert set(row["tasks"]["blimp"]) >= {"accuracy", "accuracy_ties_wrong", "tie_rate", "n"}
     assert row["tasks"]["ewok"]["absent"] is True
     assert row["tasks"]["storyworld_entity_tracking"]["n"] == 6

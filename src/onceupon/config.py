@@ -309,7 +309,7 @@ class EvaluateConfig(Section):
     tasks: list[str] | None = Field(
         None,
         description="Zero-shot tasks to run (blimp, blimp_supplement, ewok, entity_tracking, wug_adj_nominalization, "
-        "wug_past_tense, comps, storyworld_entity_tracking); default: all.",
+        "wug_past_tense, comps, reading, aoa, storyworld_entity_tracking); default: all.",
     )
     batch_size: int = Field(64, ge=1, description="Sequences per forward pass when scoring.")
     share_prefix: bool = Field(

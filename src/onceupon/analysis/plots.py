@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from onceupon.analysis.efficiency import format_words
+from onceupon.analysis.summary import task_value
 
 _WORDS = FuncFormatter(lambda x, _pos: format_words(x) if x > 0 else "0")
 
@@ -60,17 +61,19 @@ def _story_metric(point: dict, key: str) -> float | None:
 
 
 def _task_metric(point: dict, task: str) -> float | None:
-    r = (point.get("tasks") or {}).get(task)
-    if not isinstance(r, dict) or r.get("absent"):
-        return None
-    return r.get("accuracy", r.get("spearman"))
+    return task_value((point.get("tasks") or {}).get(task))[1]
+
+
+#: How each task metric reads on an axis.
+METRIC_LABELS = {"accuracy": "accuracy %", "spearman": "Spearman", "eye_tracking": "R^2 gain, % left",
+                 "mean_surprisal": "mean surprisal, nats"}
 
 
 def _task_label(summary: dict, task: str) -> str:
     for p in summary["pretrain_points"] + [q for i in summary["interaction"] for q in i["points"]]:
-        r = (p.get("tasks") or {}).get(task)
-        if isinstance(r, dict) and "spearman" in r:
-            return f"{task} (Spearman)"
+        metric = task_value((p.get("tasks") or {}).get(task))[0]
+        if metric:
+            return f"{task} ({METRIC_LABELS[metric]})"
     return f"{task} (accuracy %)"
 
 

@@ -48,11 +48,16 @@ BROWSER_FIELDS = ["step", "index", "prompt", "continuation", "raw", "valid", "sc
                   "n_words", "input_words", "error"]
 
 
+#: The headline figure of a task's result, by the key it is stored under (first present wins).
+TASK_METRICS = ("accuracy", "spearman", "eye_tracking", "mean_surprisal")
+
+
 def task_value(result: dict | None) -> tuple[str, float | None]:
-    """(metric name, value) of one task's result: accuracy, or Spearman for WUG tasks."""
+    """(metric name, value) of one task's result: accuracy, Spearman for WUG tasks, the
+    eye-tracking R^2 gain for reading, mean surprisal of the CDI words for AoA."""
     if not isinstance(result, dict) or result.get("absent"):
         return ("", None)
-    for metric in ("accuracy", "spearman"):
+    for metric in TASK_METRICS:
         if result.get(metric) is not None:
             return (metric, float(result[metric]))
     return ("", None)

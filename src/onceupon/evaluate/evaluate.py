@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +41,25 @@ from onceupon.errors import UserError
 from onceupon.files import atomic_write_json, atomic_write_text
 from onceupon.lifecycle.checkpoints import META_FILE, list_checkpoints, read_meta
 from onceupon.lifecycle.lock import run_lock
-from onceupon.student.checkpoints import check_weights, load_checkpoint_tokenizer, load_model
+from onceupon.student.checkpoints import (
+    check_weights,
+    load_checkpoint_tokenizer,
+    load_model,
+)
 from onceupon.tracking import RUN_LOG, log, print_table, progress_bar, run_log
 from onceupon.words import parse_word_count
 
 from . import zero_shot
 from .stories import judges_for
-from .zero_shot import BABYLM_TASKS, PROBE_TASK, TASKS, TaskResult
+from .zero_shot import BABYLM_TASKS, PROBE_TASK, TaskResult
+
+#: The reading task (eye-tracking and self-paced reading regressions, reading.py).
+READING = "reading"
+#: Surprisal of children's first words in context (aoa.py): per checkpoint here, curves over
+#: a run's checkpoints in the submission.
+AOA = "aoa"
+#: Every task ``evaluate.tasks`` may name, in the table's order.
+TASKS = BABYLM_TASKS + (READING, AOA, PROBE_TASK)
 
 #: Bump when a change to scoring or story statistics should invalidate every cached result.
 #: 2: text of context + 1 tokens is scored whole (it was cut by one token).
@@ -119,6 +132,10 @@ class LazyModel:
 
 # --------------------------------------------------------------------------- one checkpoint
 def _task_unit(task: str) -> str:
+    if task == READING:
+        return "words"
+    if task == AOA:
+        return "contexts"
     return "pairs" if task in ("blimp", "blimp_supplement", "ewok", "comps") else "items"
 
 
@@ -133,6 +150,20 @@ def _selected_tasks(ecfg: EvaluateConfig) -> list[str]:
 
 def _load_items(task: str, ecfg: EvaluateConfig, data_root: Path | None) -> tuple[list | None, dict | str]:
     """(items, what the data is) or (None, why absent)."""
+    if task == READING:
+        from . import reading
+
+        path = reading.reading_file(data_root) if data_root is not None else None
+        if path is None:
+            return None, f"no {reading.READING_FILE} under {data_root}" if data_root else "no evaluation data directory given (--data or evaluate.data_dir)"
+        return reading.read_rows(path), {"files": [[path.name, _file_digest(path)]]}
+    if task == AOA:
+        from . import aoa
+
+        path = aoa.aoa_file(data_root) if data_root is not None else None
+        if path is None:
+            return None, f"no {aoa.AOA_FILE} under {data_root}" if data_root else "no evaluation data directory given (--data or evaluate.data_dir)"
+        return aoa.read_words(path), {"files": [[path.name, _file_digest(path)]]}
     if task == PROBE_TASK:
         if ecfg.probe_items == 0:
             return None, "probe_items is 0"
@@ -199,7 +230,21 @@ def _score_task(label: str, task: str, items: list, lazy: LazyModel, ecfg: Evalu
     from .scoring import Scorer
 
     model, tokenizer = lazy.get()
+    if task == READING:
+        return _score_reading(label, items, model, tokenizer, ecfg)
     scorer = Scorer(model, tokenizer, batch_size=ecfg.batch_size, share_prefix=ecfg.share_prefix)
+    if task == AOA:
+        from . import aoa
+
+        with progress_bar("contexts") as bar:
+            handle = bar.add_task(label, total=sum(len(c) for _, c in items))
+            values = aoa.surprisals(scorer, tokenizer, items, lambda n: bar.advance(handle, n))
+        details, k = [], 0
+        for w, (_, contexts) in enumerate(items):
+            for c in range(len(contexts)):
+                details.append({"word": w, "context": c, "surprisal": None if math.isnan(values[k]) else values[k]})
+                k += 1
+        return TaskResult(aoa.summary(values), {}, details)
     with progress_bar(_task_unit(task)) as bar:
         handle = bar.add_task(label, total=len(items))
         result = zero_shot.evaluate_items(
@@ -211,6 +256,20 @@ def _score_task(label: str, task: str, items: list, lazy: LazyModel, ecfg: Evalu
         result.summary["truncated"] = scorer.truncated
         result.summary["truncated_items"] = scorer.truncated_groups
     return result
+
+
+def _score_reading(label: str, rows: list[dict], model, tokenizer, ecfg: EvaluateConfig) -> TaskResult:
+    from . import reading
+
+    with progress_bar("words") as bar:
+        handle = bar.add_task(label, total=len(rows))
+        pred, prev_pred, cut = reading.surprisals(model, tokenizer, rows, ecfg.batch_size, lambda n: bar.advance(handle, n))
+    summary, breakdown = reading.reading_scores(rows, pred, prev_pred)
+    if cut:
+        summary["truncated"] = cut
+    # JSON has no NaN: a row without a previous word has prev_pred null.
+    details = [{"line": i, "pred": p, "prev_pred": None if math.isnan(q) else q} for i, (p, q) in enumerate(zip(pred, prev_pred))]
+    return TaskResult(summary, breakdown, details)
 
 
 def _write_task(task_dir: Path, task: str, key: str, result: TaskResult) -> None:
@@ -306,7 +365,10 @@ def _data_root(ecfg: EvaluateConfig) -> Path | None:
     if not ecfg.data_dir:
         return None
     root = zero_shot.resolve_data_dir(ecfg.data_dir, ecfg.suite)
-    if not any(zero_shot.task_files(root, t) for t in BABYLM_TASKS):
+    from .aoa import aoa_file
+    from .reading import reading_file
+
+    if not any(zero_shot.task_files(root, t) for t in BABYLM_TASKS) and reading_file(root) is None and aoa_file(root) is None:
         raise UserError(
             f"{ecfg.data_dir} holds none of the BabyLM task folders (blimp_filtered, ewok_fast, ...); "
             "give the evaluation_data directory or its full_eval or fast_eval folder."
@@ -416,6 +478,8 @@ SHORT = {
     "wug_adj_nominalization": "wug adj",
     "wug_past_tense": "wug past",
     "comps": "COMPS",
+    "reading": "reading ET/SPR",
+    "aoa": "AoA surpr.",
     "storyworld_entity_tracking": "sw ET",
 }
 
@@ -423,6 +487,10 @@ SHORT = {
 def _task_cell(res: dict) -> str:
     if "spearman" in res:
         cell = _fmt(res["spearman"], 3)
+    elif "mean_surprisal" in res:
+        cell = _fmt(res["mean_surprisal"], 2)
+    elif "eye_tracking" in res:
+        cell = f"{res['eye_tracking']:.2f}/{res['self_paced_reading']:.2f}"
     elif res.get("tie_rate"):
         cell = f"{res['accuracy']:.1f} ({res['accuracy_ties_wrong']:.1f})"
     else:
@@ -439,7 +507,7 @@ def results_table(results: dict) -> Table:
     rows = results["rows"]
     tasks = [t for t in TASKS if any(not r["tasks"].get(t, {"absent": True}).get("absent") for r in rows)]
     cut_any = any(r["tasks"].get(t, {}).get("truncated_items") for r in rows for t in tasks)
-    caption = "accuracy % (ties counted wrong); wug: Spearman rho"
+    caption = "accuracy % (ties counted wrong); wug: Spearman rho; reading: % of R^2 left gained (eye tracking/self-paced)"
     if cut_any:
         caption += "; cut N% = share of items longer than the model's context, scored on their last tokens"
     table = Table(title="onceupon evaluation", caption=caption)

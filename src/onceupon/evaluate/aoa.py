@@ -1,0 +1,75 @@
+"""BabyLM 2025 age of acquisition (AoA): the surprisal of children's first words, per checkpoint.
+
+The data (``full_eval/aoa/cdi_childes.json``) maps each word of the MacArthur-Bates
+Communicative Development Inventory to contexts it follows in a text corpus:
+``{"dog": [{"context": "I saw a ", ...}, ...], ...}``. As in the official pipeline, words of
+one character are left out, and a word's surprisal in a context is ``-sum ln P`` of the
+word's tokens after ``context.strip() + " "`` (context and word tokenized together, a token
+counts to the word when its span ends inside it, the first token conditioned on the
+begin-of-sequence token; exactly the zero-shot scorer's rule). Text longer than the model
+can read makes the official code fail on that context, which it records as NaN; onceupon
+records NaN too (never a cut text's score).
+
+Per checkpoint, the task reports the mean surprisal over all contexts (``mean_surprisal``,
+lower as the words are learned); over a run's checkpoints the per-word curves are what the
+official AoA figure is made from, and the submission writes them in the official
+``AoA_word/surprisal.json`` layout (see submission.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from onceupon.errors import UserError
+
+AOA_FILE = Path("aoa") / "cdi_childes.json"
+
+
+def aoa_file(root: Path) -> Path | None:
+    path = Path(root) / AOA_FILE
+    return path if path.is_file() else None
+
+
+def read_words(path: Path, min_context: int = 0) -> list[tuple[str, list[str]]]:
+    """(word, contexts) in the file's order, as the official reader keeps them."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not a JSON file ({e}).") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must map each word to its contexts (a JSON object).")
+    words = []
+    for word, entries in data.items():
+        if len(word) <= 1 or not isinstance(entries, list) or len(entries) < min_context:
+            continue
+        contexts = []
+        for k, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not isinstance(entry.get("context"), str):
+                raise UserError(f"{path}: context {k + 1} of '{word}' has no 'context' text.")
+            contexts.append(entry["context"])
+        words.append((word, contexts))
+    return words
+
+
+def requests(words: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:
+    return [(context.strip() + " ", word.strip()) for word, contexts in words for context in contexts]
+
+
+def surprisals(scorer, tokenizer, words: list[tuple[str, list[str]]], progress=None) -> list[float]:
+    """Surprisal of every (word, context), NaN where the text is longer than the model reads."""
+    reqs = requests(words)
+    limit = scorer.max_length + 1
+    lengths = [len(ids) for ids in tokenizer([c + w for c, w in reqs], add_special_tokens=True)["input_ids"]]
+    fits = [i for i, n in enumerate(lengths) if n <= limit]
+    scores = scorer.score([reqs[i] for i in fits], progress)
+    out = [math.nan] * len(reqs)
+    for i, s in zip(fits, scores):
+        out[i] = -s
+    return out
+
+
+def summary(values: list[float]) -> dict:
+    done = [v for v in values if not math.isnan(v)]
+    return {"mean_surprisal": sum(done) / len(done) if done else None, "n": len(values), "failed": len(values) - len(done)}
