@@ -219,9 +219,36 @@ def evaluate(
             "as one more judge kept beside the others (for `onceupon report`).",
         ),
     ] = False,
+    submission: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--babylm-submission",
+            help="Write a BabyLM 2025 submission of the run here: the official results layout and the collated "
+            "predictions file (fast suite on each checkpoint the track names, full suite on the final one, AoA).",
+        ),
+    ] = None,
+    track: Annotated[
+        Optional[str], typer.Option("--track", help="BabyLM track of the submission: strict-small, strict or interaction.")
+    ] = None,
+    finetune: Annotated[
+        Optional[Path],
+        typer.Option("--finetune", help="The official pipeline's finetune folder of the final model (GLUE predictions) for the submission."),
+    ] = None,
 ) -> None:
     """BabyLM zero-shot tasks and story quality for every checkpoint of a run (or one checkpoint)."""
     cfg = load_config(config, set_)
+    if submission is not None:
+        if judge or out is not None:
+            raise UserError("--babylm-submission writes its own layout; --judge and --out do not apply to it.")
+        if track is None:
+            raise UserError("--babylm-submission needs --track (strict-small, strict or interaction).")
+        from onceupon.evaluate.submission import write_submission
+
+        path = write_submission(cfg, target, data, submission, track, finetune)
+        print(f"submission: {path}")
+        return
+    if track is not None or finetune is not None:
+        raise UserError("--track and --finetune apply to --babylm-submission only.")
     if judge:
         if data is not None or out is not None:
             raise UserError("--judge rates stories already told; --data and --out do not apply to it.")

@@ -1,0 +1,200 @@
+"""A BabyLM 2025 submission from a run: checked first, then written in the official layout.
+
+The tests build a strict-small run out of copies of the tiny checkpoint (chck_1M ...
+chck_100M) and small files in the official layout for both suites. What is missing (a
+checkpoint, a task's data, the GLUE predictions) is named in one sentence before any work.
+The slow test writes the whole submission and, where the official pipeline's environment
+exists (made by benchmarks/bench_babylm_vs_official.py), runs the official collation on it,
+with its size tables set from the test's data files, and compares its collated file with
+onceupon's.
+"""
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import assert_one_sentence
+from test_evaluate_comps import COMPS
+from test_evaluate_reading import write_reading
+
+from onceupon.config import ExperimentConfig
+from onceupon.errors import UserError
+from onceupon.evaluate.submission import SMALL_REVISIONS, write_submission
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFICIAL = ROOT / ".benchmarks" / "evaluation-pipeline-2025"
+VENV_PYTHON = ROOT / ".benchmarks" / "babylm-official-venv" / "bin" / "python"
+
+
+def jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def write_suites(root):
+    """fast_eval and full_eval with every text task, a few items each (same count per group)."""
+    data = root / "evaluation_data"
+    for suite, blimp, supp, ewok, et in (("fast_eval", "blimp_fast", "supplement_fast", "ewok_fast", "entity_tracking_fast"),
+                                         ("full_eval", "blimp_filtered", "supplement_filtered", "ewok_filtered", "entity_tracking")):
+        s = data / suite
+        for uid, (good, bad) in {"agreement": ("The fox has a box.", "The fox have a box."), "island": ("Who did the bear meet?", "Who did the bear meet the fox?")}.items():
+            jsonl(s / blimp / f"{uid}.jsonl", [{"sentence_good": good, "sentence_bad": bad, "UID": uid, "field": "syntax", "linguistics_term": "x"}] * 2)
+        for stem in ("hypernym", "turn_taking"):
+            jsonl(s / supp / f"{stem}.jsonl", [{"sentence_good": "A fox is an animal.", "sentence_bad": "An animal is a fox."}] * 2)
+        for domain in ("physical", "social"):
+            jsonl(s / ewok / f"{domain}.jsonl", [{"Domain": domain, "Context1": "The ice is hot.", "Context2": "The ice is cold.", "Target1": "It melts.",
+                                                  "Target2": "It stays.", "ContextType": "x", "ContextDiff": "x", "TargetDiff": "x"}] * 2)
+        jsonl(s / et / "regular.jsonl", [{"input_prefix": "Box 1 contains the key. Box 1 contains ", "options": ["the key", "the hat", "nothing"], "numops": n} for n in (0, 0, 1, 1)])
+        jsonl(s / "wug_adj_nominalization" / "wug_adj_nominalization.jsonl",
+              [{"sentences": f"It is blicky. It has blick{a}.\tIt is blicky. It has blick{b}.", "ratio": r} for a, b, r in (("iness", "ity", 0.7), ("ness", "ity", 0.2), ("ity", "ness", 0.5))])
+        jsonl(s / "wug_past_tense" / "wug_past_tense.jsonl",
+              [{"sentences": f"He {a} yesterday.\tHe {b} yesterday.", "ratio": r} for a, b, r in (("blicked", "black", 0.8), ("sprinked", "sprank", 0.3), ("glorped", "glorp", 0.5))])
+        write_reading(root, suite=suite)
+    for stem, rows in COMPS.items():
+        jsonl(data / "full_eval" / "comps" / f"{stem}.jsonl",
+              [{"prefix_acceptable": a, "prefix_unacceptable": u, "property_phrase": p} for a, u, p in rows])
+    aoa = {"dog": [{"context": "I saw a"}, {"context": "the big "}], "ball": [{"context": "she threw the"}], "a": [{"context": "x"}]}
+    (data / "full_eval" / "aoa").mkdir(parents=True)
+    (data / "full_eval" / "aoa" / "cdi_childes.json").write_text(json.dumps(aoa), encoding="utf-8")
+    return data
+
+
+def write_finetune(root):
+    """GLUE predictions in the official finetune output format (placeholder labels: onceupon
+    does not fine-tune yet, the submission takes these files as they are)."""
+    folder = root / "finetune"
+    for i, task in enumerate(("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")):
+        (folder / task).mkdir(parents=True)
+        preds = {task: {"predictions": [{"id": f"{task}_{k}", "pred": k % 2} for k in range(3 + i)]}}
+        (folder / task / "predictions.json").write_text(json.dumps(preds), encoding="utf-8")
+    return folder
+
+
+def make_run(root, checkpoint, names):
+    run = root / "run"
+    for name in names:
+        target = run / "checkpoints" / name
+        shutil.copytree(checkpoint, target)
+        meta = json.loads((target / "onceupon.json").read_text())
+        meta.update(name=name, pretrain_words=int(name[5:-1]) * 1_000_000)
+        (target / "onceupon.json").write_text(json.dumps(meta))
+    return run
+
+
+def settings():
+    cfg = ExperimentConfig()
+    cfg.evaluate.batch_size = 8
+    return cfg
+
+
+def one_sentence(error: UserError) -> str:
+    text = str(error)
+    assert "\n" not in text and text.endswith(".") and text.count(". ") == 0, text
+    return text
+
+
+def test_what_the_collation_needs_is_named_before_any_work(tiny_checkpoint, tmp_path, cli):
+    data = write_suites(tmp_path)
+    finetune = write_finetune(tmp_path)
+    run = make_run(tmp_path, tiny_checkpoint, SMALL_REVISIONS[:5])
+    out = tmp_path / "submission"
+    result = cli("evaluate", str(run), "--data", str(data), "--babylm-submission", str(out), "--track", "strict-small", "--finetune", str(finetune))
+    line = assert_one_sentence(result, "chck_6M", "chck_100M", "strict-small")
+    assert "chck_5M," not in line
+    assert not out.exists() and not (run / "evaluation").exists()
+
+    run = make_run(tmp_path / "whole", tiny_checkpoint, SMALL_REVISIONS)
+    with pytest.raises(UserError, match="GLUE") as e:
+        write_submission(settings(), run, data, out, "strict-small", None)
+    one_sentence(e.value)
+    shutil.rmtree(finetune / "wsc")
+    with pytest.raises(UserError, match="wsc"):
+        write_submission(settings(), run, data, out, "strict-small", finetune)
+    shutil.rmtree(data / "full_eval" / "comps")
+    with pytest.raises(UserError, match="comps") as e:
+        write_submission(settings(), run, data, out, "strict-small", finetune)
+    one_sentence(e.value)
+    with pytest.raises(UserError, match="strict, or interaction|choose from"):
+        write_submission(settings(), run, data, out, "loose", finetune)
+    assert not out.exists() and not (run / "evaluation").exists()
+
+
+OFFICIAL_COLLATE = r'''
+import json, sys, pathlib, argparse
+from collections import Counter
+import evaluation_pipeline.collate_preds as cp
+
+out, model, fast, full, finetune = map(pathlib.Path, sys.argv[1:6])
+def lines(p):
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+def per_uid(folder, key):
+    return dict(Counter(str(r.get(key) or p.stem) if key else p.stem for p in sorted(folder.glob("*.jsonl")) for r in lines(p)))
+def rows_csv(p):
+    return sum(1 for line in open(p) if line.strip()) - 1
+def one(d):
+    assert len(set(d.values())) == 1, d
+    return next(iter(d.values()))
+# The official tables hold the real data's sizes; these are set from the test's files instead.
+cp.FAST_SIZES.update(blimp=one(per_uid(fast / "blimp_fast", "UID")), blimp_supplement=one(per_uid(fast / "supplement_fast", None)),
+    ewok=one(per_uid(fast / "ewok_fast", "Domain")), reading=rows_csv(fast / "reading" / "reading_data.csv"),
+    wug_adj=len(lines(fast / "wug_adj_nominalization" / "wug_adj_nominalization.jsonl")), wug_past=len(lines(fast / "wug_past_tense" / "wug_past_tense.jsonl")),
+    entity_tracking=dict(Counter(f"regular_{r['numops']}_ops" for r in lines(fast / "entity_tracking_fast" / "regular.jsonl"))))
+et = Counter(f"{p.stem}_{r['numops']}_ops" for p in sorted((full / "entity_tracking").glob("*.jsonl")) for r in lines(p))
+subsets = {"comps_base": "base", "comps_wugs": "wugs", "comps_wugs_dist-before": "wugs_dist_before"}
+comps = Counter(subsets.get(p.stem, "wugs_dist_in_between") for p in sorted((full / "comps").glob("*.jsonl")) for _ in lines(p))
+cp.FULL_SIZES.update(blimp=per_uid(full / "blimp_filtered", "UID"), blimp_supplement=per_uid(full / "supplement_filtered", None),
+    ewok=per_uid(full / "ewok_filtered", "Domain"), entity_tracking=dict(et), comps=dict(comps),
+    reading=rows_csv(full / "reading" / "reading_data.csv"),
+    wug_adj=len(lines(full / "wug_adj_nominalization" / "wug_adj_nominalization.jsonl")), wug_past=len(lines(full / "wug_past_tense" / "wug_past_tense.jsonl")),
+    **{t: len(json.loads((finetune / t / "predictions.json").read_text())[t]["predictions"]) for t in ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")})
+cp.AOA_SIZE = sum(len(v) for k, v in json.loads((full / "aoa" / "cdi_childes.json").read_text()).items() if len(k) > 1)
+args = argparse.Namespace(model_path_or_name=model, backend="causal", results_dir=out, revision_name="main", fast=True,
+                          fast_eval_dir=fast, track="strict-small", multimodal=False)
+cp.collate_preds(args)
+'''
+
+
+def close(a, b):
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-9 * max(1.0, abs(b))
+    return a == b
+
+
+@pytest.mark.slow
+def test_submission_layout_is_what_the_official_collation_accepts(tiny_checkpoint, tmp_path):
+    data = write_suites(tmp_path)
+    finetune = write_finetune(tmp_path)
+    run = make_run(tmp_path, tiny_checkpoint, SMALL_REVISIONS)
+    out = tmp_path / "submission"
+    collated_path = write_submission(settings(), run, data, out, "strict-small", finetune)
+    ours = json.loads(collated_path.read_text())
+    model = out / "run"
+    for revision in SMALL_REVISIONS:
+        for rel in ("blimp/blimp_fast", "blimp/supplement_fast", "ewok/ewok_fast", "entity_tracking/entity_tracking_fast",
+                    "wug_adj/wug_adj_nominalization", "wug_past/wug_past_tense", "reading"):
+            assert (model / revision / "zero_shot" / "causal" / rel / "predictions.json").is_file(), (revision, rel)
+    assert len(ours["aoa"]["results"]) == 3 * len(SMALL_REVISIONS)  # 'a' (one letter) is left out, as officially
+    assert set(ours["fast_eval_results"]) == {"blimp", "blimp_supplement", "ewok", "entity_tracking", "wug_adj", "wug_past", "reading"}
+    assert all(len(v) == len(SMALL_REVISIONS) for v in ours["fast_eval_results"].values())
+    assert set(ours["comps"]) == {"base", "wugs", "wugs_dist_before", "wugs_dist_in_between"}
+    preds = ours["blimp"]["agreement"]["predictions"]
+    assert [p["id"] for p in preds] == ["agreement_0", "agreement_1"] and preds[0]["pred"] in ("The fox has a box.", "The fox have a box.")
+
+    if not (VENV_PYTHON.exists() and (OFFICIAL / "evaluation_pipeline").is_dir()):
+        pytest.skip("the official pipeline's environment is not there (python benchmarks/bench_babylm_vs_official.py makes it)")
+    official_out = tmp_path / "official"
+    shutil.copytree(out, official_out)
+    collated_path.unlink()
+    (official_out / "run" / collated_path.name).unlink()
+    proc = subprocess.run([str(VENV_PYTHON), "-c", OFFICIAL_COLLATE, str(official_out), "run", str(data / "fast_eval"), str(data / "full_eval"), str(finetune)],
+                          cwd=OFFICIAL, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    theirs = json.loads((official_out / "run" / collated_path.name).read_text())
+    assert close(ours, theirs)
