@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_text, read_text_file
+from onceupon.files import MAX_DEPTH, atomic_write_text, checked_value, read_text_file
 from onceupon.words import parse_word_count
 
 #: An int that may be written as "1M", "500K", "1_000_000" in YAML or on the command line.
@@ -376,12 +376,53 @@ def _describe(error: dict[str, Any]) -> str:
     return f"config key '{key}': {error['msg'].removeprefix('Value error, ').rstrip('.')} (got {shown})"
 
 
+#: the largest config file read: a config is a few KB; a larger one is a mistake (a 50 MB
+#: prompt pasted in took PyYAML minutes and a GB of memory before anything could be said)
+MAX_CONFIG_CHARS = 1024**2
+
+
+class _Twice(Exception):
+    def __init__(self, key: Any, line: int):
+        self.key, self.line = key, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping (a section or a
+    setting written twice, where PyYAML silently keeps the last) is refused."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may repeat what it merges
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise _Twice(key, key_node.start_mark.line + 1)
+            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """The value YAML ``text`` holds, within the bounds every file onceupon reads keeps
+    (:func:`onceupon.files.checked_value`), no key twice; a UserError saying ``where`` otherwise.
+    A syntax error is raised as ``yaml.YAMLError`` for the caller to word."""
+    if len(text) > MAX_CONFIG_CHARS:
+        raise UserError(f"{where} is {len(text) / 1024**2:,.0f} MiB, more than a config ever holds (1 MiB).")
+    try:
+        value = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+    except RecursionError:
+        raise UserError(f"{where}: values are nested more than {MAX_DEPTH} deep.") from None
+    except _Twice as e:
+        raise UserError(f"{where}: the key {e.key!r} is given twice (the second at line {e.line}); give it once.") from None
+    return checked_value(value, where)
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise UserError(f"--set expects key=value, got '{item}'.")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw, f"--set {key}") if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     parts = key.strip().split(".")
@@ -393,9 +434,11 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        data = yaml.safe_load(read_text_file(path))
+        text = read_text_file(path)
     except UserError as e:  # missing, or not text
         raise UserError(f"Config file {e}") from None
+    try:
+        data = parse_yaml(text, f"Config file {path}")
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -2,6 +2,13 @@
 
 Writes that matter go through here so that a crash never leaves a half-written file that
 looks complete (write to a temporary name, fsync, rename).
+
+Every JSON or JSONL file onceupon reads goes through :func:`json_object` (the config's YAML
+through :func:`checked_value` too), which bounds what a file may hold before anything trusts
+it: a document larger than the kind of file ever holds, a value nested deeper than
+:data:`MAX_DEPTH`, a key given twice, a lone surrogate escape (``"\\ud800"``: valid JSON but
+not text, which fails only later, when it is written or tokenized). Each is one sentence
+naming the file (and line).
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -27,6 +35,55 @@ _DISK_FULL_WORDS = (
     f"os error {errno.ENOSPC})",
     f"os error {errno.EDQUOT})",
 )
+
+
+#: The bounds on what a JSON, JSONL or YAML file may hold. Nothing onceupon writes comes near
+#: them (its files nest 6 deep at most; a story line is a few KB); past them, parsing alone
+#: would take minutes, the memory, or the stack (a document nested thousands deep) before a
+#: word could be said.
+MAX_DEPTH = 64
+MAX_LINE_CHARS = 1024**2  # one JSONL line
+MAX_JSON_CHARS = 64 * 1024**2  # one JSON document
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _TwiceGiven(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _no_key_twice(pairs: list[tuple[str, Any]]) -> dict:
+    result = dict(pairs)
+    if len(result) < len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _TwiceGiven(key)
+            seen.add(key)
+    return result
+
+
+def _size(chars: int) -> str:
+    return f"{chars / 1024**2:,.0f} MiB" if chars >= 1024**2 else f"{chars / 1024:,.0f} KiB"
+
+
+def checked_value(value: Any, where: str) -> Any:
+    """``value`` (parsed JSON or YAML), unless it nests deeper than :data:`MAX_DEPTH` or holds
+    a lone surrogate (a UserError saying ``where``). Iterative: a deep value cannot exhaust
+    the stack here."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            bad = _SURROGATE.search(item)
+            if bad:
+                raise UserError(f"{where}: holds a lone surrogate escape (\\u{ord(bad.group()):04x}), which is not text.")
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise UserError(f"{where}: values are nested more than {MAX_DEPTH} deep.")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return value
 
 
 def is_disk_full(error: BaseException | None) -> bool:
@@ -110,16 +167,23 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
         yield obj
 
 
-def json_object(text: str, where: str, hint: str = "") -> dict:
+def json_object(text: str, where: str, hint: str = "", limit: int = MAX_JSON_CHARS) -> dict:
     """The JSON object ``text`` holds; anything else is a UserError saying ``where`` it was
-    (and ``hint``, what to give instead, after a semicolon)."""
+    (and ``hint``, what to give instead, after a semicolon): not JSON, not an object, longer
+    than ``limit`` characters, or outside the bounds above."""
+    if len(text) > limit:
+        raise UserError(f"{where}: {_size(len(text))} of JSON, more than such a file ever holds ({_size(limit)}){hint}.")
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_no_key_twice)
     except json.JSONDecodeError as e:
         raise UserError(f"{where}: not valid JSON ({e.msg}){hint}.") from None
+    except RecursionError:
+        raise UserError(f"{where}: values are nested more than {MAX_DEPTH} deep{hint}.") from None
+    except _TwiceGiven as e:
+        raise UserError(f"{where}: the key {json.dumps(e.key)} is given twice{hint}.") from None
     if not isinstance(obj, dict):
         raise UserError(f"{where}: expected a JSON object, not a {type(obj).__name__}{hint}.")
-    return obj
+    return checked_value(obj, where)
 
 
 def read_jsonl_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -129,7 +193,10 @@ def read_jsonl_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
         raise UserError(f"{path} does not exist or is not a file.")
     try:
         with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+            # readline with a bound: a line of gigabytes is refused after reading the bound, not all of it
+            for lineno, line in enumerate(iter(lambda: f.readline(MAX_LINE_CHARS + 1), ""), 1):
+                if len(line) > MAX_LINE_CHARS:
+                    raise UserError(f"{path}, line {lineno}: longer than {_size(MAX_LINE_CHARS)}, more than one record ever holds.")
                 if not line.strip():
                     continue
                 yield lineno, json_object(line, f"{path}, line {lineno}")

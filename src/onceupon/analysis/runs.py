@@ -20,7 +20,6 @@ only for the sample the story browser shows.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from onceupon.errors import UserError
-from onceupon.files import read_jsonl
+from onceupon.files import json_object, read_jsonl, read_text_file
 from onceupon.lifecycle.checkpoints import META_FILE, CheckpointMeta, list_checkpoints, read_meta
 from onceupon.schemas.run import read_metrics
 from onceupon.teacher.before_run import run_verdict
@@ -237,11 +236,9 @@ class Run:
 
 
 def _read_results(path: Path) -> list[dict]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path} is not valid JSON; re-run `onceupon evaluate` on that run.") from None
-    rows = data.get("rows") if isinstance(data, dict) else None
+    # through json_object: a results.json nested thousands deep or with a key twice is one sentence too
+    data = json_object(read_text_file(path), str(path), "; re-run `onceupon evaluate` on that run")
+    rows = data.get("rows")
     if not isinstance(rows, list):
         raise UserError(f"{path} has no 'rows' list; was it written by `onceupon evaluate`?")
     return rows

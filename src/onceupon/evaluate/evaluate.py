@@ -38,7 +38,7 @@ from rich.table import Table
 from onceupon import preflight
 from onceupon.config import EvaluateConfig, ExperimentConfig
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_json, atomic_write_text
+from onceupon.files import atomic_write_json, atomic_write_text, json_object, read_text_file
 from onceupon.lifecycle.checkpoints import META_FILE, list_checkpoints, read_meta
 from onceupon.lifecycle.lock import run_lock
 from onceupon.student.checkpoints import (
@@ -181,9 +181,9 @@ def _load_items(task: str, ecfg: EvaluateConfig, data_root: Path | None) -> tupl
 def _cached(path: Path, key: str) -> dict | None:
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    try:  # through json_object: a cache that is not a JSON object within bounds is recomputed
+        data = json_object(read_text_file(path), str(path))
+    except (OSError, UserError):
         return None
     return data if data.get("key") == key else None
 
@@ -453,9 +453,10 @@ def _update_run_row(run_dir: Path, row: dict) -> tuple[dict, Path]:
     rows = []
     if path.is_file():
         try:
-            rows = json.loads(path.read_text(encoding="utf-8")).get("rows", [])
-        except (OSError, json.JSONDecodeError, AttributeError):
+            rows = json_object(read_text_file(path), str(path)).get("rows", [])
+        except (OSError, UserError):
             rows = []
+        rows = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
     rows = [r for r in rows if r.get("checkpoint") != row["checkpoint"]] + [row]
     order = {t.name: i for i, t in enumerate(run_targets(run_dir))}
     rows.sort(key=lambda r: order.get(r.get("checkpoint"), len(order)))

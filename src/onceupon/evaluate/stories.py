@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_json, atomic_write_text, read_jsonl
+from onceupon.files import atomic_write_json, atomic_write_text, json_object, read_jsonl, read_text_file
 from onceupon.readability import automated_readability_index
 from onceupon.schemas.results import read_evaluation_results
 from onceupon.schemas.stories import read_prompts_file
@@ -273,11 +273,10 @@ def judges_for(out_dir: Path) -> dict[str, dict]:
 def _read_summary(path: Path) -> dict:
     """A judge's ``summary.json``; {} when it is missing or unreadable (torn, not an object),
     which leaves that judge's stories to be rated again."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # ValueError: JSONDecodeError and UnicodeDecodeError
+    try:  # json_object: not an object, or beyond the bounds every file keeps, is a UserError
+        return json_object(read_text_file(path), str(path))
+    except (OSError, UserError):
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _samples(records: list[dict]) -> list[Sample]:

@@ -14,6 +14,10 @@ place, so a directory with ``onceupon.json`` is always complete.
   generated_words  words the student generated during interaction (0 for pretraining)
   step             optimizer step (pretrain) or RL step (interact)
   start_checkpoint for interaction: path of the checkpoint the run started from
+  shape            the model as written: model_type, architectures, layers, width,
+                   vocab_size; its config.json is checked against this before any weights
+                   are read (onceupon.student.checkpoints.check_config). Absent in
+                   checkpoints written before it was recorded.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class CheckpointMeta:
     step: int = 0
     start_checkpoint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    shape: dict[str, Any] | None = None
 
 
 def write_checkpoint(

@@ -45,6 +45,7 @@ class CheckpointMetaRecord(Record):
     step: Count = 0
     start_checkpoint: str | None = None
     extra: dict = {}
+    shape: dict | None = None  # the model as written (student.checkpoints.model_shape); absent in older checkpoints
 
 
 def read_checkpoint_meta(path: str | Path) -> CheckpointMetaRecord:

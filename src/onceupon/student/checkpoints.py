@@ -6,11 +6,34 @@ is the run machinery's: :mod:`onceupon.lifecycle.checkpoints`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from onceupon import preflight
 from onceupon.errors import UserError
-from onceupon.lifecycle.checkpoints import CheckpointMeta, write_checkpoint
+from onceupon.files import json_object, read_text_file
+from onceupon.lifecycle.checkpoints import META_FILE, CheckpointMeta, write_checkpoint
+from onceupon.schemas.run import read_checkpoint_meta
+
+#: a config.json is a few KB; a larger one is not a model's config
+MAX_CONFIG_CHARS = 1024**2
+#: the shape's fields, as a sentence names them
+SHAPE_WORDS = {"model_type": "architecture", "architectures": "model class", "layers": "layers",
+               "width": "width", "vocab_size": "vocabulary"}  # fmt: skip
+
+
+def model_shape(config, architectures: list[str] | None = None) -> dict:
+    """What a transformers config says about the model's shape, in the same words for every
+    architecture (``num_hidden_layers`` and ``hidden_size`` are mapped to GPT-2's ``n_layer``
+    and ``n_embd`` by its config class)."""
+    return {
+        "model_type": config.model_type,
+        "architectures": list(architectures if architectures is not None else config.architectures or []),
+        "layers": int(config.num_hidden_layers),
+        "width": int(config.hidden_size),
+        "vocab_size": int(config.vocab_size),
+    }
 
 
 def save_checkpoint(
@@ -30,7 +53,42 @@ def save_checkpoint(
 
             save_tokenizer(tokenizer, tmp)
 
-    return write_checkpoint(directory, write_files, meta, write_state)
+    shape = model_shape(model.config, [type(model).__name__])  # what save_pretrained writes as architectures
+    return write_checkpoint(directory, write_files, replace(meta, shape=shape), write_state)
+
+
+def check_config(directory: str | Path, fix: str) -> None:
+    """Before any weights are read: the checkpoint's ``config.json`` is one JSON object within
+    bounds, transformers can read it, it describes the model onceupon recorded when it wrote
+    the checkpoint (architecture, layers, width, vocabulary: a config edited or copied from
+    another model would otherwise load, with layers made up at random or until memory runs
+    out), and a model that size fits in this machine's memory at all. Each is one sentence
+    ending in ``fix``."""
+    directory = Path(directory)
+    path = directory / "config.json"
+    if not path.is_file():
+        return  # the loader says so, in its words
+    json_object(read_text_file(path), str(path), f"; {fix}", limit=MAX_CONFIG_CHARS)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(directory)
+        shape = model_shape(config)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"The checkpoint {directory} has a config.json transformers cannot read ({_first_line(e)}); {fix}.") from None
+    meta = directory / META_FILE
+    recorded = read_checkpoint_meta(meta).shape if meta.is_file() else None
+    if recorded:
+        differ = [f"{SHAPE_WORDS[k]} {shape[k]} where onceupon wrote {recorded[k]}"
+                  for k in SHAPE_WORDS if k in recorded and shape[k] != recorded[k]]  # fmt: skip
+        if differ:
+            raise UserError(
+                f"The checkpoint {directory} has a config.json that is not the model onceupon saved there "
+                f"({'; '.join(differ)}); {fix}."
+            )
+    # a floor: the embeddings and ~12 x width^2 per layer, at 2 bytes a parameter
+    params = shape["vocab_size"] * shape["width"] + shape["layers"] * 12 * shape["width"] ** 2
+    preflight.memory_for(2 * params, f"The checkpoint {directory} (by its config.json)")
 
 
 def load_model(directory: str | Path, fix: str, **kwargs):
@@ -40,10 +98,28 @@ def load_model(directory: str | Path, fix: str, **kwargs):
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
+    check_config(directory, fix)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its report of missing weights: said below in one sentence
     try:
-        return AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+        model, loading = AutoModelForCausalLM.from_pretrained(directory, output_loading_info=True, **kwargs)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise UserError(f"The checkpoint {directory} cannot be read ({_first_line(e)}); {fix}.") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    # weights the config names but the files lack would be made up at random and used as if trained
+    missing = sorted(loading.get("missing_keys") or [])
+    mismatched = loading.get("mismatched_keys") or []
+    if missing or mismatched:
+        what = f"no weights for {missing[0]}" if missing else f"weights of another shape for {mismatched[0][0]}"
+        more = len(missing) + len(mismatched) - 1
+        raise UserError(
+            f"The checkpoint {directory} does not hold the model its config.json describes ({what}"
+            f"{f' and {more} more' if more else ''}); {fix}."
+        )
+    return model
 
 
 def load_checkpoint_tokenizer(directory: str | Path, fix: str):
@@ -61,6 +137,7 @@ def check_weights(directory: str | Path, fix: str) -> None:
     each file's header is cheap and sees a truncated copy as well as a garbage file."""
     from safetensors import SafetensorError, safe_open
 
+    check_config(directory, fix)
     for path in sorted(Path(directory).glob("*.safetensors")):
         try:
             with safe_open(str(path), framework="pt"):
