@@ -83,7 +83,7 @@ def free_port() -> int:
 class Browser:
     """Headless Chromium through chromedriver's W3C WebDriver HTTP API (no client library)."""
 
-    def __init__(self, profile: Path):
+    def __init__(self, profile: Path, *extra_args: str):
         chromium, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
         if not (chromium and driver):
             pytest.skip("headless Chromium is not installed (apt-get install chromium chromium-driver)")
@@ -91,7 +91,8 @@ class Browser:
         self.driver = subprocess.Popen([driver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{port}"
         args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,1000", f"--user-data-dir={profile}"]
+                "--disable-component-update", "--disable-sync", "--window-size=1280,1000", f"--user-data-dir={profile}",
+                *extra_args]
         caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {"binary": chromium, "args": args}}}}
         for _ in range(100):
             try:
@@ -113,6 +114,11 @@ class Browser:
 
     def js(self, script: str):
         return self._call("POST", f"/session/{self.session}/execute/sync", {"script": script, "args": []})
+
+    def js_async(self, script: str):
+        """Run ``script``, which ends by calling ``done(value)``; returns the value."""
+        script = "const done = arguments[arguments.length - 1];\n" + script
+        return self._call("POST", f"/session/{self.session}/execute/async", {"script": script, "args": []})
 
     def wait(self, *states: str) -> str:
         """Wait until the page is in one of ``states`` (default: waiting for the annotator)."""
@@ -671,3 +677,32 @@ def test_a_valid_answer_is_stored_with_its_types(page):
     record = read_jsonl(out)[-1]
     assert record["annotator"] == "cy" and record["comment"] == "odd\tend" and record["flagged"] is True
     assert all(type(v) is int for v in record["scores"].values())
+
+
+def test_in_a_browser_a_rebound_name_gets_nothing_and_another_site_cannot_answer(tmp_path):
+    """DNS rebinding in a real browser: Chromium resolves evil.example to 127.0.0.1 (as an
+    attacker's DNS would after the page loaded), so its requests reach the server under that
+    name. The server refuses them (the old server served the page and its stories). A page of
+    that site posting an answer across origins (a 'simple' text/plain request, which a browser
+    sends without asking first) is refused by its Origin (FastAPI would not read a text/plain
+    body as JSON either: the check is a second wall). The real page still runs under its
+    Content-Security-Policy."""
+    browser = Browser(tmp_path / "chrome-profile", "--host-resolver-rules=MAP evil.example 127.0.0.1")
+    stories = write_stories(tmp_path / "stories.jsonl", 3)
+    out = tmp_path / "h.jsonl"
+    try:
+        with annotate(str(stories), "--out", str(out)) as url:
+            port = url.split(":")[2].split("/")[0]
+            browser.go(f"http://evil.example:{port}/")
+            assert "address onceupon annotate printed" in browser.js("return document.body.innerText")
+            answer = {"name": "mallory", "key": 0, "scores": {"readability": 0, "coherence": 0, "creativity": 0}}
+            sent = browser.js_async(
+                f"fetch('http://127.0.0.1:{port}/api/answer', {{method: 'POST', headers: {{'Content-Type': 'text/plain'}}, "
+                f"body: {json.dumps(json.dumps(answer))}}}).then(r => done(r.status), e => done(String(e)))"
+            )
+            assert sent != 200  # (the browser hides the answer from the other site either way)
+            assert not out.exists() or "mallory" not in out.read_text()
+            browser.go(url)  # the page itself, under its policy: its script runs
+            assert browser.wait("login") == "login"
+    finally:
+        browser.close()
