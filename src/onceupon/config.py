@@ -311,6 +311,11 @@ class EvaluateConfig(Section):
         description="Zero-shot tasks to run (blimp, blimp_supplement, ewok, entity_tracking, wug_adj_nominalization, "
         "wug_past_tense, comps, reading, aoa, storyworld_entity_tracking); default: all.",
     )
+    checkpoints: list[str] | None = Field(
+        None,
+        description="Checkpoints of a run to evaluate, by name (chck_20M, start); default: all. The other rows of "
+        "results.json stay as they were.",
+    )
     batch_size: int = Field(64, ge=1, description="Sequences per forward pass when scoring.")
     share_prefix: bool = Field(
         True, description="Run a context shared by several candidates once and reuse its key/value cache."

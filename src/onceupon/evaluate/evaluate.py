@@ -394,7 +394,59 @@ def _validate(cfg: ExperimentConfig, targets: list[Target]) -> Path | None:
     return _data_root(cfg.evaluate)
 
 
+def _sequences(task: str, items: list) -> tuple[int, str]:
+    """(sequences the task scores per checkpoint, what they are) for the plan."""
+    if task == READING:
+        with_previous = sum(1 for r in items if r["prev_item"] is not None)
+        return len(items) + with_previous, "texts (one more per extra token of a word)"
+    if task == AOA:
+        return sum(len(c) for _, c in items), "sequences"
+    return sum(len(i.completions) for i in items), "sequences"
+
+
+def announce_plan(cfg: ExperimentConfig, targets: list[Target], data_root: Path | None) -> list[str]:
+    """Before any model is loaded: what each task will score, per checkpoint and in all (a
+    cached task is read back instead of scored again; the progress lines then give the rate
+    and ETA of what is left)."""
+    ecfg = cfg.evaluate
+    n = len(targets)
+    lines = [f"plan: {n} checkpoint{'s' if n != 1 else ''}, forward passes of up to {ecfg.batch_size} sequences"]
+    for task in _selected_tasks(ecfg):
+        items, data = _load_items(task, ecfg, data_root)
+        if items is None:
+            continue
+        seqs, what = _sequences(task, items)
+        passes = -(-seqs // ecfg.batch_size)
+        lines.append(
+            f"  {task}: {len(items):,} {_task_unit(task)}, {seqs:,} {what}, about {passes:,} forward passes per checkpoint; "
+            f"{n * seqs:,} {what.split(' ')[0]} in all"
+        )
+    if ecfg.stories:
+        from .stories import read_prompts
+
+        stories = ecfg.stories * len(read_prompts(ecfg.story_prompt, ecfg.story_prompts_file))
+        lines.append(f"  stories: {stories:,} sampled (up to {ecfg.story_max_new_tokens} new tokens each) and rated per checkpoint")
+    for line in lines:
+        err_console.print(line, soft_wrap=True, highlight=False)
+        log(line)
+    return lines
+
+
+def select_checkpoints(targets: list[Target], names: list[str] | None) -> list[Target]:
+    """The run's targets named in ``evaluate.checkpoints`` (all of them when it is None)."""
+    if names is None:
+        return targets
+    if not names:
+        raise UserError("evaluate.checkpoints names no checkpoint; leave it out to evaluate them all.")
+    known = {t.name for t in targets}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"The run has no checkpoint '{unknown[0]}' (evaluate.checkpoints); it has {', '.join(sorted(known))}.")
+    return [t for t in targets if t.name in set(names)]
+
+
 def evaluate_targets(cfg: ExperimentConfig, targets: list[Target], data_root: Path | None) -> list[dict]:
+    announce_plan(cfg, targets, data_root)
     rows = []
     for t in targets:
         err_console.print(f"[bold]evaluate[/bold] {t.name} ({t.path})", soft_wrap=True)
@@ -407,14 +459,18 @@ def evaluate_run(cfg: ExperimentConfig | None, run_dir: str | Path, data_dir: st
     """Evaluate every checkpoint of a run; write and return ``RUN/results.json``'s content."""
     run_dir = Path(run_dir)
     cfg = _with_data(cfg or ExperimentConfig(), data_dir)
-    targets = run_targets(run_dir)
+    targets = select_checkpoints(run_targets(run_dir), cfg.evaluate.checkpoints)
     data_root = _validate(cfg, targets)
     # The lock is on RUN/evaluation (not the run itself): a run can be evaluated while it
     # trains, but two evaluations of one run never interleave their writes.
     with run_lock(run_dir / "evaluation"), run_log(run_dir / RUN_LOG):
         rows = evaluate_targets(cfg, targets, data_root)
-        results = {"rows": rows}
-        atomic_write_json(run_dir / RESULTS_FILE, results)
+        if cfg.evaluate.checkpoints is None:
+            results = {"rows": rows}
+            atomic_write_json(run_dir / RESULTS_FILE, results)
+        else:  # some checkpoints only: the other rows of results.json stay as they were
+            for row in rows:
+                results, _ = _update_run_row(run_dir, row)
     return results
 
 

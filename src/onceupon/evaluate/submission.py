@@ -233,7 +233,7 @@ def write_submission(
     from onceupon.lifecycle.lock import run_lock
     from onceupon.tracking import RUN_LOG, run_log
 
-    from .evaluate import AOA, Target, evaluate_checkpoint, run_targets
+    from .evaluate import AOA, Target, announce_plan, evaluate_checkpoint, run_targets
 
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoints").is_dir():
@@ -253,16 +253,21 @@ def write_submission(
     fast_cfg, aoa_cfg = settings([t for t, _, _ in FAST]), settings([AOA])
     full_cfg = settings([t for t, _, _ in FULL])
     out_dirs: dict[str, Path] = {}
+    fast_targets = []
+    for revision in revisions:
+        t = targets[revision]
+        fast_targets.append(Target(revision, t.path, t.stage, t.pretrain_words, t.interact_words, base / "fast" / revision))
+    t = targets[final]
+    main = Target(final, t.path, t.stage, t.pretrain_words, t.interact_words, base / "full" / final)
     with run_lock(run_dir / "evaluation"), run_log(run_dir / RUN_LOG):
-        for i, revision in enumerate(revisions, 1):
-            t = targets[revision]
-            target = Target(revision, t.path, t.stage, t.pretrain_words, t.interact_words, base / "fast" / revision)
+        announce_plan(fast_cfg, fast_targets, fast)
+        announce_plan(aoa_cfg, fast_targets, full)
+        announce_plan(full_cfg, [main], full)
+        for i, (revision, target) in enumerate(zip(revisions, fast_targets), 1):
             log(f"submission: {revision} ({i}/{len(revisions)}), fast suite and AoA", echo=True)
             evaluate_checkpoint(fast_cfg, target, fast)
             evaluate_checkpoint(aoa_cfg, target, full)
             out_dirs[revision] = target.out_dir
-        t = targets[final]
-        main = Target(final, t.path, t.stage, t.pretrain_words, t.interact_words, base / "full" / final)
         log(f"submission: {final} (the final model), full suite", echo=True)
         evaluate_checkpoint(full_cfg, main, full)
 
