@@ -81,6 +81,23 @@ def test_a_config_json_that_is_not_a_plain_object_is_one_sentence(checkpoint, co
             check(checkpoint, FIX)
 
 
+@pytest.mark.parametrize("name, content, said", [
+    ("tokenizer.json", "[1]", "tokenizer.json: expected a JSON object, not a list"),
+    ("tokenizer.json", '{"a": 1}', "cannot be read (KeyError"),  # JSON, but not a tokenizer
+    ("tokenizer_config.json", "{" + '"a": {' * 5000 + "}" * 5001, "tokenizer_config.json: values are nested more than 64"),
+    ("generation_config.json", '{"eos_token_id": 0, "eos_token_id": 1}', 'the key "eos_token_id" is given twice'),
+])
+def test_the_tokenizer_and_other_json_files_of_a_checkpoint_are_checked_too(checkpoint, name, content, said):
+    """The loaders met these with a TypeError, a KeyError, an AttributeError or a RecursionError."""
+    from onceupon.errors import UserError
+    from onceupon.student.checkpoints import load_checkpoint_tokenizer
+
+    (checkpoint / name).write_text(content)
+    with pytest.raises(UserError) as refused:
+        load_checkpoint_tokenizer(checkpoint, FIX)
+    assert said in str(refused.value) and str(refused.value).endswith(f"{FIX}.") and "\n" not in str(refused.value)
+
+
 def test_a_checkpoint_without_a_record_still_cannot_pass_made_up_layers(checkpoint):
     """A checkpoint from before the shape was recorded (or another tool's): the weights it
     holds are compared with what its config names, and missing ones are refused."""

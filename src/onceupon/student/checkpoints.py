@@ -65,10 +65,9 @@ def check_config(directory: str | Path, fix: str) -> None:
     out), and a model that size fits in this machine's memory at all. Each is one sentence
     ending in ``fix``."""
     directory = Path(directory)
-    path = directory / "config.json"
-    if not path.is_file():
+    if not (directory / "config.json").is_file():
         return  # the loader says so, in its words
-    json_object(read_text_file(path), str(path), f"; {fix}", limit=MAX_CONFIG_CHARS)
+    check_json_files(directory, fix)
     from transformers import AutoConfig
 
     try:
@@ -123,13 +122,25 @@ def load_model(directory: str | Path, fix: str, **kwargs):
 
 
 def load_checkpoint_tokenizer(directory: str | Path, fix: str):
-    """``AutoTokenizer.from_pretrained(directory)``, with the same one-sentence failure."""
+    """``AutoTokenizer.from_pretrained(directory)``, with the same one-sentence failure; its
+    JSON files are checked first (:func:`check_json_files`)."""
     from transformers import AutoTokenizer
 
+    check_json_files(directory, fix)
     try:
         return AutoTokenizer.from_pretrained(directory)
-    except (OSError, ValueError) as e:
-        raise UserError(f"The checkpoint {directory} cannot be read ({_first_line(e)}); {fix}.") from None
+    except Exception as e:  # noqa: BLE001 (a tokenizer.json of the wrong structure fails with TypeError, KeyError, ... or tokenizers' bare Exception)
+        raise UserError(f"The checkpoint {directory} cannot be read ({type(e).__name__}: {_first_line(e)}); {fix}.") from None
+
+
+def check_json_files(directory: str | Path, fix: str) -> None:
+    """Every JSON file at the top of a checkpoint (config, tokenizer, generation config) is one
+    JSON object within the bounds every file keeps (:func:`onceupon.files.json_object`): the
+    loaders would otherwise meet a list, a key twice or a file nested thousands deep with a
+    TypeError, an AttributeError or a RecursionError."""
+    for path in sorted(Path(directory).glob("*.json")):
+        limit = {"limit": MAX_CONFIG_CHARS} if path.name == "config.json" else {}
+        json_object(read_text_file(path), str(path), f"; {fix}", **limit)
 
 
 def check_weights(directory: str | Path, fix: str) -> None:
