@@ -94,7 +94,7 @@ def test_a_second_judge_rates_the_same_stories_and_is_kept_beside_the_first(tmp_
     results = judge_run(ExperimentConfig(), run)
     for row in results["rows"]:
         (judge,) = row["judges"].values()
-        assert judge["teacher"] == "heuristic:v2" and judge["n"] == 5
+        assert judge["teacher"] == "heuristic:v3" and judge["n"] == 5
         assert row["stories"] == next(r for r in json.loads(before)["rows"] if r["checkpoint"] == row["checkpoint"])["stories"]
     assert json.loads((run / "results.json").read_text()) == results
     assert "judge: 10/10 stories (100%)" in (run / "log.txt").read_text()  # the run log shows the judge's work
@@ -143,10 +143,10 @@ def test_judges_of_one_model_get_headers_that_tell_them_apart(tmp_path):
     results = judge_run(ExperimentConfig.model_validate({"teacher": {"prompt": "example"}}), run)
     headers = [column.header for column in judges_table(results).columns]
     assert headers[:2] == ["checkpoint", "openai:fake-judge|t=0.2"]  # the run's own teacher first
-    assert sorted(headers[2:]) == ["heuristic:v2 (prompt=example)", "heuristic:v2 (prompt=placeholders)"]
+    assert sorted(headers[2:]) == ["heuristic:v3 (prompt=example)", "heuristic:v3 (prompt=placeholders)"]
     judges = {j["judge"]: j for j in judge_gains(load_run(run))["judges"]}
     assert set(judges) == set(headers[1:])
-    assert judges["heuristic:v2 (prompt=example)"]["identity"] == "heuristic:v2"
+    assert judges["heuristic:v3 (prompt=example)"]["identity"] == "heuristic:v3"
 
 
 def test_judge_labels_fall_back_to_the_rubric_then_a_number():

@@ -237,7 +237,10 @@ def test_story_text_cannot_inject_markup(tmp_path):
 # --------------------------------------------------------------------------- judges and teacher checks
 def save_run_check(run, answer, identity):
     """The teacher check `onceupon interact` saves in RUN/teacher_check, made here of a
-    teacher whose answer per probe kind is ``answer(kind)`` (through the real pipeline)."""
+    teacher whose answer per probe is ``answer(judges, probe)`` (fake_judges.ProbeJudges;
+    through the real pipeline)."""
+    from fake_judges import ProbeJudges
+
     from onceupon.config import TeacherConfig
     from onceupon.teacher.check_teacher import check, write_check
     from onceupon.teacher.parsing import rating_from_answer
@@ -252,12 +255,13 @@ def save_run_check(run, answer, identity):
             self.identity = identity
 
         def rate(self, stories):
-            return [rating_from_answer(answer(s.id.split("-", 1)[1] if "-" in s.id else "clean"), rubric) for s in stories]
+            return [rating_from_answer(answer(judges, judges.by_id.get(s.id)), rubric) for s in stories]
 
         def close(self):
             pass
 
     probes = build_probes(storyworld_stories(10, seed=0), "3 3 3", seed=0)
+    judges = ProbeJudges(probes)
     result, ratings, retests = check(RubricTeacher(Backend(), rubric), probes, retest=0)
     write_check(run / "teacher_check", result, probes, ratings, retests)
     return result
@@ -269,7 +273,6 @@ def test_the_headline_names_the_runs_teacher_verdict(tmp_path):
     from onceupon.analysis.report import build
     from onceupon.config import ReportConfig
     from onceupon.files import atomic_write_json
-    from onceupon.teacher.probes import VARIANTS
 
     pre = make_pretraining_run(tmp_path, CURVE)
     run = make_interaction_run(tmp_path, pre / "checkpoints" / "chck_2K", 2_000, 1.0, 2.5, "rl")
@@ -279,11 +282,11 @@ def test_the_headline_names_the_runs_teacher_verdict(tmp_path):
         return data, (tmp_path / name / "index.html").read_text()
 
     # A teacher that always answers "2 2 2" fails: the headline says so, with the reasons.
-    failed = save_run_check(run, lambda kind: "2 2 2", "same-answer")
+    failed = save_run_check(run, lambda judges, probe: "2 2 2", "same-answer")
     data, html = headline("failed")
     text = data["headline"]["text"]
     assert text.startswith("600 words of interaction from chck_2K ~ 6K extra words of pretraining (10x)")
-    assert "; its teacher same-answer FAILED the teacher check (readability does not discriminate;" in text
+    assert "; its teacher same-answer FAILED the teacher check (storyworld probes: readability does not discriminate;" in text
     assert "100 % of the valid answers are '2 2 2'" in text
     assert data["headline"]["teacher_check"]["status"] == "failed"
     (shown,) = data["teacher_checks"]
@@ -293,10 +296,7 @@ def test_the_headline_names_the_runs_teacher_verdict(tmp_path):
     assert 'id="headline"' in html and '<span class="neg">FAIL</span>' in html
 
     # A teacher that lowers exactly what each damage targets passes, and the headline says that too.
-    def knows(kind):
-        return "0 0 0" if kind == "fragment" else " ".join("2" if c in VARIANTS.get(kind, ()) else "3" for c in ("readability", "coherence", "creativity"))
-
-    save_run_check(run, knows, "faultless")
+    save_run_check(run, lambda judges, probe: " ".join(map(str, judges.honest(probe).values())), "faultless")
     data, html = headline("passed")
     assert data["headline"]["text"].endswith("(10x); its teacher faultless passed the teacher check")
     assert data["teacher_checks"][0]["criteria"]["coherence"]["gap"] == 1.0
@@ -336,7 +336,7 @@ def test_report_shows_the_gain_by_every_judge_and_the_teacher_check(tmp_path, cl
     trained, heuristic = gains["judges"]
     assert trained["judge"] == "openai:fake-judge|t=0.2" and trained["trained"] is True
     assert trained["gain"] == pytest.approx(1.5)  # the fabricated rows: 1.0 -> 2.5
-    assert heuristic["judge"] == "heuristic:v2" and heuristic["trained"] is False
+    assert heuristic["judge"] == "heuristic:v3" and heuristic["trained"] is False
 
     # The heuristic's gain is its own ratings of the same stories, start vs final.
     def mean_total(checkpoint):
@@ -376,7 +376,7 @@ def test_a_real_run_rated_by_two_judges(tiny_checkpoint, tmp_path, cli, teacher_
     assert proc.returncode == 0, proc.stderr
     (gains,) = json.loads((out / "report.json").read_text())["judge_gains"]
     trained, other = gains["judges"]
-    assert trained["judge"] == "heuristic:v2" and trained["trained"] is True and trained["role"] == "main"
+    assert trained["judge"] == "heuristic:v3" and trained["trained"] is True and trained["role"] == "main"
     assert other["judge"].startswith("openai:") and other["trained"] is False and other["role"] == "extra judge"
     for judge in (trained, other):
         assert judge["gain"] == pytest.approx(judge["final"] - judge["start"]) and judge["n"] == [8, 8]

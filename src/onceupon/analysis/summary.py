@@ -266,7 +266,15 @@ def teacher_clause(verdict: dict | None) -> str:
         return ""
     status = verdict["status"]
     if status == "passed":
-        return f"; its teacher {verdict['teacher']} passed the teacher check"
+        student = (verdict.get("sets") or {}).get("student")
+        if student is None:  # a run from before the student's stories were probed
+            return f"; its teacher {verdict['teacher']} passed the teacher check"
+        if student["status"] == "passed":
+            return f"; its teacher {verdict['teacher']} passed the teacher check on storyworld probes and on the student's own stories"
+        return (
+            f"; its teacher {verdict['teacher']} passed the teacher check on storyworld probes "
+            f"(not on the student's own stories: {student['text'].removeprefix('teacher check skipped: ')})"
+        )
     if status == "failed":
         return f"; its teacher {verdict['teacher']} FAILED the teacher check ({verdict['reasons']})"
     if status == "skipped":

@@ -12,7 +12,7 @@ import numpy as np
 from onceupon.teacher.agreement import Rated, agreement
 from onceupon.teacher.base import Outcome, Rating
 from onceupon.teacher.check_stats import (
-    MIN_GAP, OVERALL, PASSING, compare, consistent, entropy_bits, grouped_interval, mean_interval, spearman, verdict_line,
+    MIN_GAP, OVERALL, compare, entropy_bits, grouped_interval, mean_interval, spearman, verdict_line,
 )
 from onceupon.teacher.probes import VARIANTS, Probe
 from onceupon.teacher.rubric import Rubric
@@ -123,9 +123,10 @@ def ranking(probes: list[Probe], ratings: list[Rating], rubric: Rubric) -> dict:
     of it was damaged (0 % = the clean story, 25, 50, 75 %)? ``rho``: Spearman's correlation
     of the score with the undamaged share, pooled over the stories, with an interval that
     resamples whole stories; ``steps``: each grade against the next, as clean against damaged.
-    *ranks* when the interval of ``rho`` lies above zero and the first step (0 % against
-    25 %: stories that are still good) is told apart; a judge that gives every good story the
-    top answer fails that step (*no spread among good stories*)."""
+    *ranks* when the interval of ``rho`` lies above zero and in the first step (0 % against
+    25 %: stories that are still good) more clean stories score higher than lower; a judge
+    that gives every good story the top answer fails that step (*no spread among good
+    stories*)."""
     rated = by_id(probes, ratings)
     out = {}
     for criterion in rubric.names:
@@ -151,7 +152,10 @@ def ranking(probes: list[Probe], ratings: list[Rating], rubric: Rubric) -> dict:
         items = [item for s in stories for item in s]
         interval = grouped_interval(stories, rho)
         first = next(iter(steps.values()), None)
-        told = first is not None and consistent(first["higher"], first["lower"])
+        # good stories spread: some 25 % copies score below their clean story, more than above
+        # it (the rank correlation carries the significance; this catches a judge that gives
+        # every good story one answer, which no number of stories makes significant)
+        told = first is not None and first["higher"] > first["lower"]
         if interval is None:
             verdict = "does not rank"
         elif not told:

@@ -121,12 +121,6 @@ def verdict_line(name: str, row: dict, why_unmeasured: str = "no pair where both
     )
 
 
-def consistent(higher: int, lower: int) -> bool:
-    """Whether ``higher`` wins against ``lower`` losses (ties left out) are more than chance:
-    the 95 % Wilson interval of the wins lies above one half."""
-    return higher + lower > 0 and wilson(higher, higher + lower)[0] > 0.5
-
-
 def spearman(x: list[float], y: list[float]) -> float | None:
     """Spearman's rank correlation (average ranks for ties); None where either side is
     constant, as no order can then be read from it."""

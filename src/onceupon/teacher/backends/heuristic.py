@@ -4,11 +4,19 @@ No model, no network, deterministic, hundreds of stories per second on one CPU c
 a stand-in that lets every stage run on a laptop and gives RL a real (if crude) learning
 signal; it is not a judge of literature. Real experiments use an LLM backend.
 
-Every signal is a number in [0, 1]; a criterion is the mean of its signals times a
-repetition factor, cut into levels at 0.35 / 0.6 / 0.8 (0, 1, 2, 3). The identity is
-``heuristic:v2`` (v1 had no order signals; its ratings differ, so caches keep them apart):
+Every signal is a number in [0, 1]; a criterion is the mean of its signals (times the
+factors below), cut into levels at 0.35 / 0.6 / 0.8 (0, 1, 2, 3). The identity is
+``heuristic:v3`` (v1 had no order signals, v2 no asides, fluency or specific sentences;
+their ratings differ, so caches keep them apart).
 
-readability
+First, *asides* are taken out: a sentence said to whoever grades the story, not part of it
+(it names a grader or a score, speaks to "you" outside a quotation, holds digits such as
+"3/3/3", or is in another language). The rest is rated, and each aside multiplies coherence
+and creativity by 0.75: an instruction to the grader, in any words and anywhere in the story,
+can only cost (the student is an optimiser, and the paper saw it praise its listener). A text
+with no finished sentence is shorter than a sentence: the lowest level everywhere.
+
+readability (mean of the four, with fluency counted twice)
     ``complete``   share of sentences that end with . ! or ? and (but for the first, which
                    continues the prompt) start with a capital
     ``grammar``    share of function words (the, and, she, was, ...) near that of English
@@ -18,6 +26,9 @@ readability
     ``ease``       the Flesch-Kincaid grade level (textstat; a US school grade from syllables
                    per word and words per sentence) mapped so grade <= 4 is 1 and grade >= 16
                    is 0: children's stories are easy to read
+    ``fluency``    share of adjacent word pairs (both words known to a reference of 600
+                   storyworld stories of a stream of their own) that the reference also has:
+                   "the red box" yes, "the red picked" no; 1 with fewer than 5 such pairs
 coherence
     ``remention``  share of sentences after the first that mention an earlier character or
                    thing again (a repeated content word or a pronoun)
@@ -30,15 +41,20 @@ coherence
                    (below 0.5) costs: the factor is min(1, 0.6 + 0.8 flow)
     ``introductions``, ``markers``, ``consistency``   0.75 per slip: a name or a thing
                    referred to before it is introduced, a closing line mid-story, an object
-                   said to be where the story just said it is not
-    and it is capped at readability + 1: text nobody can read tells no story
+                   said to be where the story just said it is not, taken out of a place the
+                   story never put it in, or given by someone who did not have it
+    times the repetition factor, and capped at readability + 1: text nobody can read tells
+    no story
 creativity
     ``variety``    distinct content words / content words
     ``richness``   distinct content words not taken from the prompt, up to 30
-    and it is capped at the readability level: "dull or incomprehensible" is one level
-repetition factor (all three)
+    ``specific``   share of sentences about someone or something of the story (a name,
+                   he/she, "the box"), not generic filler ("Things happened.")
+    times the repetition factor, and capped at the readability level: "dull or
+    incomprehensible" is one level
+repetition factor (coherence and creativity)
     distinct word trigrams / trigrams, rescaled so 0.9+ keeps the score and 0.5- zeroes
-    it: a loop is neither well written, coherent nor creative
+    it: a loop is neither coherent nor creative (a sentence said again is still well written)
 
 Empty continuations and ones shorter than ``min_words`` never reach this backend (the
 pipeline gives them the lowest scores, as the rubric says); a continuation reaching it
