@@ -73,14 +73,27 @@ def test_demo_end_to_end(tmp_path, cli):
     # headline run's verdict, printed above it too, and report.json holds both checks.
     checks = {c["run"]: c for c in data["teacher_checks"]}
     assert sorted(checks) == sorted(r["name"] for r in runs)
+    # Three probe sets: storyworld stories told after the run's prompt and the start
+    # checkpoint's own stories (before the run), the stories it rated (after it); a set with
+    # too few usable stories says so instead of vanishing.
     verdict = data["headline"]["teacher_check"]
     assert verdict["status"] in ("passed", "failed") and marker["teacher_check"] == verdict["status"]
-    assert verdict["text"] == checks[data["headline"]["run"]]["verdict"]["text"]
+    assert set(verdict["sets"]) == {"storyworld", "student", "rated"}
+    assert verdict["sets"]["storyworld"]["text"] == checks[data["headline"]["run"]]["verdict"]["text"]
     assert f"teacher check: {verdict['text']}" in proc.stdout
-    clause = "passed the teacher check" if verdict["status"] == "passed" else f"FAILED the teacher check ({verdict['reasons']})"
-    assert headline.endswith(f"; its teacher {verdict['teacher']} {clause}")
+    assert verdict["text"].startswith("storyworld probes: ") and "; the stories it rated: " in verdict["text"]
+    if verdict["status"] == "failed":
+        assert headline.endswith(f"; its teacher {verdict['teacher']} FAILED the teacher check ({verdict['reasons']})")
+    else:
+        assert f"; its teacher {verdict['teacher']} passed the teacher check on storyworld probes" in headline
+        for name, one in verdict["sets"].items():
+            said = {"student": "the student's own stories", "rated": "the stories it rated"}.get(name)
+            assert one["status"] in ("passed", "skipped") and (said is None or said in headline)
     for run in runs:
-        assert (out / run["name"] / "teacher_check" / "check.json").is_file()
+        check_dir = out / run["name"] / "teacher_check"
+        assert (check_dir / "check.json").is_file()
+        for name in ("student", "rated"):
+            assert (check_dir / name / "check.json").is_file() or (check_dir / name / "skipped.json").is_file()
 
     # A second run into the same directory reuses nothing: refused without --force.
     proc = cli("demo", "--out", str(out), "--seed", "3")

@@ -10,9 +10,11 @@ What it runs, with ``configs/demo.yaml``, all in ``OUT/``:
 3. ``interact_<start>/``: two short interaction runs (RLOO, not the paper's PPO, with the
    heuristic teacher; 4K input words each) from the evaluated checkpoints nearest
    ``START_FRACTIONS`` (10 % and 25 %) of the pretraining words, each evaluated at its start and
-   at every checkpoint it saved. Each run checks its teacher first (``RUN/teacher_check/``);
-   the demo's config says ``interact.teacher_check: allow``, so the demo shows the verdict
-   whatever it is rather than stopping on a FAIL.
+   at every checkpoint it saved. Each run checks its teacher first (``RUN/teacher_check/``:
+   storyworld probes told after the run's prompt, and the start checkpoint's own stories),
+   and after it on the stories it rated (``RUN/teacher_check/rated/``); the demo's config says
+   ``interact.teacher_check: allow``, so the demo shows every verdict, whatever it is, rather
+   than stopping on a FAIL.
 4. ``report/``: ``onceupon report`` over all of it; the headline printed at the end is read
    from the report's data (``report/report.json``), which is computed from the runs, and names
    the headline run's teacher verdict; the teacher check's verdict is printed above it.
@@ -117,7 +119,8 @@ def run(out: str | Path, seed: int = 0, force: bool = False) -> dict:
     from onceupon.interact.interact import interact
     from onceupon.lifecycle.checkpoints import list_checkpoints, read_meta
     from onceupon.student.pretrain import run as pretrain
-    from onceupon.teacher.before_run import run_verdict
+    from onceupon.teacher.before_run import check_rated, run_verdict
+    from onceupon.teacher.factory import build_teacher
 
     marker = {"seed": seed, "status": "running", "started": _dt.datetime.now().isoformat(timespec="seconds")}
     atomic_write_json(out / MARKER, marker)
@@ -143,6 +146,9 @@ def run(out: str | Path, seed: int = 0, force: bool = False) -> dict:
         run_dir = out / f"interact_{path.name.removeprefix('chck_')}"
         clock.stage(f"interaction from {path.name} with the {cfg.teacher.backend} teacher, checked first -> {run_dir}")
         interact(cfg, path, run_dir)
+        clock.stage(f"checking the teacher on the stories {run_dir.name} rated -> {run_dir / 'teacher_check' / 'rated'}")
+        with build_teacher(cfg.teacher) as teacher:
+            check_rated(cfg, teacher, run_dir)
         clock.stage(f"evaluating {run_dir.name}")
         evaluate_run(cfg, run_dir)
         runs.append(run_dir)

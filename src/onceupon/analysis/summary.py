@@ -28,6 +28,7 @@ from onceupon.analysis.runs import TOTAL, Run, row_score
 from onceupon.config import ReportConfig
 from onceupon.errors import UserError
 from onceupon.teacher.judges import labels, same_judge
+from onceupon.teacher.before_run import SET_NAMES
 from onceupon.text import printable
 
 #: story-quality fields of a results row shown in the before/after table (key, label)
@@ -266,15 +267,13 @@ def teacher_clause(verdict: dict | None) -> str:
         return ""
     status = verdict["status"]
     if status == "passed":
-        student = (verdict.get("sets") or {}).get("student")
-        if student is None:  # a run from before the student's stories were probed
+        sets = verdict.get("sets") or {}
+        if set(sets) <= {"storyworld"}:  # a run from before other stories were probed
             return f"; its teacher {verdict['teacher']} passed the teacher check"
-        if student["status"] == "passed":
-            return f"; its teacher {verdict['teacher']} passed the teacher check on storyworld probes and on the student's own stories"
-        return (
-            f"; its teacher {verdict['teacher']} passed the teacher check on storyworld probes "
-            f"(not on the student's own stories: {student['text'].removeprefix('teacher check skipped: ')})"
-        )
+        on = [SET_NAMES[name] for name, v in sets.items() if v["status"] == "passed"]
+        not_made = [f"{SET_NAMES[name]}: {v['text'].removeprefix('teacher check skipped: ')}" for name, v in sets.items() if v["status"] != "passed"]
+        unchecked = f" (not checked on {'; '.join(not_made)})" if not_made else ""
+        return f"; its teacher {verdict['teacher']} passed the teacher check on {' and '.join(on)}{unchecked}"
     if status == "failed":
         return f"; its teacher {verdict['teacher']} FAILED the teacher check ({verdict['reasons']})"
     if status == "skipped":

@@ -12,6 +12,11 @@ sets:
                 will judge. ``RUN/teacher_check/student/``; where too few of them are long
                 enough to probe (3 sentences, 20 words), ``skipped.json`` there says how many
 
+After a run, :func:`check_rated` checks the teacher on the stories it actually rated (the
+run's anthology: ``RUN/teacher_check/rated/``; ``onceupon demo`` does, and
+``onceupon check-teacher --stories RUN/anthology.jsonl`` is the same check by hand): a PASS
+the stories it trained on contradict is never the last word.
+
 ``interact.teacher_check`` says what a verdict does:
 
 ``require`` (default)  a FAIL on either set stops the run before its first step, in one
@@ -49,6 +54,10 @@ CHECK_DIR = "teacher_check"
 SKIPPED_FILE = "skipped.json"
 #: the student's own stories' check, inside CHECK_DIR
 STUDENT_DIR = "student"
+#: the check on the stories the run rated (its anthology), made after the run, inside CHECK_DIR
+RATED_DIR = "rated"
+#: what each probe set is called in sentences
+SET_NAMES = {"storyworld": "storyworld probes", "student": "the student's own stories", "rated": "the stories it rated"}
 #: clean stories per probe set
 STORIES = 40
 
@@ -105,20 +114,38 @@ def _check_or_skip(cfg: ExperimentConfig, teacher, out: Path, mode: str, prompts
 
 def _check_student(cfg: ExperimentConfig, teacher, rubric: Rubric, out: Path, told: list[tuple[str, str]], say) -> None:
     """The check on the student's own stories, or ``skipped.json`` saying why it could not be made."""
+    _check_stories(cfg, teacher, rubric, out, told, "the student told", say)
+
+
+def _check_stories(cfg: ExperimentConfig, teacher, rubric: Rubric, out: Path, told: list[tuple[str, str]], whose: str, say) -> None:
+    """Probes from ``told`` checked into ``out``, or ``skipped.json`` there when too few are usable."""
     clean = usable_stories(told, STORIES, 0)
     if len(clean) < MIN_STORIES:
         reason = (
-            f"only {len(clean)} of the {len(told)} stories the student told have 3 sentences and 20 words "
+            f"only {len(clean)} of the {len(told)} stories {whose} have 3 sentences and 20 words "
             f"(at least {MIN_STORIES} are needed to probe)"
         )
         atomic_write_json(out / SKIPPED_FILE, {"skipped": True, "reason": reason, "told": len(told), "usable": len(clean)})
-        say(f"teacher check (the student's stories): not made: {reason}", "yellow")
+        say(f"teacher check ({SET_NAMES[out.name]}): not made: {reason}", "yellow")
         return
-    say(f"checking the teacher on {len(clean)} of the {len(told)} stories the student told -> {out}")
+    say(f"checking the teacher on {len(clean)} of the {len(told)} stories {whose} -> {out}")
     top = rubric.answer({c.name: c.high for c in rubric.criteria})
     probes = build_probes(clean, top, 0, tuple(rubric.names))
-    result = check_teacher(teacher, cfg, out, probes, source=f"the start checkpoint's stories ({len(clean)} of {len(told)} usable)")
-    say(f"teacher check (the student's stories): {result['verdict']['text']}", "bold green" if passed(result) else "bold white on red")
+    result = check_teacher(teacher, cfg, out, probes, source=f"{len(clean)} of the {len(told)} stories {whose} (usable ones)")
+    say(f"teacher check ({SET_NAMES[out.name]}): {result['verdict']['text']}", "bold green" if passed(result) else "bold white on red")
+
+
+def check_rated(cfg: ExperimentConfig, teacher, run_dir: str | Path) -> dict:
+    """Check ``teacher`` on the stories the run in ``run_dir`` rated (a seeded sample of its
+    anthology's usable stories) into ``RUN/teacher_check/rated/``; returns :func:`run_verdict`."""
+    from onceupon.teacher.stories import read_stories
+
+    run_dir = Path(run_dir)
+    console = Console(stderr=True)
+    say = lambda text, style=None: console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    told = [(s.prompt, s.continuation) for s in read_stories(run_dir / "anthology.jsonl")]
+    _check_stories(cfg, teacher, teacher.rubric, run_dir / CHECK_DIR / RATED_DIR, told, "the run rated", say)
+    return run_verdict(run_dir)
 
 
 def _skip(out: Path, reason: str, console: Console) -> dict:
@@ -134,13 +161,14 @@ def run_verdict(run_dir: str | Path) -> dict:
     probe set (``storyworld``, ``student``) on its own. Failed when any set failed."""
     out = Path(run_dir) / CHECK_DIR
     sets = {"storyworld": _set_verdict(out)}
-    if (out / STUDENT_DIR).is_dir():
-        sets["student"] = _set_verdict(out / STUDENT_DIR)
+    for name in (STUDENT_DIR, RATED_DIR):
+        if (out / name).is_dir():
+            sets[name] = _set_verdict(out / name)
     storyworld = sets["storyworld"]
     if storyworld["status"] in ("skipped", "absent"):
         return storyworld | {"sets": sets}
     failed = [name for name, v in sets.items() if v["status"] == "failed"]
-    said = {"storyworld": "storyworld probes", "student": "the student's own stories"}
+    said = SET_NAMES
     text = "; ".join(f"{said[name]}: {v['text']}" for name, v in sets.items())
     return {
         "status": "failed" if failed else "passed",
