@@ -189,11 +189,13 @@ def check_teacher(
 ) -> None:
     """Check that the configured teacher tells good stories from damaged ones, before it trains anyone."""
     cfg = load_config(config, set_)
+    from onceupon.interact.prompts import load_prompts
     from onceupon.teacher.check_teacher import run
 
+    prompts = load_prompts(cfg.interact) if stories is None and probes is None else None  # the prompts a run would use
     code = run(
         cfg, out, stories=stories, probes=probes, n=n, seed=seed, retest=retest, fail_under=fail_under,
-        min_gap=min_gap, exit_zero=exit_zero, as_json=as_json,
+        min_gap=min_gap, exit_zero=exit_zero, as_json=as_json, prompts=prompts,
     )  # fmt: skip
     if code:
         raise typer.Exit(code)

@@ -452,9 +452,11 @@ def run(
     min_gap: float = MIN_GAP,
     exit_zero: bool = False,
     as_json: bool = False,
+    prompts: list[str] | None = None,
 ) -> int:
     """The ``onceupon check-teacher`` command; returns the exit code: 1 for a FAIL (or a
-    criterion below --fail-under) unless ``exit_zero``, else 0."""
+    criterion below --fail-under) unless ``exit_zero``, else 0. Storyworld probes are told
+    after ``prompts`` (the config's interaction prompts, as a run would use them)."""
     from onceupon.teacher.factory import build_teacher
 
     cfg = cfg or ExperimentConfig()
@@ -466,7 +468,7 @@ def run(
     if not (math.isfinite(min_gap) and min_gap >= 0):
         raise UserError("--min-gap is a gap in points of the rubric's scale, 0 or more.")
     _check_out(out, probes)
-    probe_set = load_probes(Rubric.from_config(cfg.teacher), stories, probes, n, seed)
+    probe_set = load_probes(Rubric.from_config(cfg.teacher), stories, probes, n, seed, prompts)
     source = str(probes) if probes else str(stories) if stories else "storyworld"
     console = Console(stderr=as_json)
     with build_teacher(cfg.teacher) as teacher:
