@@ -3,10 +3,10 @@
 The tests build a strict-small run out of copies of the tiny checkpoint (chck_1M ...
 chck_100M) and small files in the official layout for both suites. What is missing (a
 checkpoint, a task's data, the GLUE predictions) is named in one sentence before any work.
-The slow test writes the whole submission and, where the official pipeline's environment
-exists (made by benchmarks/bench_babylm_vs_official.py), runs the official collation on it,
-with its size tables set from the test's data files, and compares its collated file with
-onceupon's.
+The slow test writes the whole submission (GLUE fine-tuned by onceupon itself) and, where
+the official pipeline's environment exists (made by benchmarks/bench_babylm_vs_official.py),
+runs the official collation on it, with its size tables set from the test's data files, and
+compares its collated file with onceupon's.
 """
 
 import json
@@ -56,6 +56,15 @@ def write_suites(root):
     for stem, rows in COMPS.items():
         jsonl(data / "full_eval" / "comps" / f"{stem}.jsonl",
               [{"prefix_acceptable": a, "prefix_unacceptable": u, "property_phrase": p} for a, u, p in rows])
+    glue = data / "full_eval" / "glue_filtered"
+    glue.mkdir()
+    fields = {"boolq": ("question", "passage"), "mnli": ("premise", "hypothesis"), "mrpc": ("sentence1", "sentence2"),
+              "multirc": ("question", "answer", "paragraph"), "qqp": ("question1", "question2"), "rte": ("sentence1", "sentence2"),
+              "wsc": ("span1_text", "span2_text", "text")}
+    for task, keys in fields.items():
+        for split, n in (("train", 32), ("valid", 6)):
+            rows = [{**{k: f"the fox {k} {i % 3}" for k in keys}, "label": i % (3 if task == "mnli" else 2)} for i in range(n)]
+            jsonl(glue / f"{task}.{split}.jsonl", rows)
     aoa = {"dog": [{"context": "I saw a"}, {"context": "the big "}], "ball": [{"context": "she threw the"}], "a": [{"context": "x"}]}
     (data / "full_eval" / "aoa").mkdir(parents=True)
     (data / "full_eval" / "aoa" / "cdi_childes.json").write_text(json.dumps(aoa), encoding="utf-8")
@@ -63,8 +72,8 @@ def write_suites(root):
 
 
 def write_finetune(root):
-    """GLUE predictions in the official finetune output format (placeholder labels: onceupon
-    does not fine-tune yet, the submission takes these files as they are)."""
+    """GLUE predictions in the official finetune output format (stand-ins for the official
+    pipeline's output, which --finetune takes as it is)."""
     folder = root / "finetune"
     for i, task in enumerate(("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")):
         (folder / task).mkdir(parents=True)
@@ -107,6 +116,7 @@ def test_what_the_collation_needs_is_named_before_any_work(tiny_checkpoint, tmp_
     assert not out.exists() and not (run / "evaluation").exists()
 
     run = make_run(tmp_path / "whole", tiny_checkpoint, SMALL_REVISIONS)
+    shutil.rmtree(data / "full_eval" / "glue_filtered")  # neither GLUE data to fine-tune on nor --finetune
     with pytest.raises(UserError, match="GLUE") as e:
         write_submission(settings(), run, data, out, "strict-small", None)
     one_sentence(e.value)
@@ -127,7 +137,7 @@ import json, sys, pathlib, argparse
 from collections import Counter
 import evaluation_pipeline.collate_preds as cp
 
-out, model, fast, full, finetune = map(pathlib.Path, sys.argv[1:6])
+out, model, fast, full = map(pathlib.Path, sys.argv[1:5])
 def lines(p):
     return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
 def per_uid(folder, key):
@@ -149,7 +159,7 @@ cp.FULL_SIZES.update(blimp=per_uid(full / "blimp_filtered", "UID"), blimp_supple
     ewok=per_uid(full / "ewok_filtered", "Domain"), entity_tracking=dict(et), comps=dict(comps),
     reading=rows_csv(full / "reading" / "reading_data.csv"),
     wug_adj=len(lines(full / "wug_adj_nominalization" / "wug_adj_nominalization.jsonl")), wug_past=len(lines(full / "wug_past_tense" / "wug_past_tense.jsonl")),
-    **{t: len(json.loads((finetune / t / "predictions.json").read_text())[t]["predictions"]) for t in ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")})
+    **{t: len(lines(full / "glue_filtered" / f"{t}.valid.jsonl")) for t in ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")})
 cp.AOA_SIZE = sum(len(v) for k, v in json.loads((full / "aoa" / "cdi_childes.json").read_text()).items() if len(k) > 1)
 args = argparse.Namespace(model_path_or_name=model, backend="causal", results_dir=out, revision_name="main", fast=True,
                           fast_eval_dir=fast, track="strict-small", multimodal=False)
@@ -170,10 +180,9 @@ def close(a, b):
 @pytest.mark.slow
 def test_submission_layout_is_what_the_official_collation_accepts(tiny_checkpoint, tmp_path):
     data = write_suites(tmp_path)
-    finetune = write_finetune(tmp_path)
     run = make_run(tmp_path, tiny_checkpoint, SMALL_REVISIONS)
     out = tmp_path / "submission"
-    collated_path = write_submission(settings(), run, data, out, "strict-small", finetune)
+    collated_path = write_submission(settings(), run, data, out, "strict-small", None)  # onceupon fine-tunes GLUE itself
     ours = json.loads(collated_path.read_text())
     model = out / "run"
     for revision in SMALL_REVISIONS:
@@ -184,6 +193,9 @@ def test_submission_layout_is_what_the_official_collation_accepts(tiny_checkpoin
     assert set(ours["fast_eval_results"]) == {"blimp", "blimp_supplement", "ewok", "entity_tracking", "wug_adj", "wug_past", "reading"}
     assert all(len(v) == len(SMALL_REVISIONS) for v in ours["fast_eval_results"].values())
     assert set(ours["comps"]) == {"base", "wugs", "wugs_dist_before", "wugs_dist_in_between"}
+    assert set(ours["glue"]) == {"boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc"}
+    assert all(len(v["predictions"]) == 6 for v in ours["glue"].values())
+    assert (run / "evaluation" / "babylm" / "finetune" / "chck_100M" / "wsc" / "results.json").is_file()
     preds = ours["blimp"]["agreement"]["predictions"]
     assert [p["id"] for p in preds] == ["agreement_0", "agreement_1"] and preds[0]["pred"] in ("The fox has a box.", "The fox have a box.")
 
@@ -193,7 +205,7 @@ def test_submission_layout_is_what_the_official_collation_accepts(tiny_checkpoin
     shutil.copytree(out, official_out)
     collated_path.unlink()
     (official_out / "run" / collated_path.name).unlink()
-    proc = subprocess.run([str(VENV_PYTHON), "-c", OFFICIAL_COLLATE, str(official_out), "run", str(data / "fast_eval"), str(data / "full_eval"), str(finetune)],
+    proc = subprocess.run([str(VENV_PYTHON), "-c", OFFICIAL_COLLATE, str(official_out), "run", str(data / "fast_eval"), str(data / "full_eval")],
                           cwd=OFFICIAL, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     theirs = json.loads((official_out / "run" / collated_path.name).read_text())

@@ -234,7 +234,8 @@ def evaluate(
     ] = None,
     finetune: Annotated[
         Optional[Path],
-        typer.Option("--finetune", help="The official pipeline's finetune folder of the final model (GLUE predictions) for the submission."),
+        typer.Option("--finetune", help="The official pipeline's finetune folder of the final model (GLUE predictions) for the "
+                    "submission; without it onceupon fine-tunes the final model on full_eval/glue_filtered itself."),
     ] = None,
 ) -> None:
     """BabyLM zero-shot tasks and story quality for every checkpoint of a run (or one checkpoint)."""

@@ -25,8 +25,10 @@ WUG, the R^2 gains as fractions for reading).
 
 Before any work, everything the official collation requires is checked: each checkpoint of
 the track, each task's data in both suites, the GLUE predictions; what is missing is named in
-one sentence. onceupon does not fine-tune yet: the GLUE predictions come from the official
-pipeline's ``finetune`` output, given with ``--finetune``.
+one sentence. The GLUE predictions come from the official
+pipeline's ``finetune`` output when given with ``--finetune``; otherwise onceupon fine-tunes
+the final checkpoint itself (finetune.py, the official hyperparameters), each task kept under
+``RUN/evaluation/babylm/finetune/`` once done.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from onceupon.files import atomic_write_text
 from onceupon.tracking import log
 
 from . import aoa, reading, zero_shot
+from .finetune import task_files as glue_files
 
 BACKEND = "causal"
 M = 1_000_000
@@ -125,13 +128,16 @@ def plan(run_dir: Path, data_dir, track: str, finetune: str | Path | None, check
             f"fast evaluation requires ({revisions[0]} ... {revisions[-1]})."
         )
     if finetune is None:
-        raise UserError(
-            "onceupon does not fine-tune on GLUE yet: give --finetune with the official pipeline's finetune folder "
-            f"(one folder per task, {', '.join(GLUE)}, each with its predictions.json)."
-        )
-    lacking = [t for t in GLUE if not (Path(finetune) / t / "predictions.json").is_file()]
-    if lacking:
-        raise UserError(f"{finetune} lacks the GLUE predictions of {', '.join(lacking)} ({finetune}/TASK/predictions.json).")
+        lacking = [t for t in GLUE if glue_files(full, t) is None]
+        if lacking:
+            raise UserError(
+                f"The evaluation data lacks full_eval/glue_filtered/ files ({', '.join(f'{t}.train/valid.jsonl' for t in lacking)}) "
+                "for onceupon's GLUE fine-tuning; add them or give the official pipeline's finetune folder with --finetune."
+            )
+    else:
+        lacking = [t for t in GLUE if not (Path(finetune) / t / "predictions.json").is_file()]
+        if lacking:
+            raise UserError(f"{finetune} lacks the GLUE predictions of {', '.join(lacking)} ({finetune}/TASK/predictions.json).")
     final = list(checkpoints)[-1]
     return fast, full, revisions, final
 
@@ -220,6 +226,41 @@ def fast_figures(task: str, preds: dict, root: Path, folder: str | None) -> dict
     return out
 
 
+# --------------------------------------------------------------------------- GLUE
+def announce_finetune(full: Path) -> None:
+    from .finetune import plan_steps
+
+    for task in GLUE:
+        n, steps, valid = plan_steps(full, task)
+        log(f"  finetune {task}: {n:,} training examples, {steps:,} optimizer steps (forward and backward), "
+            f"{valid:,} validation examples scored after each epoch", echo=True)
+
+
+def fine_tune_all(main, full: Path, folder: Path, device: str) -> Path:
+    """onceupon's fine-tuning of the final checkpoint on every GLUE task, each kept once done
+    (a rerun with the same checkpoint and data skips it)."""
+    from onceupon.tracking import progress_bar
+
+    from .evaluate import _digest, _file_digest, checkpoint_fingerprint
+    from .finetune import Hyper, finetune, plan_steps
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    for task in GLUE:
+        key = _digest({"checkpoint": checkpoint_fingerprint(main.path), "data": [_file_digest(f) for f in glue_files(full, task)],
+                       "hyper": Hyper().__dict__})
+        done = folder / task / "key.json"
+        if done.is_file() and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
+            continue
+        with progress_bar("steps") as bar:
+            handle = bar.add_task(f"{main.name} finetune {task}", total=plan_steps(full, task)[1])
+            finetune(main.path, task, full, folder / task, device=device, progress=lambda *_, h=handle: bar.advance(h, 1))
+        atomic_write_text(done, json.dumps({"key": key}))
+    return folder
+
+
 # --------------------------------------------------------------------------- writing
 def _write_json(path: Path, data) -> None:
     # Plain json.dumps: NaN stays NaN, as the official files write it and read it back.
@@ -263,6 +304,8 @@ def write_submission(
         announce_plan(fast_cfg, fast_targets, fast)
         announce_plan(aoa_cfg, fast_targets, full)
         announce_plan(full_cfg, [main], full)
+        if finetune is None:
+            announce_finetune(full)
         for i, (revision, target) in enumerate(zip(revisions, fast_targets), 1):
             log(f"submission: {revision} ({i}/{len(revisions)}), fast suite and AoA", echo=True)
             evaluate_checkpoint(fast_cfg, target, fast)
@@ -270,6 +313,8 @@ def write_submission(
             out_dirs[revision] = target.out_dir
         log(f"submission: {final} (the final model), full suite", echo=True)
         evaluate_checkpoint(full_cfg, main, full)
+        if finetune is None:
+            finetune = fine_tune_all(main, full, base / "finetune" / final, cfg.evaluate.device)
 
     model_out = out / model_name
     collated: dict = {}
