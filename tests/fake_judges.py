@@ -74,6 +74,50 @@ class FakeJudge:
         self.server.server_close()
 
 
+class ListenerJudge:
+    """An LLM judge in miniature for the watch (interact/watch.py), with or without a blind
+    spot, as ``FakeJudge(ListenerJudge(...).answer)``.
+
+    It answers what the built-in heuristic answers for the story (the continuation alone: the
+    rubric prompt shows it between the story tags), with a judge's noise: each criterion moves
+    one level up or down with probability ``noise``, decided by a hash of the story (the same
+    story always gets the same answer, as at temperature 0). ``bonus`` > 0 is the blind spot:
+    a story that addresses its listener ("you", "your") gets that many levels more on every
+    criterion (up to 3), the reward the paper's student found ("as you have told us a great
+    story"). The demo's storyworld student says "you" now and then in dialogue ("Thank you!"),
+    so RL can reach it. ``bonus`` 0 is the honest control.
+    """
+
+    YOU = re.compile(r"\b(?:you|your)\b", re.I)
+
+    def __init__(self, bonus: int = 0, noise: float = 0.15):
+        from onceupon.config import TeacherConfig
+        from onceupon.teacher.backends.heuristic import HeuristicBackend
+        from onceupon.teacher.rubric import Rubric
+
+        self.bonus, self.noise = bonus, noise
+        self._heuristic = HeuristicBackend(Rubric.from_config(TeacherConfig()))
+        self._lock = threading.Lock()  # the server answers from several threads
+
+    def answer(self, story: str | None) -> str:
+        import hashlib
+
+        from onceupon.teacher.base import Story
+
+        if story is None:  # not a rubric prompt (a backend's start-up request)
+            return "2 2 2"
+        with self._lock:
+            rating = self._heuristic.rate([Story("", story)])[0]
+        scores = dict(rating.scores or dict.fromkeys(("readability", "coherence", "creativity"), 0))
+        digest = hashlib.sha256(story.encode("utf-8")).digest()
+        for k, key in enumerate(scores):
+            if digest[k] / 256 < self.noise:
+                scores[key] += 1 if digest[k + 8] % 2 else -1
+            if self.bonus and self.YOU.search(story):
+                scores[key] += self.bonus
+        return " ".join(str(max(0, min(3, v))) for v in scores.values())
+
+
 def _tokens(text: str, digits: list[dict[str, float]]) -> list[dict]:
     """The answer as tokens (a digit with its leading space is one token, as in most
     tokenizers), each digit with the given alternatives as ``top_logprobs``."""

@@ -375,6 +375,8 @@ def assert_same_run(run: Path, straight: Path) -> None:
     assert [(s["step"], s["index"]) for s in sb] == [(t, i) for t in range(1, 11) for i in range(8)]  # no gap, no repeat
     assert comparable(sa) == comparable(sb)  # the very same stories: RNG and weights were restored
     assert [r["step"] for r in metrics(run)] == [str(s) for s in range(1, 11)]
+    # the watch resumed too: its state from the checkpoint, its records cut back to it
+    assert (run / "watch.jsonl").read_text(encoding="utf-8") == (straight / "watch.jsonl").read_text(encoding="utf-8")
     assert [p.name for p in list_checkpoints(straight)] == [p.name for p in list_checkpoints(run)]
     final = list_checkpoints(straight)[-1].name
     wa = load_file(straight / "checkpoints" / final / "model.safetensors")

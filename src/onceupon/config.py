@@ -217,6 +217,57 @@ class TeacherConfig(Section):
 
 
 # --------------------------------------------------------------------------- interact
+class WatchConfig(Section):
+    """``interact.watch``: a second opinion while the run trains (interact/watch.py). A held-out
+    judge rates a share of the stories beside the trained-on teacher, cheap drift signals are
+    measured on every step, and an alarm says when the score rose in a way nobody else saw.
+    The defaults of the alarm's thresholds were chosen from measured runs (docs/interact.md,
+    The watch; benchmarks/bench_watch.py)."""
+
+    enabled: bool = Field(True, description="Watch the run (drift signals, the held-out judge, the alarm); false: nothing is measured and nothing is added to the step.")
+    judge: Literal["auto", "none"] | TeacherConfig = Field(
+        "auto",
+        description="The held-out judge: a teacher config of its own (any backend), 'none', or 'auto': the built-in heuristic when the trained-on teacher is not it (an LLM), none when they would be the same judge.",
+    )
+    share: float = Field(0.5, gt=0, le=1, description="Share of each watched step's stories the held-out judge rates (at least 2 stories).")
+    every: int = Field(1, ge=1, description="The held-out judge rates every Nth step (1: every step); drift signals are measured on every step.")
+    baseline_steps: int = Field(3, ge=1, description="The first steps that make 'the start' every gain and drift is measured from.")
+    window: int = Field(5, ge=1, description="The latest steps a signal is averaged over (its 'now').")
+    patience: int = Field(3, ge=1, description="Consecutive steps a rule must hold before the alarm is raised.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the intervals the rules use (a rule holds when its whole interval lies past the threshold).")
+    max_gap: float = Field(
+        0.05,
+        ge=0,
+        description="Gap rule: the teacher's gain since the start minus the held-out judge's on the same stories (0..1 scores) above this, interval and all, raises the alarm.",
+    )
+    max_address_rise: float = Field(
+        0.15,
+        ge=0,
+        description="Address rule: the share of stories that address the listener or grader (second person, praise, rate/score/grader/marks) risen above its start by more than this, interval and all.",
+    )
+    max_distinct_drop: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="Diversity rule: distinct bigrams (share of a step's bigrams that are distinct) fallen below (1 - this) x their start value.",
+    )
+    on_alarm: Literal["warn", "stop"] = Field(
+        "warn",
+        description="warn: the alarm goes to the log and the report, the run goes on; stop: the run saves its resume point and stops (exit code 2), naming the rule and the step.",
+    )
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _judge(cls, value: Any) -> Any:
+        # YAML's null and off mean no held-out judge; any other word is a mistake said plainly
+        # (not pydantic's account of the union it tried).
+        if value is None or value is False:
+            return "none"
+        if not isinstance(value, (str, dict, BaseModel)) or (isinstance(value, str) and value not in ("auto", "none")):
+            raise ValueError("must be 'auto', 'none' or a teacher config (a mapping such as {backend: openai, base_url: ...})")
+        return value
+
+
 class InteractConfig(Section):
     algorithm: Literal["ppo", "rloo", "grpo"] = Field("ppo", description="RL objective.")
     prompt: str = Field(PAPER_PROMPT, description="The fixed story prompt (paper's).")
@@ -269,6 +320,7 @@ class InteractConfig(Section):
     checkpoint_every: WordCount = Field(100_000, description="Input words between checkpoints (paper: 100K).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many RL steps (None: budget decides).")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for the prompt order and the story sampling.")
+    watch: WatchConfig = Field(default_factory=WatchConfig)
     teacher_check: Literal["require", "allow", "skip"] = Field(
         "require",
         description="Check the teacher before the first step (saved in RUN/teacher_check/): require = a FAIL stops the run, allow = train whatever the verdict, skip = no check (--skip-teacher-check).",
@@ -517,6 +569,7 @@ RESUMABLE_KEYS = (
     "pretrain.push_to_hub",
     "pretrain.hub_private",
     "interact.keep_resume_state",
+    "interact.watch.on_alarm",  # a run stopped by its alarm may go on once someone looked
     "evaluate",
     "report",
 )

@@ -287,6 +287,44 @@ def plot_metrics(summary: dict, path: Path, dpi: int, per_run: int = 3) -> Path 
     return _save(fig, path, dpi)
 
 
+def plot_watch(summary: dict, path: Path, dpi: int) -> Path | None:
+    """Per interaction run with a watch: the teacher and the held-out judge on the same
+    stories, the share addressing the listener, and diversity; alarms as red lines."""
+    panels = summary.get("watch") or []
+    if not panels:
+        return None
+    fig, axes = _grid(3 * len(panels), width=3.8, height=2.7)
+    for k, p in enumerate(panels):
+        ax_judges, ax_address, ax_diverse = axes[3 * k : 3 * k + 3]
+        steps = p["steps"]
+        judged = [s for s in steps if s["teacher"] is not None and s["heldout"] is not None]
+        if judged:
+            x = [s["step"] for s in judged]
+            ax_judges.plot(x, [s["teacher"] for s in judged], "-", lw=1.2, label="teacher")
+            ax_judges.plot(x, [s["heldout"] for s in judged], "-", lw=1.2, label=f"held-out ({p['judge']})")
+            ax_judges.legend(fontsize=7)
+        else:
+            ax_judges.text(0.5, 0.5, "no held-out judge", ha="center", va="center", transform=ax_judges.transAxes, fontsize=8)
+        ax_judges.set_title(f"{p['run']}: score on the same stories", fontsize=9)
+        x = [s["step"] for s in steps]
+        ax_address.plot(x, [s["address"] for s in steps], "-", lw=1.2, label="address the listener")
+        ax_address.plot(x, [s["at_length_cap"] for s in steps], "-", lw=1, label="at the length cap")
+        ax_address.plot(x, [s["invalid"] for s in steps], "-", lw=1, label="invalid answers")
+        ax_address.set_title(f"{p['run']}: share of stories", fontsize=9)
+        ax_address.legend(fontsize=7)
+        ax_diverse.plot(x, [s["distinct2"] for s in steps], "-", lw=1.2, label="distinct bigrams")
+        ax_diverse.plot(x, [s["repetition"] for s in steps], "-", lw=1, label="repeated trigrams")
+        ax_diverse.set_title(f"{p['run']}: diversity", fontsize=9)
+        ax_diverse.legend(fontsize=7)
+        for ax in (ax_judges, ax_address, ax_diverse):
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            for alarm in p["alarms"]:
+                ax.axvline(alarm["step"], color="red", lw=1, ls="--")
+    fig.suptitle("Was the teacher gamed? The watch (red: an alarm)")
+    return _save(fig, path, dpi)
+
+
 #: (file name, function, caption) of every figure, in the order the report shows them
 FIGURES = [
     ("equivalence.png", plot_equivalence, "Data-efficiency equivalence"),
@@ -295,6 +333,7 @@ FIGURES = [
     ("interaction_stories.png", plot_interaction_stories, "Story score vs interaction words"),
     ("interaction_tasks.png", plot_interaction_tasks, "Zero-shot tasks vs interaction words"),
     ("metrics.png", plot_metrics, "Training metrics"),
+    ("watch.png", plot_watch, "The watch: teacher vs held-out judge, drift signals"),
 ]
 
 

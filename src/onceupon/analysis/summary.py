@@ -25,6 +25,7 @@ import numpy as np
 
 from onceupon.analysis.efficiency import Curve, bootstrap_needed, equivalence
 from onceupon.analysis.runs import TOTAL, Run, row_score
+from onceupon.analysis.watch import panel as watch_panel
 from onceupon.config import ReportConfig
 from onceupon.errors import UserError
 from onceupon.teacher.judges import labels, same_judge
@@ -281,20 +282,24 @@ def teacher_clause(verdict: dict | None) -> str:
     return "; its teacher was not checked (the run holds no teacher check)"
 
 
-def headline(eq_section: dict, verdicts: dict[str, dict] | None = None) -> dict | None:
+def headline(eq_section: dict, verdicts: dict[str, dict] | None = None, watched: dict[str, dict] | None = None) -> dict | None:
     """The figure the report and the demo lead with: the interaction run worth the most extra
     pretraining words among those inside the curve (else the first run, as a bound), with
-    that run's teacher verdict (``verdicts``: run name -> before_run.run_verdict) in the sentence."""
+    that run's teacher verdict (``verdicts``: run name -> before_run.run_verdict) in the
+    sentence, and what its watch saw when the held-out judge did not see the gain
+    (``watched``: run name -> analysis.watch.verdict)."""
     results = eq_section["results"]
     if not results:
         return None
     inside = [r for r in results if r["position"] == "inside"]
     best = max(inside, key=lambda r: r["extra_words"]) if inside else results[0]
     verdict = (verdicts or {}).get(best["run"])
+    seen = (watched or {}).get(best["run"])
     return {
         "run": best["run"],
-        "text": best["summary"] + teacher_clause(verdict),
+        "text": best["summary"] + teacher_clause(verdict) + (f"; {seen['text']}" if seen and seen["unseen"] else ""),
         "teacher_check": verdict,
+        "watch": seen,
         "position": best["position"],
         "interact_words": best["interact_words"],
         "extra_words": best["extra_words"],
@@ -482,6 +487,8 @@ def summarize(cfg: ReportConfig, runs: list[Run], title: str = "onceupon", check
     warnings += [f"{s['run']}: equivalence skipped, {s['reason']}" for s in eq["skipped"]]
     if not interaction:
         warnings.append("no interaction run given: the equivalence and the story browser need one")
+    panels = [p for p in (watch_panel(r.name, r.path) for r in interaction) if p is not None]
+    warnings += [f"{p['run']}: {a['sentence']}" for p in panels for a in p["alarms"]]
     return {
         "title": title,
         "criteria": sorted(criteria),
@@ -515,7 +522,8 @@ def summarize(cfg: ReportConfig, runs: list[Run], title: str = "onceupon", check
         ],
         "metrics": {r.name: r.metrics for r in runs if r.metrics},
         "equivalence": eq,
-        "headline": headline(eq, {r.name: r.teacher_check for r in interaction}),
+        "headline": headline(eq, {r.name: r.teacher_check for r in interaction}, {p["run"]: p["verdict"] for p in panels}),
+        "watch": panels,
         "before_after": [t for t in (before_after(r) for r in interaction) if t is not None],
         "paper_table": paper_table(interaction, cfg.anthology_batches),
         "judge_gains": [g for g in (judge_gains(r) for r in interaction) if g is not None],

@@ -11,8 +11,11 @@ One RL step, top to bottom (:meth:`Interaction.step`):
    False in the one exclusion mask, ``Experience.include`` (update.py);
 4. **update**: the objective learns from one :class:`Experience` (objective.py names the
    algorithms; the loop knows none by name);
-5. **record**: append the batch to the anthology and log metrics (record.py's
-   :class:`RunRecords`, which the loop gives what it writes).
+5. **record**: the watch measures the step beside a held-out judge (watch.py); the batch goes
+   to the anthology and the metrics (record.py's :class:`RunRecords`, which the loop gives
+   what it writes).
+
+After a step the watch may stop the run (``interact.watch.on_alarm: stop``) as a signal does.
 
 Between steps (:meth:`Interaction.train`): a checkpoint when the input words crossed a
 ``checkpoint_every`` milestone, then ``state.json`` (so it names the newest checkpoint on disk).
@@ -52,9 +55,10 @@ from onceupon.interact.objective import Objective, make_objective
 from onceupon.interact.prompts import PromptSource, load_prompts
 from onceupon.interact.record import Batch, RunRecords, read_state
 from onceupon.interact.reward import story_reward
+from onceupon.interact.watch import Watch, resolve_judge
 from onceupon.interact.validate import RUN_MARKERS, Student, check_fits, check_run_dir, load_student, unused_settings, validate
 from onceupon.lifecycle import stop
-from onceupon.lifecycle.lock import run_lock
+from onceupon.lifecycle.lock import is_global_main, run_lock
 from onceupon.lifecycle.precision import mixed_precision
 from onceupon.lifecycle.resume import check_new_run, find_resume_point
 from onceupon.student.model import context_length
@@ -123,20 +127,30 @@ def interact(
         with run_log(run_dir / RUN_LOG):
             if warning:
                 log(warning, echo=True)
-            own_teacher, session = teacher is None, None
+            own_teacher, session, judge = teacher is None, None, None
             if teacher is None:
                 from onceupon.teacher.factory import build_teacher
 
                 teacher = build_teacher(cfg.teacher)
             try:
+                judge = held_out_judge(cfg, teacher)  # built (and so checked) before anything is written
                 before_first_step(cfg, teacher, run_dir, resume, student, prompts)
-                session = Interaction(cfg, student, prompts, run_dir, objective, teacher, resume=resume)
+                session = Interaction(cfg, student, prompts, run_dir, objective, teacher, judge=judge, resume=resume)
                 return session.train()
             finally:
                 if session is not None:
                     session.close()
+                if judge is not None:
+                    judge.close()
                 if own_teacher:
                     teacher.close()
+
+
+def held_out_judge(cfg: ExperimentConfig, teacher: Teacher) -> Teacher | None:
+    """The watch's held-out judge (``interact.watch.judge``), built by the main process only."""
+    if not is_global_main():
+        return None
+    return resolve_judge(cfg.interact.watch, teacher, getattr(teacher, "identity", "").startswith("heuristic:"))
 
 
 def before_first_step(
@@ -177,8 +191,10 @@ class Interaction:
         objective: Objective,
         teacher: Teacher,
         *,
+        judge: Teacher | None = None,
         resume: bool = False,
     ):
+        """``judge``: the watch's held-out judge (None: none), closed by the caller."""
         from accelerate import Accelerator
 
         self.c = c = cfg.interact
@@ -202,6 +218,7 @@ class Interaction:
         self.milestones = every_milestones(c.checkpoint_every, c.input_budget)
         self.teacher = teacher
         self._show = lambda text: None  # the progress line's status text, once train() shows one
+        self.watch = Watch(c.watch, judge, run_dir, main=self.main, length_norm_words=c.length_norm_words, seed=c.seed)
         self.records = RunRecords(
             run_dir,
             self.acc,
@@ -214,6 +231,7 @@ class Interaction:
             anthology=Anthology(run_dir),
             local_n=self.local_n,
             keep_resume_state=c.keep_resume_state,
+            parts={"watch": self.watch},
         )
 
         resume_from = find_resume_point(run_dir) if resume else None
@@ -225,6 +243,7 @@ class Interaction:
             if not resume:
                 save_config(cfg, run_dir)
         self.records.open(self.step_no)
+        self.watch.open(self.step_no)
         self.acc.wait_for_everyone()
 
     def _build_models(self, start_model, resume_from: Path | None) -> dict:
@@ -275,8 +294,9 @@ class Interaction:
                 if hit and not self.budget.cut:  # a cut batch ends the run: the final checkpoint follows
                     self._save(max(hit))
                 self.records.write_state(self.step_no, done=False)  # after the checkpoint: it names the newest one
-                if not self.over and stop.stop_agreed(self.acc):
-                    self.records.stop(self.step_no, bool(hit), self.policy, self.optimizer)
+                alarm = self.watch.alarm_to_stop(self.acc)
+                if not self.over and (alarm is not None or stop.stop_agreed(self.acc)):
+                    self.records.stop(self.step_no, bool(hit), self.policy, self.optimizer, why=alarm)
             newest = self.records.newest
             if newest is None or newest[1] != self.step_no:
                 self._save(self.budget.input_words)
@@ -306,6 +326,7 @@ class Interaction:
         # 2. rating, in the teacher's thread, while the policy and the reference score the tokens
         stories = [Story(p, s, id=f"{self.step_no}-{i}") for i, (p, s) in enumerate(zip(prompts, rollout.continuations))]
         arrived: list[Rating] = []  # the ratings in so far, as the teacher reports them
+        self.watch.start(self.step_no, stories)  # the held-out judge rates its share meanwhile
         pending = _in_background(self._rate, stories, arrived)
         old_logprobs, ref_logprobs, values, entropy = self._score(rollout)
         at["scored"] = time.perf_counter()
@@ -340,7 +361,8 @@ class Interaction:
         # 5. record
         batch = Batch(prompts, rollout, ratings, rewards, admission, admitted)
         told = self.records.gather(self.step_no, batch, learned, entropy)
-        self.records.write_batch(self.step_no, told, stats, _times(at))
+        watched = self.watch.observe(self.step_no, told.records, ratings, admitted)
+        self.records.write_batch(self.step_no, told, stats, _times(at), extra=watched)
 
     # ----------------------------------------------------------------- the step's parts
     def _step_prompts(self) -> list[str]:

@@ -208,7 +208,8 @@ class RunRecords:
 
     def stop(self, step: int, saved: bool, policy, optimizer, why: str | None = None) -> None:
         """Save a resume point (unless this step wrote a checkpoint, ``saved``) and end with
-        one sentence (``why``: what stopped the run, said first; default: a signal)."""
+        one sentence (``why``: what stopped the run, said first, exit code 2; None: a signal,
+        128 + its number)."""
         if not saved:
             self._write(self.run_dir / RESUME_POINT, step, policy, optimizer)
         self.acc.wait_for_everyone()  # no process may exit while the main one still writes
@@ -218,7 +219,8 @@ class RunRecords:
             f"{b.input_words:,} of {b.input_budget:,} input words), nothing rated was lost; "
             f"continue with `onceupon interact --resume {self.run_dir}`."
         )
-        raise Stopped(message if self.main else "", stop_exit_code())
+        # a signal: 128 + its number; a reason of the run's own (the watch's alarm): 2
+        raise Stopped(message if self.main else "", 2 if why is not None else stop_exit_code())
 
     def resume_state(self, step: int, policy, optimizer, rngs: list[dict]) -> dict:
         """Everything a resume needs beyond the weights (``rngs``: every process's RNG states)."""
