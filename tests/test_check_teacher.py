@@ -550,3 +550,27 @@ def test_a_run_checks_its_teacher_on_the_students_own_stories_too(tmp_path):
     assert {p.prompt for p in probes} == {cfg.interact.prompt}  # the run's prompt, not the paper's
     student = read_probes(tmp_path / "run" / "teacher_check" / "student" / "probes.jsonl")
     assert {p.story for p in student} <= {f"f{i:06d}" for i in range(30)} and len({p.story for p in student}) == 30
+
+
+def test_probes_of_a_students_cut_off_stories_keep_the_cut_last_and_tell_honest_from_gaming():
+    """Stories cut off by the length limit, as a student's are: every copy but the fragment
+    still ends on the same unfinished sentence, and the honest judge passes on them while
+    judges built to game the check fail, as on storyworld's."""
+    from onceupon.teacher.probes import unfinished, usable_stories
+
+    told = []
+    for clean in storyworld_stories(24, seed=5):
+        words = clean.text.split()[:48]  # about 60 tokens, cut wherever that falls
+        told.append((clean.prompt, " ".join(words)))
+    stories = [c for c in usable_stories(told, 24) if c.cut_off]
+    assert len(stories) >= 12
+    probes = build_probes(stories, "3 3 3", seed=0)
+    for p in probes:  # no copy gains a finished ending the story it comes from lacks
+        assert unfinished(p.continuation), (p.id, p.continuation[-60:])
+        if p.kind in ("shuffled", "spliced", "swapped", "repeated", "filler") or (p.kind == "injection" and p.base == p.story):
+            cut = next(s for s in stories if s.id == p.story).sentences[-1]
+            assert p.continuation.endswith(cut), (p.id, p.continuation[-60:])
+    assert run_check(probes, judge(probes, "honest"), kinds=False, retest=0)["verdict"]["passed"]
+    for mode in ("ceiling", "halo", "no spread", "artefacts"):
+        result = run_check(probes, judge(probes, mode), kinds=False, retest=0)
+        assert GAMING_JUDGES[mode][1] in result["verdict"]["failing"], (mode, result["verdict"]["text"])
