@@ -157,28 +157,27 @@ def test_user_errors_are_one_sentence(tmp_path, pretrain_run, cli):
         evaluate_run(small_cfg(tasks=["blimpp"]), pretrain_run)
 
 
-def test_plan_before_work_and_some_checkpoints_only(pretrain_run, data_dir, cli, tmp_path):
+def test_plan_before_work_and_some_checkpoints_only(pretrain_run, data_dir, tmp_path, capsys):
     """A CPU user sees what each task costs before any model is loaded, and can evaluate some
     tasks of some checkpoints only; the other rows of results.json stay as they were."""
     run = tmp_path / "run"
     shutil.copytree(pretrain_run, run)
-    quick = ["--set", "evaluate.stories=0", "--set", "evaluate.probe_items=0", "--set", "evaluate.tasks=[blimp]"]
-    assert cli("evaluate", str(run), "--data", str(data_dir), *quick).returncode == 0  # both rows first
+    evaluate_run(small_cfg(stories=0, probe_items=0, tasks=["blimp"]), run, data_dir)  # both rows first
     results = json.loads((run / "results.json").read_text())
     results["rows"][0]["marker"] = "kept"
     (run / "results.json").write_text(json.dumps(results))
     shutil.rmtree(run / "evaluation")
-    proc = cli("evaluate", str(run), "--data", str(data_dir), *FAST, "--set", "evaluate.stories=0",
-               "--set", "evaluate.tasks=[blimp]", "--set", "evaluate.checkpoints=[chck_2K]", "--set", "evaluate.batch_size=3")
-    assert proc.returncode == 0, proc.stderr
-    plan = [line for line in proc.stderr.splitlines() if "plan:" in line or line.strip().startswith("blimp:")]
+    capsys.readouterr()
+    evaluate_run(small_cfg(stories=0, probe_items=6, tasks=["blimp"], checkpoints=["chck_2K"], batch_size=3), run, data_dir)
+    err = capsys.readouterr().err
+    plan = [line for line in err.splitlines() if "plan:" in line or line.strip().startswith("blimp:")]
     assert plan[0].startswith("plan: 1 checkpoint,") and "up to 3 sequences" in plan[0]
     assert "blimp: 2 pairs, 4 sequences, about 2 forward passes per checkpoint" in plan[1]
-    assert proc.stderr.index("plan:") < proc.stderr.index("evaluate chck_2K")
+    assert err.index("plan:") < err.index("evaluate chck_2K")
     rows = json.loads((run / "results.json").read_text())["rows"]
     assert [r["checkpoint"] for r in rows] == ["chck_1K", "chck_2K"]
     assert rows[0]["marker"] == "kept" and "marker" not in rows[1] and set(rows[1]["tasks"]) == {"blimp"}
     assert not (run / "evaluation" / "chck_1K").exists()
 
-    proc = cli("evaluate", str(run), "--data", str(data_dir), "--set", "evaluate.checkpoints=[chck_9M]")
-    assert_one_sentence(proc, "chck_9M", "chck_1K, chck_2K")
+    with pytest.raises(UserError, match="no checkpoint 'chck_9M'.*chck_1K, chck_2K"):
+        evaluate_run(small_cfg(checkpoints=["chck_9M"]), run, data_dir)
