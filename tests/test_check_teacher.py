@@ -460,8 +460,9 @@ def test_an_expected_score_judge_with_tiny_gaps_fails_over_http(tmp_path, cli, p
         assert row["gap"] == pytest.approx(0.036, abs=1e-6)
     assert "coherence gap +0.04 points below the minimum 0.25" in proc.stdout
     # its expected scores round to one answer for every story: that fails it too
-    # nor does it rank graded copies or give fragments the lowest answer
-    assert result["verdict"]["failing"] == ["readability", "coherence", "creativity", "ranking", "fragments", "one answer"]
+    # nor does it give fragments the lowest answer (its criteria fail already, so their
+    # ranking is not named twice)
+    assert result["verdict"]["failing"] == ["readability", "coherence", "creativity", "fragments", "one answer"]
 
 
 # --------------------------------------------------------------------------- before an interaction run
@@ -485,7 +486,7 @@ def test_interact_refuses_a_teacher_that_fails_its_check(tmp_path, cli, tiny_che
     # probe, and the run says so instead of dropping the set silently
     skipped = json.loads((run / "teacher_check" / "student" / "skipped.json").read_text())
     assert skipped["told"] == 64 and skipped["usable"] == 0 and "only 0 of the 64 stories the student told" in skipped["reason"]
-    assert "teacher check (the student's stories): not made: only 0 of the 64" in proc.stderr
+    assert "teacher check (the student's own stories): not made: only 0 of the 64 stories the student told" in proc.stderr
 
 
 def judged_by(judge):
