@@ -52,3 +52,23 @@ def test_aoa_surprisal_per_context_is_the_official_one(tiny_checkpoint, tmp_path
     result = row["tasks"]["aoa"]
     assert result["n"] == 4 and result["failed"] == 1
     assert result["mean_surprisal"] == pytest.approx(sum(want[:3]) / 3, abs=1e-4)
+
+
+def test_acquisition_is_where_the_fitted_curve_is_halfway_from_chance():
+    import numpy as np
+
+    from onceupon.evaluate import aoa
+
+    words = [i * 10**6 for i in range(1, 10)] + [10 * i * 10**6 for i in range(1, 11)]
+    x = np.log10(words)
+    curve = list(aoa._sigmoid(x, 3.0, 9.0, math.log10(20e6), 4.0))
+    # halfway between chance (9.7) and the curve's lowest point at 100M words, solved by hand
+    lowest = 3.0 + 6.0 / (1.0 + math.exp(4.0 * (8.0 - math.log10(20e6))))
+    target = (9.7 + lowest) / 2
+    expected = 10 ** (math.log10(20e6) + math.log(6.0 / (target - 3.0) - 1.0) / 4.0)
+    assert aoa.acquisition(words, curve, chance=9.7) == pytest.approx(expected, rel=0.01)
+    assert aoa.acquisition(words, [12.0] * len(words), chance=9.7) is None  # never below halfway: not acquired
+    results = [{"step": f"chck_{w // 10**6}M", "target_word": "dog", "surprisal": s} for w, s in zip(words, curve)]
+    results.append({"step": "chck_1M", "target_word": "dog", "surprisal": float("nan")})  # a failed context is left out
+    ages = aoa.ages(results, {f"chck_{w // 10**6}M": w for w in words}, 9.7)
+    assert ages["dog"] == pytest.approx(expected, rel=0.01)

@@ -190,6 +190,8 @@ def test_submission_layout_is_what_the_official_collation_accepts(tiny_checkpoin
                     "wug_adj/wug_adj_nominalization", "wug_past/wug_past_tense", "reading"):
             assert (model / revision / "zero_shot" / "causal" / rel / "predictions.json").is_file(), (revision, rel)
     assert len(ours["aoa"]["results"]) == 3 * len(SMALL_REVISIONS)  # 'a' (one letter) is left out, as officially
+    acquired = json.loads((model / "aoa_words_seen.json").read_text())
+    assert set(acquired["words_seen_at_acquisition"]) == {"dog", "ball"} and acquired["chance_surprisal"] > 0
     assert set(ours["fast_eval_results"]) == {"blimp", "blimp_supplement", "ewok", "entity_tracking", "wug_adj", "wug_past", "reading"}
     assert all(len(v) == len(SMALL_REVISIONS) for v in ours["fast_eval_results"].values())
     assert set(ours["comps"]) == {"base", "wugs", "wugs_dist_before", "wugs_dist_in_between"}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 from onceupon.errors import UserError
@@ -73,3 +74,59 @@ def surprisals(scorer, tokenizer, words: list[tuple[str, list[str]]], progress=N
 def summary(values: list[float]) -> dict:
     done = [v for v in values if not math.isnan(v)]
     return {"mean_surprisal": sum(done) / len(done) if done else None, "n": len(values), "failed": len(values) - len(done)}
+
+
+# --------------------------------------------------------------------------- curves
+def _sigmoid(x, low, high, middle, slope):
+    import numpy as np
+
+    return low + (high - low) / (1.0 + np.exp(slope * (x - middle)))
+
+
+def acquisition(words_seen: list[int], curve: list[float], chance: float) -> float | None:
+    """Words seen when a word is acquired, after Chang & Bergen (2022): a sigmoid fitted to
+    its mean surprisal over log10(words seen); the word is acquired where the fitted curve
+    passes halfway between chance (``chance``: the surprisal of a uniform guess, ln of the
+    vocabulary size) and the lowest surprisal the fit reaches. None when the curve cannot be
+    fitted or never comes down to that point within the checkpoints."""
+    import numpy as np
+    from scipy.optimize import curve_fit
+
+    pairs = [(math.log10(w), s) for w, s in zip(words_seen, curve) if w > 0 and s is not None and not math.isnan(s)]
+    if len(pairs) < 4:
+        return None
+    x, y = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    start = [y.min(), y.max(), float(np.median(x)), 2.0]
+    try:
+        with warnings.catch_warnings():  # a flat curve has no covariance estimate; the fit is still usable
+            warnings.simplefilter("ignore")
+            params, _ = curve_fit(_sigmoid, x, y, p0=start, maxfev=20_000)
+    except (RuntimeError, ValueError):
+        return None
+    fitted = _sigmoid(np.linspace(x.min(), x.max(), 1001), *params)
+    target = (chance + fitted.min()) / 2.0
+    below = np.nonzero(fitted <= target)[0]
+    if below.size == 0:
+        return None
+    grid = np.linspace(x.min(), x.max(), 1001)
+    return float(10 ** grid[below[0]])
+
+
+def curves(results: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean surprisal of each word per checkpoint, from surprisal.json's results."""
+    sums: dict[str, dict[str, list[float]]] = {}
+    for r in results:
+        s = r.get("surprisal")
+        if s is None or (isinstance(s, float) and math.isnan(s)):
+            continue
+        sums.setdefault(r["target_word"], {}).setdefault(r["step"], []).append(s)
+    return {w: {step: sum(v) / len(v) for step, v in by.items()} for w, by in sums.items()}
+
+
+def ages(results: list[dict], words_seen: dict[str, int], chance: float) -> dict[str, float | None]:
+    """Each word's acquisition point (words seen) over the named checkpoints."""
+    order = sorted(words_seen, key=words_seen.get)
+    out = {}
+    for word, by_step in curves(results).items():
+        out[word] = acquisition([words_seen[s] for s in order if s in by_step], [by_step[s] for s in order if s in by_step], chance)
+    return out

@@ -34,6 +34,7 @@ the final checkpoint itself (finetune.py, the official hyperparameters), each ta
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -325,6 +326,12 @@ def write_submission(
         collated[COLLATED[task]] = preds
     collated["aoa"] = aoa_results(full, revisions, out_dirs, model_name)
     _write_json(model_out / "main" / "zero_shot" / BACKEND / "AoA_word" / "surprisal.json", collated["aoa"])
+    # onceupon's own reading of those curves, beside the official files (not part of them).
+    from transformers import AutoConfig
+
+    chance = math.log(AutoConfig.from_pretrained(main.path).vocab_size)
+    acquired = aoa.ages(collated["aoa"]["results"], {r: _words(r) for r in revisions}, chance)
+    _write_json(model_out / "aoa_words_seen.json", {"chance_surprisal": chance, "words_seen_at_acquisition": acquired})
     collated["glue"] = {}
     for task in GLUE:
         source = Path(finetune) / task / "predictions.json"
