@@ -27,7 +27,9 @@
 - :func:`start_redirecting_server` answers with HTTP ``status`` (301, 307, ...) and a
   ``Location`` under ``/moved/``, where the server really is: every request
   (``start="models"``) or only the chat requests (``"chat"``). A ``GET`` to ``/moved/`` of a
-  chat path is a 404, as a POST turned into a GET by a 301 meets on a real server.
+  chat path is a 404, as a POST turned into a GET by a 301 meets on a real server. With
+  ``"elsewhere"`` every request is sent to another origin (a second port), which answers 401
+  without an API key (an HTTP client drops the key on a redirect to another origin).
 - :func:`start_llama_cpp_python` runs llama-cpp-python's OpenAI server (``python -m
   llama_cpp.server``) on a GGUF model, from the Python of an environment that has
   ``llama-cpp-python[server]`` (:func:`llama_cpp_python`); :func:`start_llama_server` runs
@@ -620,17 +622,22 @@ def start_trickling_server(every: float, start: str) -> tuple[Process, str]:
 def run_redirecting_server(port: int, status: int, start: str) -> None:
     """See the module docstring."""
     models = json.dumps({"object": "list", "data": [{"id": "judge", "object": "model"}]}).encode()
+    # "elsewhere": the server has moved to another origin (a second port), where it wants the key
+    other = free_port() if start == "elsewhere" else None
+    moved = f"http://127.0.0.1:{other}/moved" if other else "/moved"
 
     class Handler(_Quiet):
         def redirect(self) -> None:
             self.send_response(status)
-            self.send_header("Location", "/moved" + self.path)
+            self.send_header("Location", moved + self.path)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
         def do_GET(self):
             if self.path == "/_stats":
                 return self.send(200, b"{}")
+            if other and self.path.startswith("/moved/") and not self.headers.get("Authorization"):
+                return self.send_json(401, {"error": {"message": "no API key given"}})
             if self.path.startswith("/moved/v1/models") or (start == "chat" and self.path.startswith("/v1/models")):
                 return self.send(200, models)
             if self.path.startswith("/moved/"):  # a POST turned into a GET by the redirect
@@ -643,6 +650,8 @@ def run_redirecting_server(port: int, status: int, start: str) -> None:
                 return self.send(200, json.dumps(_completion(ANSWER)).encode())
             self.redirect()
 
+    if other:
+        threading.Thread(target=serve, args=(Handler, other), daemon=True).start()
     serve(Handler, port)
 
 
@@ -737,7 +746,7 @@ def main() -> None:
     rd = sub.add_parser("redirecting")
     rd.add_argument("--port", type=int, required=True)
     rd.add_argument("--status", type=int, required=True)
-    rd.add_argument("--start", choices=["models", "chat"], required=True)
+    rd.add_argument("--start", choices=["models", "chat", "elsewhere"], required=True)
     args = parser.parse_args()
     if args.cmd == "trickling":
         run_trickling_server(args.port, args.every, args.start)

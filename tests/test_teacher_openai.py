@@ -532,3 +532,17 @@ def test_a_redirect_that_keeps_the_method_is_followed(status, start):
     with proc, build_teacher(config(url)) as teacher:
         ratings = teacher.rate([story("moved", i) for i in range(3)])
     assert all(r.valid and r.scores == EXPECTED for r in ratings)
+
+
+def test_a_redirect_to_another_address_is_named_not_taken_for_a_wrong_key(monkeypatch):
+    """The HTTP client does not send the API key on to another origin, so the server's 401
+    there would read as 'rejected the API key'; the sentence names the redirect instead."""
+    from http_servers import start_redirecting_server
+
+    monkeypatch.setenv("ONCEUPON_TEST_KEY", "sk-test")
+    proc, url = start_redirecting_server(307, "elsewhere")
+    with proc, pytest.raises(UserError) as refused:
+        build_teacher(config(url, api_key_env="ONCEUPON_TEST_KEY"))
+    message = str(refused.value)
+    assert "redirects (HTTP 307) to http://127.0.0.1:" in message and "answered with HTTP 401" in message, message
+    assert "rejected the API key" not in message and "sk-test" not in message and "\n" not in message

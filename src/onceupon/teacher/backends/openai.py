@@ -190,7 +190,11 @@ class OpenAIBackend:
             except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, Deadline) as e:
                 last = e
                 await asyncio.sleep(0.25 * (attempt + 1))
-            except openai.AuthenticationError:
+            except openai.AuthenticationError as e:
+                if getattr(e.response, "history", None):  # the client drops the key on a redirect to another origin
+                    raise UserError(
+                        f"The teacher server at {self.base_url}: {_reason(e)} (an API key is not sent on to another address)."
+                    ) from None
                 where = f"the environment variable {self._key_env}" if self._key_env else "no key (set teacher.api_key_env)"
                 raise UserError(f"The teacher server at {self.base_url} rejected the API key from {where}.") from None
             except openai.NotFoundError:
