@@ -114,6 +114,11 @@ class PretrainConfig(Section):
         "latest",
         description="Which checkpoints keep optimizer/RNG state for resuming: only the latest (saves disk) or all.",
     )
+    skip_nonfinite: int = Field(
+        0,
+        ge=0,
+        description="Optimizer steps with a non-finite loss or gradient that may be skipped (not applied) in the whole run; one more stops it (divergence) with the last good checkpoint kept.",
+    )
     push_to_hub: str | None = Field(None, description="Hub repo to push each milestone to, as a branch named like it.")
     hub_private: bool = Field(True, description="Create the push_to_hub repository as private.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for initialisation, data order and dropout.")
@@ -307,6 +312,11 @@ class InteractConfig(Section):
         None, ge=1, description="Split forward/backward passes into chunks this big (same gradients, less memory)."
     )
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast where the GPU has it.")
+    skip_nonfinite: int = Field(
+        0,
+        ge=0,
+        description="Gradient steps with a non-finite loss or gradient that may be skipped (not applied) in the whole run; one more, or non-finite logits, stops it (divergence) with the last good checkpoint or resume point kept.",
+    )
     keep_resume_state: Literal["latest", "all"] = Field(
         "latest", description="Keep optimizer/RNG state in the latest checkpoint only (saves disk) or in all."
     )
@@ -570,6 +580,10 @@ RESUMABLE_KEYS = (
     "pretrain.hub_private",
     "interact.keep_resume_state",
     "interact.watch.on_alarm",  # a run stopped by its alarm may go on once someone looked
+    # When a run stops, never what it learns: up to the step where one of them stops a run,
+    # it trains the same whatever their values (a non-finite step is never applied).
+    "pretrain.skip_nonfinite",
+    "interact.skip_nonfinite",
     "evaluate",
     "report",
 )

@@ -40,6 +40,7 @@ process), gradients are averaged by DDP, and the main process writes files.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -57,7 +58,8 @@ from onceupon.interact.record import Batch, RunRecords, read_state
 from onceupon.interact.reward import story_reward
 from onceupon.interact.watch import Watch, resolve_judge
 from onceupon.interact.validate import RUN_MARKERS, Student, check_fits, check_run_dir, load_student, unused_settings, validate
-from onceupon.lifecycle import stop
+from onceupon.lifecycle import divergence, stop
+from onceupon.lifecycle.divergence import Diverged, all_finite
 from onceupon.lifecycle.lock import is_global_main, run_lock
 from onceupon.lifecycle.precision import mixed_precision
 from onceupon.lifecycle.resume import check_new_run, find_resume_point
@@ -137,6 +139,9 @@ def interact(
                 before_first_step(cfg, teacher, run_dir, resume, student, prompts)
                 session = Interaction(cfg, student, prompts, run_dir, objective, teacher, judge=judge, resume=resume)
                 return session.train()
+            except UserError as e:  # the sentence the CLI prints, kept with the run's own record
+                log(f"error: {e}")
+                raise
             finally:
                 if session is not None:
                     session.close()
@@ -215,6 +220,7 @@ class Interaction:
         self.objective = objective
         self.budget = Budget(c.input_budget, c.generation_budget, c.count_prompt)
         self.step_no = 0
+        self.skipped_nonfinite = 0  # gradient steps not applied for a non-finite loss or gradient
         self.milestones = every_milestones(c.checkpoint_every, c.input_budget)
         self.teacher = teacher
         self._show = lambda text: None  # the progress line's status text, once train() shows one
@@ -321,6 +327,8 @@ class Interaction:
         prompts = self._step_prompts()
         self._show(f"step {self.step_no}: telling {len(prompts)} stories")
         rollout = self._tell(prompts)
+        if not rollout.finite:
+            self._diverged("the student's logits are", None)
         at["told"] = time.perf_counter()
 
         # 2. rating, in the teacher's thread, while the policy and the reference score the tokens
@@ -329,6 +337,9 @@ class Interaction:
         self.watch.start(self.step_no, stories)  # the held-out judge rates its share meanwhile
         pending = _in_background(self._rate, stories, arrived)
         old_logprobs, ref_logprobs, values, entropy = self._score(rollout)
+        mask = rollout.response_mask.bool()
+        if not all_finite(*(x[mask] for x in (old_logprobs, ref_logprobs, values) if x is not None)):
+            self._diverged("the student's log-probabilities or values are", None)
         at["scored"] = time.perf_counter()
         ratings = self._wait_for_ratings(pending, arrived, len(stories))
         at["rated"] = time.perf_counter()
@@ -355,6 +366,7 @@ class Interaction:
 
         # 4. update (every process updates, or none does: a batch with nothing to learn from)
         stats, learned = self._update(exp)
+        self._count_nonfinite(stats)
         at["updated"] = time.perf_counter()
         self.budget.commit(admission)
 
@@ -454,6 +466,33 @@ class Interaction:
             return {}, exp.include.tolist()
         result = self.objective.update(self.policy, self.optimizer, exp, accelerator=self.acc)
         return result.metrics, result.include.tolist()
+
+    def _count_nonfinite(self, stats: dict) -> None:
+        """Add up the update's gradient steps not applied for a non-finite loss or gradient
+        (update.py); one more than ``interact.skip_nonfinite`` allows, or a statistic that is
+        not finite (an objective of one's own), stops the run."""
+        from onceupon.interact.update import NONFINITE_STEPS
+
+        bad = [k for k, v in stats.items() if v is not None and not math.isfinite(v)]
+        if bad:
+            self._diverged(f"the update's {bad[0]} is", None)
+        skipped = int(stats.get(NONFINITE_STEPS, 0))
+        if not skipped:
+            return
+        self.skipped_nonfinite += skipped
+        if self.skipped_nonfinite > self.c.skip_nonfinite:
+            self._diverged("the loss or gradients are", self.c.skip_nonfinite)
+        if self.main:
+            log(
+                f"step {self.step_no}: the loss or gradients of {skipped} gradient step(s) are not finite; they were skipped "
+                f"({self.skipped_nonfinite} of {self.c.skip_nonfinite} allowed by interact.skip_nonfinite).",
+                echo=True,
+            )
+
+    def _diverged(self, what: str, allowed: int | None) -> None:
+        """Stop: nothing of this step is saved, the last checkpoint or resume point stays
+        what ``--resume`` continues from (lifecycle/divergence.py)."""
+        raise Diverged(divergence.message("interact", self.step_no, what, self.run_dir, allowed))
 
     def close(self) -> None:
         self.records.close()

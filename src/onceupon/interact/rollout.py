@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from onceupon.errors import UserError
 from onceupon.words import count_words
@@ -37,6 +38,7 @@ class Rollout:
     continuations: list[str]  # cleaned text: no special tokens, nothing after the first EOS
     n_words: list[int]  # words of each continuation (the project's word counter)
     ended: list[bool]  # True when the story stopped at an EOS token
+    finite: bool = True  # False when the model's logits were NaN or +inf at some token (divergence)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -84,6 +86,8 @@ def generate_rollout(
         eos_token_id=eos,
         pad_token_id=pad,
     )
+    guard = FiniteLogits()
+    sampling["logits_processor"] = LogitsProcessorList([guard])
     responses = _sample(model, prompt_ids, prompt_mask, sampling, chunk or len(prompts))
     responses, response_mask, first_eos, has_eos = _cut_at_first_eos(responses, eos, pad)
     t_max = responses.shape[1]
@@ -102,7 +106,27 @@ def generate_rollout(
         continuations=continuations,
         n_words=[count_words(c) for c in continuations],
         ended=[bool(x) for x in has_eos.tolist()],
+        finite=guard.finite,
     )
+
+
+class FiniteLogits(LogitsProcessor):
+    """Notes logits that are NaN or +inf (a diverged model) and samples such a row uniformly
+    instead, so sampling does not fail (``torch.multinomial`` raises on CPU, and on a GPU a
+    device-side assert ruins the process); the caller reads :attr:`finite` once at the end.
+    ``-inf`` is an ordinary masked token, not a fault, unless a whole row is ``-inf``."""
+
+    def __init__(self):
+        self._bad: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        rows = (torch.isnan(scores) | (scores == float("inf"))).any(-1) | (scores == float("-inf")).all(-1)
+        self._bad = rows.any() if self._bad is None else self._bad | rows.any()
+        return torch.where(rows[:, None], torch.zeros_like(scores), scores)
+
+    @property
+    def finite(self) -> bool:
+        return self._bad is None or not bool(self._bad)
 
 
 def _sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling: dict, step: int) -> torch.Tensor:

@@ -17,6 +17,11 @@ import torch
 
 from onceupon.config import InteractConfig
 from onceupon.interact.rollout import logprobs_of
+from onceupon.lifecycle.divergence import all_finite, grad_norm
+
+#: the metric that counts an update's gradient steps not applied for a non-finite loss or
+#: gradient; the loop adds them up against ``interact.skip_nonfinite``
+NONFINITE_STEPS = "update/skipped_nonfinite"
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -108,6 +113,9 @@ def optimise(
     minibatch. A minibatch is processed in micro-batches whose losses are divided by the
     minibatch's token count, so the gradient equals that of the whole minibatch at once.
 
+    A minibatch whose loss or gradient is not finite is not applied (no optimizer step) and
+    left out of the statistics; :data:`NONFINITE_STEPS` counts them (lifecycle/divergence.py).
+
     Returns token-weighted means over all minibatches of the loss functions' statistics, plus
     the clip fraction, the mean ratio and the number of micro-batches skipped for an extreme
     ratio, all under the names they are logged with.
@@ -116,7 +124,8 @@ def optimise(
     micro = cfg.micro_batch_size or mini_batch_size
     totals: dict[str, float] = {}
     tokens_total = 0.0
-    skipped = 0
+    skipped = nonfinite = 0
+    params = [p for p in policy.parameters() if p.requires_grad]
     for _ in range(cfg.epochs):
         order = torch.randperm(n).to(exp.sequences.device)
         for mb_start in range(0, n, mini_batch_size):
@@ -124,30 +133,40 @@ def optimise(
             n_tok = exp.mask[mb_idx].sum()
             optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
+            losses, mb_skipped = [], 0
             for mc_start in range(0, len(mb_idx), micro):
                 part = exp.select(mb_idx[mc_start : mc_start + micro])
-                stats, skip = _micro_batch(policy, part, loss_fn, cfg, n_tok, accelerator)
-                skipped += skip
+                stats, skip, loss = _micro_batch(policy, part, loss_fn, cfg, n_tok, accelerator)
+                mb_skipped += skip
+                losses.append(loss)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
-            if cfg.max_grad_norm is not None:
-                params = [p for p in policy.parameters() if p.requires_grad]
-                if accelerator is not None:
-                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                else:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            if cfg.max_grad_norm is None:
+                norm = grad_norm(params)
+            elif accelerator is not None:
+                norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            else:
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            # Gradients are all-reduced, losses are not: every process must take the same decision.
+            if gathered_sum(float(not all_finite(norm, *losses)), accelerator):
+                optimizer.zero_grad(set_to_none=True)
+                nonfinite += 1
+                continue
             optimizer.step()
+            skipped += mb_skipped
             tokens_total += float(n_tok)
             for k, v in sums.items():
                 totals[k] = totals.get(k, 0.0) + v
     out = {k: v / max(tokens_total, 1.0) for k, v in totals.items()}
     out["policy/skipped_chunks"] = float(skipped)
+    out[NONFINITE_STEPS] = float(nonfinite)
     return out
 
 
 def _micro_batch(policy, part: Experience, loss_fn: LossFn, cfg: InteractConfig, n_tok: torch.Tensor, accelerator):
     """Forward and backward one micro-batch of a minibatch of ``n_tok`` tokens; returns its
-    statistics (sums over its tokens) and whether it was skipped for an extreme ratio."""
+    statistics (sums over its tokens), whether it was skipped for an extreme ratio, and its
+    loss (detached)."""
     logits, vpreds = policy(part.sequences, part.attention_mask, part.prompt_width, cfg.temperature)
     logprobs = logprobs_of(logits, part.responses)
     ratio = torch.exp(logprobs - part.old_logprobs)
@@ -164,7 +183,7 @@ def _micro_batch(policy, part: Experience, loss_fn: LossFn, cfg: InteractConfig,
         accelerator.backward(loss)
     else:
         loss.backward()
-    return stats, skip
+    return stats, skip, loss.detach()
 
 
 def gathered_sum(value: float, accelerator=None) -> float:

@@ -40,6 +40,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +51,9 @@ import numpy as np
 from onceupon import preflight
 from onceupon.config import ExperimentConfig, resume_config
 from onceupon.errors import UserError
-from onceupon.lifecycle import lock, rng, stop
+from onceupon.lifecycle import divergence, lock, rng, stop
 from onceupon.lifecycle.checkpoints import CheckpointMeta, latest_checkpoint, list_checkpoints, read_meta
+from onceupon.lifecycle.divergence import Diverged
 from onceupon.lifecycle.precision import mixed_precision
 from onceupon.lifecycle.resume import (
     RESUME_POINT,
@@ -65,7 +67,7 @@ from onceupon.lifecycle.resume import (
 from onceupon.student.checkpoints import load_model, save_checkpoint
 from onceupon.student.model import resolve_shape
 from onceupon.student.prepare import PACKED_DIR, TOKENIZER_DIR, prepare_data, prepare_run
-from onceupon.tracking import RUN_LOG, run_log
+from onceupon.tracking import RUN_LOG, log, run_log
 from onceupon.words import babylm_milestones, checkpoint_name, crossed, every_milestones
 
 RUN_MARKERS = (TOKENIZER_DIR, PACKED_DIR, "checkpoints")  # a directory with any of these holds a run
@@ -97,7 +99,11 @@ def run(cfg: ExperimentConfig | None, run_dir: str | Path, resume: bool = False)
             check_new_run(run_dir, "pretrain", RUN_MARKERS)
         validate(cfg)
         with run_log(run_dir / RUN_LOG):
-            return _stage(cfg, run_dir, resume)
+            try:
+                return _stage(cfg, run_dir, resume)
+            except UserError as e:  # the sentence the CLI prints, kept with the run's own record
+                log(f"error: {e}")
+                raise
 
 
 def milestones_for(cfg: ExperimentConfig, target: int) -> list[int]:
@@ -200,6 +206,7 @@ class Counters:
     loss_sum: Any = 0.0  # token losses since the last metrics row (a device tensor while training)
     loss_targets: int = 0  # targets those losses are over
     last_log_step: int = 0  # step of the last metrics row
+    skipped: int = 0  # steps not applied for a non-finite loss or gradient (pretrain.skip_nonfinite)
 
 
 @dataclass
@@ -281,6 +288,7 @@ def resume_state(t: Training) -> dict:
         "loss_sum": float(c.loss_sum),
         "loss_targets": c.loss_targets,
         "last_log_step": c.last_log_step,
+        "skipped": c.skipped,
     }
 
 
@@ -308,6 +316,7 @@ def load_resume_state(t: Training, start_from: Path) -> None:
         loss_sum=float(state.get("loss_sum", 0.0)),
         loss_targets=int(state.get("loss_targets", 0)),
         last_log_step=int(state.get("last_log_step", step)),
+        skipped=int(state.get("skipped", 0)),
     )
 
 
@@ -387,7 +396,12 @@ def make_batch(packed, indices: np.ndarray, device):
 
 def train_step(t: Training):
     """One optimizer step on the plan's sequences for ``t.counters.step``; returns the
-    learning rate used and the gradient norm before clipping (None without clipping)."""
+    learning rate used, the gradient norm before clipping and whether the step was applied.
+
+    A step whose loss or gradient norm is not finite is not applied (no optimizer step, its
+    loss kept out of the metrics; lifecycle/divergence.py), but it counts as taken: the plan's
+    words and the schedule move on, as a mixed-precision trainer's skipped step does."""
+    import torch
     import torch.nn.functional as F
 
     p, acc, packed, world = t.cfg.pretrain, t.accelerator, t.packed, t.world
@@ -396,6 +410,7 @@ def train_step(t: Training):
     # exact per-token mean however the step is split (short last step, several processes).
     # DDP averages over processes, hence the factor ``world``.
     scale = world / max(int(packed.valid[sequences].sum()) - len(sequences), 1)
+    step_loss, step_targets = torch.zeros((), device=acc.device), 0
     for micro in range(p.grad_accum):
         first = (micro * world + acc.process_index) * p.batch_size
         mine = sequences[first : first + p.batch_size]
@@ -414,15 +429,26 @@ def train_step(t: Training):
             token_loss = F.cross_entropy(logits, y.view(-1), ignore_index=-100, reduction="sum")
             acc.backward(token_loss * (scale * weight))
         if weight:
-            t.counters.loss_sum += token_loss.detach()
-            t.counters.loss_targets += int(packed.valid[mine].sum()) - len(mine)
+            step_loss += token_loss.detach()
+            step_targets += int(packed.valid[mine].sum()) - len(mine)
     grad_norm = acc.clip_grad_norm_(t.model.parameters(), p.max_grad_norm) if p.max_grad_norm else None
     lr = t.scheduler.get_last_lr()[0]
-    t.optimizer.step()
-    t.scheduler.step()
+    # The gradient norm is all-reduced (the same on every process); a process's own loss is
+    # not, so under DDP the processes agree on the flag before deciding.
+    finite = torch.isfinite(step_loss) & (torch.isfinite(grad_norm) if grad_norm is not None else True)
+    if world > 1:
+        finite = acc.reduce(finite.float().reshape(1), reduction="sum") == world
+    applied = bool(finite)
+    if applied:
+        t.optimizer.step()
+        t.counters.loss_sum += step_loss
+        t.counters.loss_targets += step_targets
+    with warnings.catch_warnings():  # torch warns of a schedule step without an optimizer step
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before", UserWarning)
+        t.scheduler.step()
     t.optimizer.zero_grad(set_to_none=True)
     t.counters.step += 1
-    return lr, grad_norm
+    return lr, grad_norm, applied
 
 
 def log_metrics(t: Training, logger, lr: float, grad_norm, seconds: float) -> None:
@@ -433,12 +459,14 @@ def log_metrics(t: Training, logger, lr: float, grad_norm, seconds: float) -> No
     logger.log(
         c.step,
         {
-            "loss": c.loss_sum.item() / max(c.loss_targets, 1),  # .item() waits for the device: only here
+            # .item() waits for the device: only here. None: every step since the last row was skipped.
+            "loss": c.loss_sum.item() / c.loss_targets if c.loss_targets else None,
             "learning_rate": lr,
             "words_seen": words,
             "epoch": words / t.packed.total_words,
             "tokens_per_s": tokens / max(seconds, 1e-9),
             "grad_norm": float(grad_norm) if grad_norm is not None else None,
+            "skipped_steps": c.skipped,
         },
     )
     c.loss_sum.zero_()
@@ -462,7 +490,9 @@ def train(t: Training) -> None:
             task = bar.add_task("pretrain", total=plan.target_words, completed=plan.words_before(c.step))
             while c.step < plan.n_steps:
                 t0 = time.perf_counter()
-                lr, grad_norm = train_step(t)
+                lr, grad_norm, applied = train_step(t)
+                if not applied:
+                    skip_step(t)
                 bar.update(task, completed=min(t.words_after(c.step), plan.target_words))
                 if logger is not None and (c.step % p.log_every == 0 or c.step == plan.n_steps):
                     log_metrics(t, logger, lr, grad_norm, time.perf_counter() - last_log_time)
@@ -479,6 +509,18 @@ def train(t: Training) -> None:
     finally:
         if logger is not None:
             logger.close()
+
+
+def skip_step(t: Training) -> None:
+    """Count a step that was not applied (non-finite loss or gradient); one more than
+    ``pretrain.skip_nonfinite`` allows stops the run before anything of it is saved."""
+    c, allowed = t.counters, t.cfg.pretrain.skip_nonfinite
+    c.skipped += 1
+    if c.skipped > allowed:
+        t.accelerator.wait_for_everyone()
+        raise Diverged(divergence.message("pretrain", c.step, "the loss or gradients are", t.run_dir, allowed))
+    if t.main:
+        log(f"step {c.step}: the loss or gradients are not finite; the step was skipped ({c.skipped} of {allowed} allowed by pretrain.skip_nonfinite).", echo=True)
 
 
 def stop_run(t: Training, saved: bool) -> None:
