@@ -343,3 +343,24 @@ def test_two_process_ddp_run_counts_words_like_one_process(tmp_path):
     assert [r["words_seen"] for r in rows_a] == [r["words_seen"] for r in rows_b]
     # Same data and initialisation: the optimisation agrees up to dropout and summation order.
     assert abs(float(rows_a[-1]["grad_norm"]) - float(rows_b[-1]["grad_norm"])) < 0.1
+
+
+def test_a_resume_that_falls_back_says_which_steps_are_trained_again_and_why(tmp_path, capsys):
+    """Before, a resume whose newer resume states were gone went back without a word."""
+    from onceupon.config import load_config
+    from onceupon.lifecycle.checkpoints import list_checkpoints, read_meta
+    from onceupon.student import pretrain
+
+    run = tmp_path / "run"
+    cfg = load_config(TINY, ["corpus.word_budget=2K", "pretrain.epochs=1", "pretrain.milestone_unit=400",
+                             "pretrain.keep_resume_state=all", "pretrain.log_every=1"])  # fmt: skip
+    pretrain.run(cfg, run)
+    *_, older, newer, final = list_checkpoints(run)
+    shutil.rmtree(final)  # as if killed before the last checkpoint
+    shutil.rmtree(newer / "trainer_state")
+    capsys.readouterr()
+    pretrain.run(None, run, resume=True)
+    step, last = read_meta(older).step, max(int(r["step"]) for r in _metrics(run))
+    said = f"--resume continues from {older} (step {step}), not from step {last} that {run} recorded: the newer {newer} has no trainer_state/state.pt (deleted or never written); steps {step + 1}-{last} are trained again."
+    assert said in capsys.readouterr().err.splitlines()
+    assert said in (run / "log.txt").read_text()

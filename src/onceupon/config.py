@@ -317,6 +317,13 @@ class InteractConfig(Section):
         ge=0,
         description="Gradient steps with a non-finite loss or gradient that may be skipped (not applied) in the whole run; one more, or non-finite logits, stops it (divergence) with the last good checkpoint or resume point kept.",
     )
+    invalid_limit: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Most share of invalid ratings (unparseable answers, failed requests) over the last invalid_window steps; above it the run stops, progress saved (1: never).",
+    )
+    invalid_window: int = Field(10, ge=1, description="Steps over which invalid_limit is taken (fewer at the start of a run).")
     keep_resume_state: Literal["latest", "all"] = Field(
         "latest", description="Keep optimizer/RNG state in the latest checkpoint only (saves disk) or in all."
     )
@@ -584,6 +591,8 @@ RESUMABLE_KEYS = (
     # it trains the same whatever their values (a non-finite step is never applied).
     "pretrain.skip_nonfinite",
     "interact.skip_nonfinite",
+    "interact.invalid_limit",
+    "interact.invalid_window",
     "evaluate",
     "report",
 )

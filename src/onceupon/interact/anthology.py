@@ -73,14 +73,16 @@ class Anthology:
         """What a checkpoint records about the anthology (checked again on resume)."""
         return {"stories": self.stories, "sha256": self._hash.hexdigest()}
 
-    def resume(self, saved: dict, checkpoint: str) -> None:
+    def resume(self, saved: dict, checkpoint: str) -> int:
         """Continue after ``checkpoint``: check that the file's first stories are the ones it
-        recorded (``saved``, from :meth:`checkpoint`), then cut everything after them."""
+        recorded (``saved``, from :meth:`checkpoint`), then cut everything after them; returns
+        how many whole lines were cut (stories told after the checkpoint)."""
         keep = int(saved["stories"])
         self.stories, self._hash = 0, hashlib.sha256()
         if keep == 0:
+            after = self._lines()
             truncate_jsonl(self.path, 0)
-            return
+            return after
         what = f"{self.path} no longer matches checkpoint {checkpoint}"
         fix = (
             "restore the file from a backup, or start a new run from that checkpoint with "
@@ -88,10 +90,12 @@ class Anthology:
         )
         if not self.path.is_file():
             raise UserError(f"{what}: the file is missing, the checkpoint holds {keep} stories; {fix}")
+        after = 0
         with open(self.path, encoding="utf-8", errors="replace") as f:
             for lineno, line in enumerate(f, 1):
                 if self.stories == keep:
-                    break
+                    after += line.endswith("\n")
+                    continue
                 try:
                     story = json.loads(line) if line.endswith("\n") else None
                 except json.JSONDecodeError:
@@ -105,3 +109,11 @@ class Anthology:
         if "sha256" in saved and self._hash.hexdigest() != saved["sha256"]:
             raise UserError(f"{what}: its first {keep} stories differ from those the checkpoint recorded; {fix}")
         truncate_jsonl(self.path, keep)  # stories told after the checkpoint, and a torn last line
+        return after
+
+    def _lines(self) -> int:
+        """Whole lines in the file (0 when there is none)."""
+        if not self.path.is_file():
+            return 0
+        with open(self.path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))

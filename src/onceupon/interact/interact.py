@@ -40,6 +40,7 @@ process), gradients are averaged by DDP, and the main process writes files.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import threading
@@ -52,17 +53,20 @@ from onceupon.config import ExperimentConfig, resume_config, save_config
 from onceupon.errors import UserError
 from onceupon.interact.anthology import Anthology
 from onceupon.interact.budget import Admission, Budget
+from onceupon.interact.invalid import InvalidAnswers
 from onceupon.interact.objective import Objective, make_objective
 from onceupon.interact.prompts import PromptSource, load_prompts
-from onceupon.interact.record import Batch, RunRecords, read_state
+from onceupon.interact.record import Batch, RunRecords, counters, read_state
 from onceupon.interact.reward import story_reward
+from onceupon.interact.unfinished import UnfinishedStep
 from onceupon.interact.watch import Watch, resolve_judge
 from onceupon.interact.validate import RUN_MARKERS, Student, check_fits, check_run_dir, load_student, unused_settings, validate
-from onceupon.lifecycle import divergence, stop
-from onceupon.lifecycle.divergence import Diverged, all_finite
+from onceupon.lifecycle import divergence, rng, stop
+from onceupon.lifecycle.divergence import Diverged, SkippedSteps, all_finite
 from onceupon.lifecycle.lock import is_global_main, run_lock
+from onceupon.lifecycle.stop import Stopped
 from onceupon.lifecycle.precision import mixed_precision
-from onceupon.lifecycle.resume import check_new_run, find_resume_point
+from onceupon.lifecycle.resume import check_new_run, find_resume_point, passed_over
 from onceupon.student.model import context_length
 from onceupon.teacher.base import Rating, Story, Teacher
 from onceupon.teacher.before_run import check_before_run
@@ -139,9 +143,6 @@ def interact(
                 before_first_step(cfg, teacher, run_dir, resume, student, prompts)
                 session = Interaction(cfg, student, prompts, run_dir, objective, teacher, judge=judge, resume=resume)
                 return session.train()
-            except UserError as e:  # the sentence the CLI prints, kept with the run's own record
-                log(f"error: {e}")
-                raise
             finally:
                 if session is not None:
                     session.close()
@@ -220,7 +221,9 @@ class Interaction:
         self.objective = objective
         self.budget = Budget(c.input_budget, c.generation_budget, c.count_prompt)
         self.step_no = 0
-        self.skipped_nonfinite = 0  # gradient steps not applied for a non-finite loss or gradient
+        self.nonfinite = SkippedSteps(c.skip_nonfinite)  # gradient steps not applied (interact.skip_nonfinite)
+        self.invalid = InvalidAnswers(c)  # invalid ratings over the last steps (interact.invalid_limit)
+        self.unfinished = UnfinishedStep(run_dir, _teacher_key(teacher))  # ratings of a step the teacher failed in
         self.milestones = every_milestones(c.checkpoint_every, c.input_budget)
         self.teacher = teacher
         self._show = lambda text: None  # the progress line's status text, once train() shows one
@@ -237,13 +240,17 @@ class Interaction:
             anthology=Anthology(run_dir),
             local_n=self.local_n,
             keep_resume_state=c.keep_resume_state,
-            parts={"watch": self.watch},
+            parts={"watch": self.watch, "nonfinite": self.nonfinite, "invalid": self.invalid},
         )
 
         resume_from = find_resume_point(run_dir) if resume else None
+        recorded = read_state(run_dir) if resume else None  # where the run last said it was
         saved_anthology = self._build_models(student.model, resume_from)
         if resume:  # checked before anything is written
-            self.records.check_resume(resume_from, self.step_no, saved_anthology)
+            cut = self.records.check_resume(resume_from, self.step_no, saved_anthology)
+            note = _fallback(run_dir, resume_from, self.step_no, recorded, counters(self.budget), cut) if self.main else None
+            if note:
+                log(note, echo=True)
         if self.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
@@ -288,6 +295,16 @@ class Interaction:
         return self.budget.done or (self.c.max_steps is not None and self.step_no >= self.c.max_steps)
 
     def train(self) -> Path:
+        try:
+            return self._train()
+        except UserError as e:  # what stopped the run mid-way, kept with the run's own record
+            log(f"error: {e}")
+            raise
+        except Stopped as e:
+            log(str(e))
+            raise
+
+    def _train(self) -> Path:
         with progress_bar("words") as bar, stop.stop_on_signals():
             task = bar.add_task(f"interact ({self.objective.name})", total=self.c.input_budget, completed=self.budget.input_words)
             # A slow teacher can take minutes per step: the line says how far its rating is.
@@ -301,8 +318,10 @@ class Interaction:
                     self._save(max(hit))
                 self.records.write_state(self.step_no, done=False)  # after the checkpoint: it names the newest one
                 alarm = self.watch.alarm_to_stop(self.acc)
-                if not self.over and (alarm is not None or stop.stop_agreed(self.acc)):
-                    self.records.stop(self.step_no, bool(hit), self.policy, self.optimizer, why=alarm)
+                # A teacher that no longer answers validly stops the run, even at its last step.
+                invalid = self.invalid.exceeded()
+                if invalid is not None or (not self.over and (alarm is not None or stop.stop_agreed(self.acc))):
+                    self.records.stop(self.step_no, bool(hit) and not self.budget.cut, self.policy, self.optimizer, why=invalid or alarm)
             newest = self.records.newest
             if newest is None or newest[1] != self.step_no:
                 self._save(self.budget.input_words)
@@ -322,6 +341,8 @@ class Interaction:
 
         self.step_no += 1
         at = {"start": time.perf_counter()}
+        # What the step changes before its update: put back if the teacher fails in it.
+        before = {"rng": rng.capture_rng(), "prompts_drawn": self.prompts.drawn}
 
         # 1. rollout: the policy tells one story per prompt (this process's share of the batch)
         prompts = self._step_prompts()
@@ -333,7 +354,7 @@ class Interaction:
 
         # 2. rating, in the teacher's thread, while the policy and the reference score the tokens
         stories = [Story(p, s, id=f"{self.step_no}-{i}") for i, (p, s) in enumerate(zip(prompts, rollout.continuations))]
-        arrived: list[Rating] = []  # the ratings in so far, as the teacher reports them
+        arrived: list[tuple[int, Rating]] = []  # (story, rating) in so far, as the teacher reports them
         self.watch.start(self.step_no, stories)  # the held-out judge rates its share meanwhile
         pending = _in_background(self._rate, stories, arrived)
         old_logprobs, ref_logprobs, values, entropy = self._score(rollout)
@@ -341,7 +362,10 @@ class Interaction:
         if not all_finite(*(x[mask] for x in (old_logprobs, ref_logprobs, values) if x is not None)):
             self._diverged("the student's log-probabilities or values are", None)
         at["scored"] = time.perf_counter()
-        ratings = self._wait_for_ratings(pending, arrived, len(stories))
+        try:
+            ratings = self._wait_for_ratings(pending, arrived, len(stories))
+        except UserError as e:  # the teacher failed (stalled, refused, unreachable)
+            self._teacher_failed(e, before, stories, arrived)
         at["rated"] = time.perf_counter()
         if len(ratings) != len(stories):
             raise RuntimeError(f"the teacher returned {len(ratings)} ratings for {len(stories)} stories")
@@ -375,6 +399,9 @@ class Interaction:
         told = self.records.gather(self.step_no, batch, learned, entropy)
         watched = self.watch.observe(self.step_no, told.records, ratings, admitted)
         self.records.write_batch(self.step_no, told, stats, _times(at), extra=watched)
+        if self.main:
+            self.unfinished.clear()  # its ratings are in the anthology now
+        self._count_invalid(ratings)
 
     # ----------------------------------------------------------------- the step's parts
     def _step_prompts(self) -> list[str]:
@@ -402,33 +429,74 @@ class Interaction:
                 context_length=context_length(policy.lm),
             )
 
-    def _rate(self, stories: list[Story], arrived: list[Rating]) -> list[Rating]:
+    def _rate(self, stories: list[Story], arrived: list[tuple[int, Rating]]) -> list[Rating]:
         """The teacher's ratings of a step (in the teacher's thread); the pipeline's teacher also
-        reports each finished rating, appended to ``arrived`` and shown at once."""
-        if not isinstance(self.teacher, RubricTeacher):  # a programmatic teacher: rate() only
-            return self.teacher.rate(stories)
+        reports each finished rating, appended to ``arrived`` and shown at once. Ratings kept
+        from this step's earlier try (the teacher failed in it: unfinished.py) are taken as
+        they are; the teacher is asked only for the other stories."""
+        kept, note = self.unfinished.reusable(self.step_no, stories) if self.main else ({}, None)
+        if note:
+            log(note, echo=True)
+        arrived.extend(sorted(kept.items()))
+        todo = [i for i in range(len(stories)) if i not in kept]
+        ratings: list[Rating | None] = [kept.get(i) for i in range(len(stories))]
+        if todo and not isinstance(self.teacher, RubricTeacher):  # a programmatic teacher: rate() only
+            fresh = self.teacher.rate([stories[i] for i in todo])
+        elif todo:
 
-        def on_rated(i: int, rating: Rating) -> None:
-            arrived.append(rating)
-            self._show(self._rating_status(arrived, len(stories)))
+            def on_rated(j: int, rating: Rating) -> None:
+                arrived.append((todo[j], rating))
+                self._show(self._rating_status(arrived, len(stories)))
 
-        return self.teacher.rate(stories, on_rated=on_rated)
+            fresh = self.teacher.rate([stories[i] for i in todo], on_rated=on_rated)
+        else:
+            fresh = []
+        if len(fresh) != len(todo):
+            raise RuntimeError(f"the teacher returned {len(fresh)} ratings for {len(todo)} stories")
+        for i, rating in zip(todo, fresh):
+            ratings[i] = rating
+        return ratings  # type: ignore[return-value]  # every slot is filled
 
-    def _wait_for_ratings(self, pending: Future, arrived: list[Rating], n: int) -> list[Rating]:
+    def _wait_for_ratings(self, pending: Future, arrived: list[tuple[int, Rating]], n: int) -> list[Rating]:
         """The step's ratings, once the teacher is done; while it rates, the progress line is
         refreshed every 0.2 s (as ``onceupon rate`` refreshes its own), so a teacher that
         stalls shows as one: its requests in flight and the seconds since its last answer."""
         while not wait([pending], timeout=0.2).done:
             self._show(self._rating_status(arrived, n))
         ratings = pending.result()
-        self._show(self._rating_status(ratings, n))
+        self._show(self._rating_status(list(enumerate(ratings)), n))
         return ratings
 
-    def _rating_status(self, ratings: list[Rating], n: int) -> str:
+    def _teacher_failed(self, error: UserError, before: dict, stories: list[Story], arrived: list[tuple[int, Rating]]) -> None:
+        """The teacher failed in this step: put back what the step changed (its number, the
+        prompts it drew, the random state it told its stories with: nothing was updated yet),
+        save a resume point of every step done, keep the ratings this step got, and stop with
+        the teacher's sentence saying so."""
+        self.step_no -= 1
+        self.prompts.drawn = before["prompts_drawn"]
+        rng.restore_rng(before["rng"])
+        if self.step_no:  # with no step done, --resume starts afresh, as it would from here
+            newest = self.records.newest
+            self.records.keep_progress(self.step_no, newest is not None and newest[1] == self.step_no, self.policy, self.optimizer)
+        kept = self.unfinished.keep(self.step_no + 1, stories, list(arrived)) if self.main else 0
+        done = f"steps 1-{self.step_no} are saved" if self.step_no > 1 else (
+            "step 1 is saved" if self.step_no else "no step was done yet"
+        )
+        got = (
+            f"the {kept} ratings step {self.step_no + 1} got are kept in {self.unfinished.path}"
+            if kept
+            else f"step {self.step_no + 1} got no rating to keep"
+        )
+        raise type(error)(
+            f"{str(error).rstrip('.')}; {done}, and {got}: continue with `onceupon interact --resume {self.run_dir}` "
+            "once the teacher answers (it is asked only for what it has not answered)."
+        ) from None
+
+    def _rating_status(self, ratings: list[tuple[int, Rating]], n: int) -> str:
         """``step S: R/N rated[, F failed][, the teacher's status]``: a story whose request got
         no answer (refused or failed after every retry) counts as failed, not rated."""
         got = list(ratings)  # a copy: the teacher's thread appends to the step's ``arrived``
-        failed = sum(r.request_failed for r in got)
+        failed = sum(r.request_failed for _, r in got)
         text = f"step {self.step_no}: {len(got) - failed}/{n} rated" + (f", {failed} failed" if failed else "")
         status = self.teacher.status() if isinstance(self.teacher, RubricTeacher) else ""
         return text + (f", {status}" if status else "")
@@ -467,6 +535,13 @@ class Interaction:
         result = self.objective.update(self.policy, self.optimizer, exp, accelerator=self.acc)
         return result.metrics, result.include.tolist()
 
+    def _count_invalid(self, ratings: list[Rating]) -> None:
+        """The step's invalid ratings, every process's, for the bound on them (invalid.py)."""
+        from accelerate.utils import gather_object
+
+        counts = gather_object([(sum(not r.valid for r in ratings), len(ratings))])
+        self.invalid.add(self.step_no, ratings, sum(c[0] for c in counts), sum(c[1] for c in counts))
+
     def _count_nonfinite(self, stats: dict) -> None:
         """Add up the update's gradient steps not applied for a non-finite loss or gradient
         (update.py); one more than ``interact.skip_nonfinite`` allows, or a statistic that is
@@ -479,13 +554,12 @@ class Interaction:
         skipped = int(stats.get(NONFINITE_STEPS, 0))
         if not skipped:
             return
-        self.skipped_nonfinite += skipped
-        if self.skipped_nonfinite > self.c.skip_nonfinite:
+        if not self.nonfinite.add(skipped):
             self._diverged("the loss or gradients are", self.c.skip_nonfinite)
         if self.main:
             log(
                 f"step {self.step_no}: the loss or gradients of {skipped} gradient step(s) are not finite; they were skipped "
-                f"({self.skipped_nonfinite} of {self.c.skip_nonfinite} allowed by interact.skip_nonfinite).",
+                f"({self.nonfinite.count} of {self.c.skip_nonfinite} allowed by interact.skip_nonfinite).",
                 echo=True,
             )
 
@@ -529,6 +603,37 @@ def _in_background(fn, *args) -> Future:
 
     threading.Thread(target=work, name="teacher", daemon=True).start()
     return future
+
+
+def _fallback(run_dir: Path, point: Path | None, step: int, recorded: dict, resumed: dict, cut: int) -> str | None:
+    """The sentence a resume says when it continues from an earlier point than the run's
+    newest record (``state.json``, written after every step; the anthology), naming what is
+    lost and why; None when it continues from where the run stopped."""
+    where = f"{point} (step {step})" if point is not None else "the start checkpoint (step 0)"
+    told = f"the {cut} stories told after it are dropped, and " if cut else ""
+    if recorded["step"] > step:
+        return (
+            f"--resume continues from {where}, not from step {recorded['step']} where {run_dir / 'state.json'} says the run was: "
+            f"{passed_over(run_dir, point)}; {told}steps {step + 1}-{recorded['step']} are told and rated again."
+        )
+    differ = [k for k, v in resumed.items() if k in recorded and recorded[k] != v]
+    if recorded["step"] < step or differ:
+        field = "step" if recorded["step"] != step else differ[0]
+        return (
+            f"{run_dir / 'state.json'} does not match {where} ({field} {recorded[field]!r}, the resume state says "
+            f"{step if field == 'step' else resumed[field]!r}): the run continues from the resume state's counters."
+        )
+    if cut:
+        return f"{run_dir / 'anthology.jsonl'} held {cut} stories after the ones {where} recorded, which no step of the run told; they are dropped."
+    return None
+
+
+def _teacher_key(teacher: Teacher) -> dict:
+    """What a kept rating must have been made by to be reused (unfinished.py): the pipeline
+    teacher's fingerprint (identity, rubric, settings), else the teacher's identity."""
+    if isinstance(teacher, RubricTeacher):
+        return json.loads(json.dumps(teacher.fingerprint))  # as it reads back from the file
+    return {"teacher": getattr(teacher, "identity", type(teacher).__name__)}
 
 
 def _resumed_model(ckpt: Path):

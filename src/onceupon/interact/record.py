@@ -135,12 +135,14 @@ class RunRecords:
         return self.run_dir / "checkpoints" / self.newest[0]
 
     # ----------------------------------------------------------------- opening, closing
-    def check_resume(self, ckpt: Path | None, step: int, saved_anthology: dict) -> None:
+    def check_resume(self, ckpt: Path | None, step: int, saved_anthology: dict) -> int:
         """Before anything is written on ``--resume``: the metrics and the anthology must
-        hold what ``ckpt`` recorded (the anthology is then cut back to it)."""
-        if self.main:
-            check_metrics(self.run_dir, ckpt, step)
-            self.anthology.resume(saved_anthology, ckpt.name if ckpt else "(none)")
+        hold what ``ckpt`` recorded (the anthology is then cut back to it); returns how many
+        stories were cut (told after ``ckpt``; 0 on other processes)."""
+        if not self.main:
+            return 0
+        check_metrics(self.run_dir, ckpt, step)
+        return self.anthology.resume(saved_anthology, ckpt.name if ckpt else "(none)")
 
     def open(self, step: int) -> None:
         """Start writing: the metrics (rows after ``step`` dropped) and ``state.json``."""
@@ -210,9 +212,7 @@ class RunRecords:
         """Save a resume point (unless this step wrote a checkpoint, ``saved``) and end with
         one sentence (``why``: what stopped the run, said first, exit code 2; None: a signal,
         128 + its number)."""
-        if not saved:
-            self._write(self.run_dir / RESUME_POINT, step, policy, optimizer)
-        self.acc.wait_for_everyone()  # no process may exit while the main one still writes
+        self.keep_progress(step, saved, policy, optimizer)
         b = self.budget
         message = (
             f"{why + '; ' if why else ''}stopped after step {step} ({b.stories:,} stories told, "
@@ -221,6 +221,13 @@ class RunRecords:
         )
         # a signal: 128 + its number; a reason of the run's own (the watch's alarm): 2
         raise Stopped(message if self.main else "", 2 if why is not None else stop_exit_code())
+
+    def keep_progress(self, step: int, saved: bool, policy, optimizer) -> None:
+        """Save a resume point after ``step`` (unless it wrote a checkpoint, ``saved``) before
+        the run ends early; every process waits for it."""
+        if not saved:
+            self._write(self.run_dir / RESUME_POINT, step, policy, optimizer)
+        self.acc.wait_for_everyone()  # no process may exit while the main one still writes
 
     def resume_state(self, step: int, policy, optimizer, rngs: list[dict]) -> dict:
         """Everything a resume needs beyond the weights (``rngs``: every process's RNG states)."""

@@ -16,14 +16,37 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onceupon.errors import UserError
 from onceupon.lifecycle.checkpoints import read_meta
 from onceupon.lifecycle.resume import find_resume_point
 
+if TYPE_CHECKING:
+    import torch
+
 
 class Diverged(UserError):
     """Training produced a non-finite loss, logits or gradients more often than allowed."""
+
+
+class SkippedSteps:
+    """Steps not applied for a non-finite loss or gradient, counted over a whole run (a part of
+    its resume state), against the ``skip_nonfinite`` it allows."""
+
+    def __init__(self, allowed: int):
+        self.allowed, self.count = allowed, 0
+
+    def add(self, n: int = 1) -> bool:
+        """Count ``n`` more skipped steps; whether the run may go on."""
+        self.count += n
+        return self.count <= self.allowed
+
+    def state_dict(self) -> dict:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state.get("count", 0))
 
 
 def all_finite(*values) -> bool:
@@ -42,7 +65,7 @@ def all_finite(*values) -> bool:
     return bool(torch.cat([f.to(flags[0].device) for f in flags]).all()) if flags else True
 
 
-def grad_norm(parameters) -> "torch.Tensor":  # noqa: F821
+def grad_norm(parameters) -> torch.Tensor:
     """The total L2 norm of the gradients (a device tensor; NaN or inf when any is)."""
     import torch
 

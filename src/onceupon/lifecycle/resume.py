@@ -136,6 +136,22 @@ def find_resume_point(run_dir: str | Path) -> Path | None:
     return latest
 
 
+def passed_over(run_dir: str | Path, point: Path | None) -> str:
+    """Why ``--resume`` cannot continue from anything newer than ``point`` (None: the start),
+    for the sentence that says it falls back: the saved states newer than it that lost their
+    resume state, or else that nothing newer was saved."""
+    run_dir = Path(run_dir)
+    step = -1 if point is None else read_meta(point).step
+    lost = [c for c in list_checkpoints(run_dir) if not has_resume_state(c) and read_meta(c).step > step]
+    stopped = run_dir / RESUME_POINT
+    if stopped.is_dir() and not has_resume_state(stopped):
+        lost.append(stopped)
+    if lost:
+        names = ", ".join(str(p) for p in lost[-3:])
+        return f"the newer {names} {'has' if len(lost) == 1 else 'have'} no {STATE_DIR}/{RESUME_STATE} (deleted or never written)"
+    return "nothing newer was saved (the run ended without stopping safely: killed, or the machine went down)"
+
+
 def prune_resume_states(run_dir: str | Path, keep: str | Path) -> None:
     """Delete ``trainer_state/`` from every checkpoint of ``run_dir`` written at an earlier
     step than ``keep`` (``keep_resume_state: latest``).

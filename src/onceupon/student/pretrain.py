@@ -60,10 +60,12 @@ from onceupon.lifecycle.resume import (
     check_new_run,
     check_resume,
     find_resume_point,
+    passed_over,
     prune_resume_states,
     read_resume_state,
     state_writer,
 )
+from onceupon.schemas.run import read_metrics
 from onceupon.student.checkpoints import load_model, save_checkpoint
 from onceupon.student.model import resolve_shape
 from onceupon.student.prepare import PACKED_DIR, TOKENIZER_DIR, prepare_data, prepare_run
@@ -99,11 +101,7 @@ def run(cfg: ExperimentConfig | None, run_dir: str | Path, resume: bool = False)
             check_new_run(run_dir, "pretrain", RUN_MARKERS)
         validate(cfg)
         with run_log(run_dir / RUN_LOG):
-            try:
-                return _stage(cfg, run_dir, resume)
-            except UserError as e:  # the sentence the CLI prints, kept with the run's own record
-                log(f"error: {e}")
-                raise
+            return _stage(cfg, run_dir, resume)
 
 
 def milestones_for(cfg: ExperimentConfig, target: int) -> list[int]:
@@ -545,13 +543,20 @@ def _stage(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> list[Path]:
         return _already_complete(cfg, run_dir, latest)
     start_from = find_resume_point(run_dir) if resume else None
     main = lock.is_global_main()  # under ``accelerate launch``: the global main process only
+    note = _fallback(run_dir, start_from) if resume and main else None
+    if note:
+        log(note, echo=True)
     try:
         if main:
             prepare_run(cfg, run_dir, resume)
         t = setup(cfg, run_dir, start_from)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM while preparing: every write so far is atomic
         raise stop.Stopped(_interrupted_message(run_dir) if main else "", stop.stop_exit_code()) from None
-    train(t)
+    try:
+        train(t)
+    except UserError as e:  # what stopped the run mid-way, kept with the run's own record
+        log(f"error: {e}")
+        raise
     t.accelerator.wait_for_everyone()
     checkpoints = list_checkpoints(run_dir)
     if t.main:
@@ -561,6 +566,29 @@ def _stage(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> list[Path]:
             file=sys.stderr,
         )
     return checkpoints
+
+
+def _fallback(run_dir: Path, start_from: Path | None) -> str | None:
+    """The sentence a resume says when it continues from an earlier step than the run's newest
+    record (a checkpoint, the resume point, a metrics row), naming the steps trained again and
+    why; None when it continues from the newest."""
+    steps = [read_meta(p).step for p in list_checkpoints(run_dir)]
+    try:  # unreadable records are no newer record: the resume point's metrics are rewritten anyway
+        if (run_dir / RESUME_POINT / "onceupon.json").is_file():
+            steps.append(read_meta(run_dir / RESUME_POINT).step)
+        if (run_dir / "metrics.csv").is_file():
+            steps += [int(row["step"]) for row in read_metrics(run_dir / "metrics.csv") if "step" in row]
+    except (UserError, OSError):
+        pass
+    step = read_meta(start_from).step if start_from is not None else 0
+    newest = max(steps, default=0)
+    if newest <= step:
+        return None
+    where = f"{start_from} (step {step})" if start_from is not None else "the start (step 0)"
+    return (
+        f"--resume continues from {where}, not from step {newest} that {run_dir} recorded: "
+        f"{passed_over(run_dir, start_from)}; steps {step + 1}-{newest} are trained again."
+    )
 
 
 def _interrupted_message(run_dir: Path) -> str:
