@@ -210,6 +210,7 @@ def failed_at_3(tiny_checkpoint, tmp_path_factory) -> Path:
         ("stories after the resume point", r"^.*anthology.jsonl held 2 stories after the ones .*resume_point \(step 2\) recorded, "
          r"which no step of the run told; they are dropped\.$"),
     ],
+    ids=["resume state gone", "garbage counters", "stories after the resume point"],
 )  # fmt: skip
 def test_a_resume_that_falls_back_says_what_is_lost_and_why(failed_at_3, tmp_path, capsys, damage, said):
     import shutil
