@@ -71,15 +71,15 @@ def test_demo_end_to_end(tmp_path, cli):
 
     # Each interaction run checked its teacher first; the headline sentence carries the
     # headline run's verdict, printed above it too, and report.json holds both checks.
-    checks = {c["run"]: c for c in data["teacher_checks"]}
-    assert sorted(checks) == sorted(r["name"] for r in runs)
+    checks = {(c["run"], c["set"]): c for c in data["teacher_checks"]}
+    assert {run for run, _ in checks} == {r["name"] for r in runs}
     # Three probe sets: storyworld stories told after the run's prompt and the start
     # checkpoint's own stories (before the run), the stories it rated (after it); a set with
     # too few usable stories says so instead of vanishing.
     verdict = data["headline"]["teacher_check"]
     assert verdict["status"] in ("passed", "failed") and marker["teacher_check"] == verdict["status"]
     assert set(verdict["sets"]) == {"storyworld", "student", "rated"}
-    assert verdict["sets"]["storyworld"]["text"] == checks[data["headline"]["run"]]["verdict"]["text"]
+    assert verdict["sets"]["storyworld"]["text"] == checks[data["headline"]["run"], "storyworld probes"]["verdict"]["text"]
     assert f"teacher check: {verdict['text']}" in proc.stdout
     assert verdict["text"].startswith("storyworld probes: ") and "; the stories it rated: " in verdict["text"]
     if verdict["status"] == "failed":

@@ -155,7 +155,7 @@ def run(
     print(f"headline: {head['text']}" if head else "headline: none (the equivalence needs an interaction run "
           "and at least two pretraining points with story scores)")
     for check in summary["teacher_checks"]:
-        of_run = f" of {check['run']}" if check.get("run") else ""
+        of_run = f" of {check['run']}" + (f" ({check['set']})" if check.get("set") else "") if check.get("run") else ""
         print(f"teacher check{of_run}: {check['verdict']['text']}")
     for warning in summary["warnings"]:
         print(f"note: {warning}")

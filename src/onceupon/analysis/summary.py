@@ -445,15 +445,18 @@ def browser(runs: list[Run]) -> dict:
 
 # --------------------------------------------------------------------------- everything
 def run_checks(interaction: list[Run]) -> list[dict]:
-    """The check.json of every interaction run that checked its teacher, for the teacher
-    checks section (``run`` names the run, ``path`` the file)."""
+    """The check.json of every probe set of every interaction run that checked its teacher,
+    for the teacher checks section (``run`` names the run, ``set`` the probe set, ``path`` the
+    file)."""
     from onceupon.teacher.check_teacher import read_check
 
     out = []
     for run in interaction:
         verdict = run.teacher_check or {}
-        if verdict.get("status") in ("passed", "failed"):
-            out.append(read_check(verdict["path"]) | {"run": run.name, "path": verdict["path"]})
+        sets = verdict.get("sets") or {"storyworld": verdict}
+        for name, one in sets.items():
+            if one.get("status") in ("passed", "failed"):
+                out.append(read_check(one["path"]) | {"run": run.name, "set": SET_NAMES.get(name, name), "path": one["path"]})
     return out
 
 
