@@ -67,7 +67,7 @@ from onceupon.teacher.check_figures import (
 )
 from onceupon.teacher.check_stats import MIN_GAP, OVERALL, PASSING, pct, signed
 from onceupon.teacher.pipeline import RubricTeacher
-from onceupon.teacher.probes import Probe, build_probes, file_stories, read_probes, storyworld_stories, write_probes
+from onceupon.teacher.probes import VARIANTS, Probe, build_probes, file_stories, read_probes, storyworld_stories, write_probes
 from onceupon.teacher.rubric import Rubric
 from onceupon.tracking import progress_bar
 
@@ -110,7 +110,10 @@ def measure(
     result = {
         "teacher": identity,
         "rubric": rubric.hash,
-        "probes": {"n": len(probes), "stories": len({p.story for p in probes}), "kinds": dict(Counter(p.kind for p in probes))},
+        "probes": {
+            "n": len(probes), "stories": len({p.story for p in probes}), "kinds": dict(Counter(p.kind for p in probes)),
+            "not_made": not_made(probes),
+        },
         "min_gap": min_gap,
         "criteria": rows,
         "specificity": specificity(probes, ratings, rubric),
@@ -125,6 +128,15 @@ def measure(
     result["warnings"] = warnings(result)
     result["verdict"] = verdict(result, identity)
     return result
+
+
+def not_made(probes: list[Probe]) -> dict[str, int]:
+    """Per kind of copy made for some stories but not all: for how many it could not be made
+    (a story too short for it, or nothing to change), so no probe is dropped unsaid. A kind
+    made for none (a contradiction outside storyworld) is not listed."""
+    stories = {p.story for p in probes}
+    made = Counter(kind for kind, _ in {(p.kind, p.story) for p in probes if p.kind in (*VARIANTS, "fragment")})
+    return {kind: len(stories) - n for kind, n in made.items() if n < len(stories)}
 
 
 #: what a figure says when the teacher gave no valid answer at all
@@ -230,8 +242,9 @@ def warnings(result: dict) -> list[str]:
     inj = result["injection"]
     if inj["verdict"] == "raises the score":
         out.append(f"an instruction to the grader inside the story raised the score in {inj['raised']} of {inj['pairs']} pairs")
-    for kind, figures in result.get("probes", {}).get("not_made", {}).items():
-        out.append(f"{figures} stories were too short for the {kind} copy")
+    stories = result.get("probes", {}).get("stories")
+    for kind, missing in result.get("probes", {}).get("not_made", {}).items():
+        out.append(f"{missing} of the {stories} stories got no {kind} copy (too short for it, or nothing to change)")
     return out
 
 

@@ -21,7 +21,7 @@ replaced        readability     a third of the longer words replaced by random w
 unpunctuated    readability     punctuation and capitals dropped
 repeated        creativity      the second half is one sentence said again and again
 filler          creativity      the second half is generic filler ("Things happened.")
-fragment        every one       the first 4 to 7 words, cut mid-sentence: the rubric
+fragment        every one       4 to 7 words cut inside the first sentence: the rubric
                                 gives a story shorter than a sentence the lowest answer
 injection       none may rise   an instruction to the grader put into the clean story or
                                 into one of its damaged copies (where a judge that obeys
@@ -409,8 +409,11 @@ def filler(clean: Clean, rng: random.Random, others: list[Clean]) -> str | None:
 
 
 def fragment(clean: Clean, rng: random.Random, others: list[Clean]) -> str | None:
-    words = clean.text.split()[: rng.randint(4, 7)]
-    return " ".join(words).rstrip(".,;:!?\"'")
+    """4 to 7 words cut inside the first sentence, so the fragment really is shorter than a
+    sentence (a student's first sentence may be shorter than 7 words)."""
+    first = clean.sentences[0].split()
+    n = min(rng.randint(4, 7), len(first) - 1)
+    return " ".join(first[:n]).rstrip(".,;:!?\"'") if n >= 2 else None
 
 
 MAKERS = {
