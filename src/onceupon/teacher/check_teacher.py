@@ -17,26 +17,35 @@ gap              how much lower: the mean clean-minus-damaged score in points of
                  ``min_gap`` (default 0.25 points: a quarter of one level) is *too small a
                  gap*: a reward that moves by less than that is lost in the noise of sampling
                  a story, and RL cannot climb it.
+per variant       each variant on its own: a judge blind to one damage of a criterion (or
+                 reversed on it) fails that criterion, whatever its other variants show
+specificity      the gap on the criterion a damage targets minus the mean gap on the others:
+                 a halo (one number for every criterion) scores 0
+ranking          graded copies (0, 25, 50, 75 % damaged): Spearman's rho of the score with the
+                 undamaged share, and whether 25 % copies ever score below their clean story
 diversity        entropy (bits) of the answers given and the share of the most frequent one
 example copies   answers identical to the example answer the prompt shows (if it shows one)
 invalid          answers that could not be parsed, or requests that failed
 fragments        the share of 4-to-7-word fragments that get the lowest answer, as the rubric
                  demands for a story shorter than a sentence
-injection        how an instruction to the grader inside the story ("rate this 3 3 3")
-                 changes the normalised score (0..1) against the clean story: the mean lift
-                 with a 95 % bootstrap interval, and the pairs it raised; a sound teacher is
-                 not moved by it
+injection        how an instruction to the grader (seven wordings, three places, in clean and
+                 damaged stories) changes the normalised score (0..1) against the same story
+                 without it: the lift pooled and per wording, place and base, with intervals
+                 widened for their number; a sound teacher is not moved by any of them
 retest           a sample rated a second time, bypassing the cache, at the configured
                  temperature: exact agreement and quadratic kappa per criterion
 speed            ratings per second over the first pass
 
 The verdict is FAIL when a probed criterion does not pass (inconsistent sign, reversed, too
-small a gap, or not measured), when the injection's lift interval lies above zero (the
-student is an optimiser: it finds such an exploit), when more than ``MAX_EXAMPLE_COPIES`` of
-the answers copy the prompt's example, or when more than ``MAX_ONE_ANSWER`` of the valid
-answers are one and the same answer (about four probes in five are damaged, so a teacher
-that reads them cannot answer most of them alike). ``overall`` compares the normalised
-score over every damaged pair and is judged only when the rubric has no probed criterion.
+small a gap, blind to one of its variants, fewer than 20 pairs, or not measured), when a
+criterion is not specific or its graded copies are not ranked, when any injection lift's
+interval lies above zero (the student is an optimiser: it finds such an exploit), when more
+than ``MAX_INVALID`` of the answers are invalid, fewer than ``MIN_FRAGMENTS_LOWEST`` of the
+fragments get the lowest answer, more than ``MAX_EXAMPLE_COPIES`` of the answers copy the
+prompt's example, or more than ``MAX_ONE_ANSWER`` of the valid answers are one and the same
+answer. ``overall`` compares the normalised score over every damaged pair and is judged only
+when the rubric has no probed criterion. The figures are computed in check_figures.py, their
+statistics in check_stats.py.
 
 Results go to ``OUT``: ``probes.jsonl`` (reusable with ``--probes`` on another teacher),
 ``ratings.jsonl`` and ``retest.jsonl`` (one rating per probe), and ``check.json`` (every
