@@ -16,21 +16,24 @@ from pathlib import Path
 WATCH_FILE = "watch.jsonl"  # as interact/watch.py writes it
 
 
-def read_watch(run_dir: Path) -> list[dict]:
-    """The watch's records of a run, in step order ([] when it has none); a torn or foreign
-    line is skipped (the report shows what it can)."""
-    path = Path(run_dir) / WATCH_FILE
+def _records(path: Path):
+    """The JSON objects of a JSONL file a run wrote, one by one; a torn or foreign line is
+    skipped (the report shows what it can), a missing file holds none."""
     if not path.is_file():
-        return []
-    out = []
+        return
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
-                out.append(row)
+            if isinstance(row, dict):
+                yield row
+
+
+def read_watch(run_dir: Path) -> list[dict]:
+    """The watch's records of a run, in step order ([] when it has none)."""
+    out = [row for row in _records(Path(run_dir) / WATCH_FILE) if isinstance(row.get("step"), int)]
     return sorted(out, key=lambda r: r["step"])
 
 
@@ -38,22 +41,14 @@ def _top_stories(run_dir: Path, steps: dict[str, int], heldout: dict[tuple[int, 
     """The teacher's best-rated story of each named step (one pass over the anthology)."""
     wanted = {step: name for name, step in steps.items()}
     best: dict[int, dict] = {}
-    path = Path(run_dir) / "anthology.jsonl"
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(rec, dict) or rec.get("step") not in wanted or rec.get("score") is None:
-                continue
-            held = heldout.get((rec["step"], rec.get("index")))
-            key = (rec["score"], held is not None)  # among equals, one the held-out judge rated too
-            if rec["step"] not in best or key > best[rec["step"]]["_key"]:
-                best[rec["step"]] = {"_key": key, "step": rec["step"], "score": rec["score"], "heldout": held,
-                                     "continuation": rec.get("continuation", "")}  # fmt: skip
+    for rec in _records(Path(run_dir) / "anthology.jsonl"):
+        if rec.get("step") not in wanted or rec.get("score") is None:
+            continue
+        held = heldout.get((rec["step"], rec.get("index")))
+        key = (rec["score"], held is not None)  # among equals, one the held-out judge rated too
+        if rec["step"] not in best or key > best[rec["step"]]["_key"]:
+            best[rec["step"]] = {"_key": key, "step": rec["step"], "score": rec["score"], "heldout": held,
+                                 "continuation": rec.get("continuation", "")}  # fmt: skip
     return [
         {"when": wanted[step], **{k: v for k, v in best[step].items() if k != "_key"}}
         for step in sorted(best)
