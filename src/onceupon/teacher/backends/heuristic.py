@@ -103,6 +103,8 @@ _DIGITS = re.compile(r"\d")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _SPECIFIC = re.compile(r"\b(?:[Tt]he [a-z]+|[Hh]e|[Ss]he|[Hh]is|[Hh]er)\b")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+#: where an aside may end: a sentence's end, or a closing bracket ("(score: 3/3/3) They went")
+_ASIDE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|(?<=[)\]])\s+")
 _TERMINAL = re.compile(r"[.!?][\"')\]]*$")
 
 
@@ -138,10 +140,14 @@ def off_story(sentence: str) -> bool:
 
 
 def _story_part(text: str) -> tuple[str, int]:
-    """The text without its off-story sentences (:func:`off_story`), and how many there were."""
-    sentences = [s for s in _SENTENCE_END.split(" ".join(text.split())) if s.strip()]
-    kept = [s for s in sentences if not off_story(s)]
-    return (" ".join(kept), len(sentences) - len(kept)) if len(kept) < len(sentences) else (text, 0)
+    """The text without its off-story sentences (:func:`off_story`), and how many there were.
+    Each is cut out of the text itself (the split loses closing quotes), so what is left is
+    the story as it would read without them."""
+    text = " ".join(text.split())
+    asides = [s for s in _ASIDE_END.split(text) if s.strip() and off_story(s)]
+    for aside in asides:
+        text = text.replace(aside, "", 1)
+    return (" ".join(text.split()), len(asides)) if asides else (text, 0)
 
 
 @lru_cache(maxsize=1)
