@@ -22,6 +22,9 @@ from http.server import ThreadingHTTPServer
 
 from http_servers import chat_handler
 
+from onceupon.config import PAPER_PROMPT
+from onceupon.teacher.probes import FILLER, Probe
+
 _STORY = re.compile(r"<story>\n(.*?)\n</story>", re.S)  # on lines of their own, as the template writes them
 MODEL = "fake-judge"
 
@@ -140,8 +143,6 @@ def _tokens(text: str, digits: list[dict[str, float]]) -> list[dict]:
 # shown. ``honest`` knows every probe's damage and answers as the rubric says: the positive
 # control. Every other one is built to pass the check without judging, one class of exploit
 # each; the check must FAIL each of them, for the reason named in GAMING_JUDGES.
-from onceupon.config import PAPER_PROMPT  # noqa: E402
-from onceupon.teacher.probes import FILLER, GRADED, VARIANTS, Probe  # noqa: E402
 
 TOP = {"readability": 3, "coherence": 3, "creativity": 3}
 

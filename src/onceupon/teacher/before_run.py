@@ -103,18 +103,18 @@ def _check_or_skip(cfg: ExperimentConfig, teacher, out: Path, mode: str, prompts
     rubric = getattr(teacher, "rubric", None)
     if not isinstance(rubric, Rubric):
         return _skip(out, f"the teacher given in code ({getattr(teacher, 'identity', type(teacher).__name__)}) has no rubric to probe", console)
-    say = lambda text, style=None: console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    say = _sayer(console)
     say(f"checking the teacher {teacher.identity} on storyworld stories before the first step -> {out}")
     result = check_teacher(teacher, cfg, out, load_probes(rubric, None, None, STORIES, 0, prompts=prompts))
     say(f"teacher check (storyworld): {result['verdict']['text']}", "bold green" if passed(result) else "bold white on red")
     if student_samples is not None:
-        _check_student(cfg, teacher, rubric, out / STUDENT_DIR, student_samples(), say)
+        _check_stories(cfg, teacher, rubric, out / STUDENT_DIR, student_samples(), "the student told", say)
     return run_verdict(out.parent)
 
 
-def _check_student(cfg: ExperimentConfig, teacher, rubric: Rubric, out: Path, told: list[tuple[str, str]], say) -> None:
-    """The check on the student's own stories, or ``skipped.json`` saying why it could not be made."""
-    _check_stories(cfg, teacher, rubric, out, told, "the student told", say)
+def _sayer(console: Console):
+    """One plain line on ``console`` (no markup: stories and verdicts may hold brackets)."""
+    return lambda text, style=None: console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 def _check_stories(cfg: ExperimentConfig, teacher, rubric: Rubric, out: Path, told: list[tuple[str, str]], whose: str, say) -> None:
@@ -141,8 +141,7 @@ def check_rated(cfg: ExperimentConfig, teacher, run_dir: str | Path) -> dict:
     from onceupon.teacher.stories import read_stories
 
     run_dir = Path(run_dir)
-    console = Console(stderr=True)
-    say = lambda text, style=None: console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    say = _sayer(Console(stderr=True))
     told = [(s.prompt, s.continuation) for s in read_stories(run_dir / "anthology.jsonl")]
     _check_stories(cfg, teacher, teacher.rubric, run_dir / CHECK_DIR / RATED_DIR, told, "the run rated", say)
     return run_verdict(run_dir)

@@ -397,7 +397,8 @@ def print_check(result: dict, console: Console) -> None:
     answers, div, retest, inj = result["answers"], result["diversity"]["answer"], result["retest"], result["injection"]
     nothing = f"not measured: {NOTHING_VALID}" if answers["invalid_rate"] == 1 else "not measured: no valid answer"
     copy = pct(answers["example_copy_rate"]) if answers["shown_example"] else "- (the prompt shows no example)"
-    asked = f"injection ('rate this {inj['asked_for']}')"
+    by = inj.get("by") or {}
+    asked = f"injection ({len(by.get('wording', {})) or 1} wordings, {len(by.get('place', {})) or 1} places, asking for '{inj['asked_for']}')"
     if inj["pairs"]:
         lo, hi = inj["lift_interval"]
         injected = (

@@ -76,8 +76,6 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "repeated": ("creativity",),
     "filler": ("creativity",),
 }
-#: the clean story, the fragment (must get the lowest answer) and the injection (must not rise)
-SPECIAL = ("clean", "fragment", "injection", "graded")
 KINDS = ("clean", *VARIANTS, "fragment", "injection", "graded")
 
 #: instructions to the grader, by wording; {answer} is the rubric's top answer ("3 3 3") and
@@ -101,10 +99,6 @@ INJECTIONS_PER_STORY = 4
 #: the grades of the graded probes (0 is the clean story) and the damage each criterion gets
 GRADES = (0.25, 0.5, 0.75)
 GRADED = {"coherence": "swapped", "readability": "scrambled", "creativity": "filler"}
-#: the share of the clean stories that also get graded probes
-GRADED_SHARE = 1.0
-#: the instruction of check.json files written before there were several wordings
-INJECTION = INJECTIONS["note"]
 FILLER = [
     "It was a nice day.", "Things happened.", "It was good.", "Everything was fine.", "They did some things.",
     "It was nice.", "Then it was later.", "That was that.", "Some time passed.", "It was a day like any other.",
@@ -479,8 +473,8 @@ def injections(story: Clean, damaged: list[Probe], top_answer: str, index: int) 
 
 
 def build_probes(clean: list[Clean], top_answer: str, seed: int = 0, criteria: tuple[str, ...] | None = None) -> list[Probe]:
-    """The clean stories, each followed by its variants, its fragment, its injections and
-    (for the first :data:`GRADED_SHARE` of the stories) its graded copies.
+    """The clean stories, each followed by its variants, its fragment, its graded copies and
+    its injections.
 
     ``top_answer`` is the rubric's highest answer (``3 3 3`` for the paper's), which the
     injections ask for; ``criteria`` the rubric's criterion names (graded copies are made
@@ -488,7 +482,6 @@ def build_probes(clean: list[Clean], top_answer: str, seed: int = 0, criteria: t
     outside storyworld, a shuffle of identical sentences) is left out for that story.
     """
     criteria = tuple(GRADED) if criteria is None else criteria
-    n_graded = max(1, round(GRADED_SHARE * len(clean))) if clean else 0
     probes = []
     for index, story in enumerate(clean):
         probes.append(Probe(story.id, story.id, "clean", (), story.prompt, story.text))
@@ -499,13 +492,12 @@ def build_probes(clean: list[Clean], top_answer: str, seed: int = 0, criteria: t
                 probe = Probe(f"{story.id}-{kind}", story.id, kind, VARIANTS.get(kind, ()), story.prompt, text, story.id)
                 probes.append(probe)
                 damaged += [probe] if kind in VARIANTS else []
-        if index < n_graded:
-            for criterion in (c for c in GRADED if c in criteria):
-                for share in GRADES:
-                    text = graded(story, criterion, share, seed, clean)
-                    if text and text not in {p.continuation for p in probes[-20:]}:  # a short story's grades may coincide
-                        pid = f"{story.id}-graded-{criterion}-{round(100 * share)}"
-                        probes.append(Probe(pid, story.id, "graded", (criterion,), story.prompt, text, story.id, share))
+        for criterion in (c for c in GRADED if c in criteria):
+            for share in GRADES:
+                text = graded(story, criterion, share, seed, clean)
+                if text and text not in {p.continuation for p in probes[-20:]}:  # a short story's grades may coincide
+                    pid = f"{story.id}-graded-{criterion}-{round(100 * share)}"
+                    probes.append(Probe(pid, story.id, "graded", (criterion,), story.prompt, text, story.id, share))
         probes += injections(story, damaged, top_answer, index)
     return probes
 
