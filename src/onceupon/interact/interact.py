@@ -40,7 +40,6 @@ process), gradients are averaged by DDP, and the main process writes files.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import threading
@@ -70,6 +69,7 @@ from onceupon.lifecycle.resume import check_new_run, find_resume_point, passed_o
 from onceupon.student.model import context_length
 from onceupon.teacher.base import Rating, Story, Teacher
 from onceupon.teacher.before_run import check_before_run
+from onceupon.teacher.judges import teacher_key
 from onceupon.teacher.pipeline import RubricTeacher
 from onceupon.tracking import RUN_LOG, log, progress_bar, run_log
 from onceupon.words import crossed, every_milestones
@@ -223,7 +223,7 @@ class Interaction:
         self.step_no = 0
         self.nonfinite = SkippedSteps(c.skip_nonfinite)  # gradient steps not applied (interact.skip_nonfinite)
         self.invalid = InvalidAnswers(c)  # invalid ratings over the last steps (interact.invalid_limit)
-        self.unfinished = UnfinishedStep(run_dir, _teacher_key(teacher))  # ratings of a step the teacher failed in
+        self.unfinished = UnfinishedStep(run_dir, teacher_key(teacher))  # ratings of a step the teacher failed in
         self.milestones = every_milestones(c.checkpoint_every, c.input_budget)
         self.teacher = teacher
         self._show = lambda text: None  # the progress line's status text, once train() shows one
@@ -626,14 +626,6 @@ def _fallback(run_dir: Path, point: Path | None, step: int, recorded: dict, resu
     if cut:
         return f"{run_dir / 'anthology.jsonl'} held {cut} stories after the ones {where} recorded, which no step of the run told; they are dropped."
     return None
-
-
-def _teacher_key(teacher: Teacher) -> dict:
-    """What a kept rating must have been made by to be reused (unfinished.py): the pipeline
-    teacher's fingerprint (identity, rubric, settings), else the teacher's identity."""
-    if isinstance(teacher, RubricTeacher):
-        return json.loads(json.dumps(teacher.fingerprint))  # as it reads back from the file
-    return {"teacher": getattr(teacher, "identity", type(teacher).__name__)}
 
 
 def _resumed_model(ckpt: Path):

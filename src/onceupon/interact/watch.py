@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from onceupon.files import append_jsonl, atomic_write_text
 from onceupon.interact import drift
 from onceupon.teacher.base import Rating, Story, Teacher
+from onceupon.teacher.judges import teacher_key
 from onceupon.tracking import log
 
 if TYPE_CHECKING:
@@ -70,17 +71,13 @@ def resolve_judge(watch: WatchConfig, teacher: Teacher, teacher_is_heuristic: bo
             return None
         return build_teacher(TeacherConfig())
     judge = build_teacher(watch.judge)
-    if _fingerprint(judge) == _fingerprint(teacher):
+    if teacher_key(judge) == teacher_key(teacher):
         log(
             f"warning: the held-out judge ({judge.identity}) is the trained-on teacher: their gap is 0 by "
             "construction; give interact.watch.judge another judge, or 'none'.",
             echo=True,
         )
     return judge
-
-
-def _fingerprint(teacher: Teacher) -> Any:
-    return getattr(teacher, "fingerprint", None) or getattr(teacher, "identity", type(teacher).__name__)
 
 
 class Watch:

@@ -23,7 +23,9 @@ is sent: server address, concurrency, timeouts, device, engine memory.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from typing import Any
 
 #: the rubric teacher's own settings that change a rating
 PIPELINE_SETTINGS = ("invalid_policy", "invalid_retries", "min_words")
@@ -47,6 +49,15 @@ def fingerprint(identity: str, rubric_hash: str, settings: Mapping) -> dict:
     """What decides a rating (see the module docstring); ``settings`` holds at least the
     :data:`PIPELINE_SETTINGS` (a teacher config as a dict, or the teacher's own attributes)."""
     return {"teacher": identity, "rubric": rubric_hash, "settings": {k: settings[k] for k in PIPELINE_SETTINGS}}
+
+
+def teacher_key(teacher: Any) -> dict:
+    """A built teacher's :func:`fingerprint` (the rubric teacher keeps one), else its identity
+    in the same place, as it reads back from a JSON file: what a kept rating must have been
+    made by to be reused (interact/unfinished.py), and how the watch tells its held-out judge
+    from the trained-on teacher."""
+    key = getattr(teacher, "fingerprint", None) or {"teacher": getattr(teacher, "identity", type(teacher).__name__)}
+    return json.loads(json.dumps(key))
 
 
 def same_judge(a: dict | None, b: dict | None) -> bool:
