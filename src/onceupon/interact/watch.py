@@ -159,7 +159,8 @@ class Watch:
         signals = drift.signals(texts, [r["n_words"] for r in records], [bool(r["valid"]) for r in records], self.length_norm_words)
         presence = drift.Presence()
         presence.add(texts)
-        self._remember(signals, sum(drift.addresses(t) for t in texts), len(texts), presence, pairs)
+        addressing = round(signals["address"] * len(texts)) if texts else 0  # the stories signals() found addressing
+        self._remember(signals, addressing, len(texts), presence, pairs)
 
         address = self._address_rise()
         distinct = self._distinct_ratio()
