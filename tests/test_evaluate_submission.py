@@ -132,6 +132,18 @@ def test_what_the_collation_needs_is_named_before_any_work(tiny_checkpoint, tmp_
     assert not out.exists() and not (run / "evaluation").exists()
 
 
+
+def test_a_torn_finetune_predictions_file_is_one_sentence_before_any_work(tiny_checkpoint, tmp_path):
+    data = write_suites(tmp_path)
+    finetune = write_finetune(tmp_path)
+    (finetune / "rte" / "predictions.json").write_text('{"rte": {"predictions": [', encoding="utf-8")
+    run = make_run(tmp_path, tiny_checkpoint, SMALL_REVISIONS)
+    out = tmp_path / "submission"
+    with pytest.raises(UserError, match="rte") as e:
+        write_submission(settings(), run, data, out, "strict-small", finetune)
+    one_sentence(e.value)
+    assert not out.exists() and not (run / "evaluation").exists()
+
 OFFICIAL_COLLATE = r'''
 import json, sys, pathlib, argparse
 from collections import Counter

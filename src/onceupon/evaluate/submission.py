@@ -41,7 +41,7 @@ from pathlib import Path
 from onceupon import preflight
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_text
+from onceupon.files import atomic_write_text, json_object, read_text_file
 from onceupon.tracking import log
 
 from . import aoa, reading, zero_shot
@@ -139,6 +139,9 @@ def plan(run_dir: Path, data_dir, track: str, finetune: str | Path | None, check
         lacking = [t for t in GLUE if not (Path(finetune) / t / "predictions.json").is_file()]
         if lacking:
             raise UserError(f"{finetune} lacks the GLUE predictions of {', '.join(lacking)} ({finetune}/TASK/predictions.json).")
+        for t in GLUE:  # read now, not after hours of evaluation: a bad file is one sentence before any work
+            source = Path(finetune) / t / "predictions.json"
+            json_object(read_text_file(source), str(source), "; give the official pipeline's finetune folder")
     final = list(checkpoints)[-1]
     return fast, full, revisions, final
 
@@ -338,7 +341,7 @@ def write_submission(
         target_file = model_out / "main" / "finetune" / task / "predictions.json"
         target_file.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target_file)
-        collated["glue"] |= json.loads(source.read_text(encoding="utf-8"))
+        collated["glue"] |= json_object(read_text_file(source), str(source))
     fast_results: dict[str, list] = {COLLATED[t]: [] for t, _, _ in FAST}
     for revision in revisions:
         for task, official, folder in FAST:
