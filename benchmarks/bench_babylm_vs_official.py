@@ -40,21 +40,17 @@ AS_IS = False  # --as-is: run the official reading code on the checkpoint exactl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_scoring_vs_minicons import build_model  # noqa: E402  (the same tiny model recipe)
+from bench_scoring_vs_minicons import ensure_venv as make_venv  # noqa: E402  (the same peer environment recipe)
 
 
 # --------------------------------------------------------------------------- environment
 def ensure_venv() -> Path:
-    python = VENV / "bin" / "python"
-    if python.exists():
-        probe = subprocess.run([str(python), "-c", "import transformers, statsmodels, pandas, datasets, aiohttp"], capture_output=True)
-        if probe.returncode == 0:
-            return python
-    print(f"making the official pipeline's environment in {VENV} (once) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    pip = [str(python), "-m", "pip", "install", "-q"]
-    subprocess.run(pip + ["torch==2.13.0"], check=True)
-    subprocess.run(pip + ["transformers>=4.57,<4.58", "scipy", "pandas", "statsmodels", "scikit-learn", "datasets", "aiohttp", "tqdm"], check=True)
-    return python
+    return make_venv(
+        VENV,
+        ("transformers", "statsmodels", "pandas", "datasets", "aiohttp"),
+        ("transformers>=4.57,<4.58", "scipy", "pandas", "statsmodels", "scikit-learn", "datasets", "aiohttp", "tqdm"),
+        "the official pipeline's environment",
+    )
 
 
 def timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, float, str]:

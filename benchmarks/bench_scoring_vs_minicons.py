@@ -85,17 +85,24 @@ def minimal_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return pairs
 
 
-def ensure_venv() -> Path:
-    python = VENV / "bin" / "python"
+def ensure_venv(
+    venv: Path = VENV,
+    modules: tuple[str, ...] = ("minicons", "transformers"),
+    packages: tuple[str, ...] = ("transformers>=4.57,<4.58", "minicons"),
+    what: str = "the minicons environment",
+) -> Path:
+    """The python of a peer's virtual environment in ``venv``, made once: torch first (so the
+    local CPU wheel is taken), then ``packages``; it is remade when ``modules`` do not import."""
+    python = venv / "bin" / "python"
     if python.exists():
-        probe = subprocess.run([str(python), "-c", "import minicons, transformers"], capture_output=True)
+        probe = subprocess.run([str(python), "-c", f"import {', '.join(modules)}"], capture_output=True)
         if probe.returncode == 0:
             return python
-    print(f"making the minicons environment in {VENV} (once) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    print(f"making {what} in {venv} (once) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "-q"]
     subprocess.run(pip + ["torch==2.13.0"], check=True)
-    subprocess.run(pip + ["transformers>=4.57,<4.58", "minicons"], check=True)
+    subprocess.run(pip + list(packages), check=True)
     return python
 
 
