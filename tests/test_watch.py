@@ -116,6 +116,28 @@ def test_a_gain_the_held_out_judge_does_not_see_raises_the_gap_alarm_after_patie
     assert rows[7]["alarm"]["rule"] == "gap"
 
 
+def test_the_step_can_tell_it_waits_for_the_held_out_judge(tmp_path):
+    import threading
+
+    release = threading.Event()
+
+    class SlowJudge(RuleJudge):
+        def rate(self, stories):
+            release.wait()
+            return super().rate(stories)
+
+    cfg = load_config(None, []).interact.watch
+    watch = Watch(cfg, SlowJudge(), tmp_path, main=True, length_norm_words=90, seed=0)
+    stories = [Story("p", f"0.5 the fox ran {i}") for i in range(4)]
+    assert not watch.judging(1)
+    watch.start(1, stories)
+    assert watch.judging(1) and not watch.judging(2)  # the progress line says what the step waits on
+    release.set()
+    ratings = [Rating(valid=True, raw="", scores={"x": 1}, score=0.5) for _ in stories]
+    watch.observe(1, [{"continuation": s.continuation, "n_words": 5, "valid": True} for s in stories], ratings, admitted=4)
+    assert not watch.judging(1)
+
+
 def test_a_gain_both_judges_see_raises_nothing(tmp_path):
     steps = 12
     rising = [0.3] * 3 + [0.3 + 0.05 * k for k in range(1, steps - 2)]

@@ -397,6 +397,8 @@ class Interaction:
         # 5. record
         batch = Batch(prompts, rollout, ratings, rewards, admission, admitted)
         told = self.records.gather(self.step_no, batch, learned, entropy)
+        if self.watch.judging(self.step_no):  # else the line still shows the teacher's last count while observe() waits
+            self._show(f"step {self.step_no}: waiting for the held-out judge")
         watched = self.watch.observe(self.step_no, told.records, ratings, admitted)
         self.records.write_batch(self.step_no, told, stats, _times(at), extra=watched)
         if self.main:

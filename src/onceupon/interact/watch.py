@@ -145,6 +145,10 @@ class Watch:
         threading.Thread(target=work, name="held-out judge", daemon=True).start()
         self._pending = (step, chosen, future)
 
+    def judging(self, step: int) -> bool:
+        """Whether the held-out judge is still rating ``step``'s stories (observe() waits for it)."""
+        return self._pending is not None and self._pending[0] == step and not self._pending[2].done()
+
     def observe(self, step: int, records: list[dict], ratings: list[Rating], admitted: int) -> dict[str, float | None]:
         """Collect the held-out ratings, measure the step, check the rules; returns the
         step's metrics. ``records``: the step's admitted stories (anthology records, every
