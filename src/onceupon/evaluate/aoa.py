@@ -18,12 +18,12 @@ official AoA figure is made from, and the submission writes them in the official
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
 
 from onceupon.errors import UserError
+from onceupon.files import json_object, read_text_file
 
 AOA_FILE = Path("aoa") / "cdi_childes.json"
 
@@ -35,12 +35,8 @@ def aoa_file(root: Path) -> Path | None:
 
 def read_words(path: Path, min_context: int = 0) -> list[tuple[str, list[str]]]:
     """(word, contexts) in the file's order, as the official reader keeps them."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} is not a JSON file ({e}).") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must map each word to its contexts (a JSON object).")
+    # json_object: not JSON, not an object, or beyond the bounds every file keeps is one sentence
+    data = json_object(read_text_file(path), str(path), "; it must map each word to its contexts")
     words = []
     for word, entries in data.items():
         if len(word) <= 1 or not isinstance(entries, list) or len(entries) < min_context:
