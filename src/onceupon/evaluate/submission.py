@@ -41,7 +41,7 @@ from pathlib import Path
 from onceupon import preflight
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
-from onceupon.files import atomic_write_text, json_object, read_text_file
+from onceupon.files import atomic_write_text, json_object, read_jsonl, read_text_file
 from onceupon.tracking import log
 
 from . import aoa, reading, zero_shot
@@ -148,8 +148,7 @@ def plan(run_dir: Path, data_dir, track: str, finetune: str | Path | None, check
 
 # --------------------------------------------------------------------------- predictions
 def _scores(out_dir: Path, task: str) -> list[dict]:
-    path = out_dir / "tasks" / f"{task}.scores.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return list(read_jsonl(out_dir / "tasks" / f"{task}.scores.jsonl"))
 
 
 def choice_predictions(task: str, root: Path, out_dir: Path) -> dict:
@@ -198,10 +197,6 @@ def aoa_results(full: Path, revisions: list[str], out_dirs: dict[str, Path], mod
 
 
 # --------------------------------------------------------------------------- fast figures
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-
-
 def fast_figures(task: str, preds: dict, root: Path, folder: str | None) -> dict:
     """One revision's figures for a fast task, as collate_preds computes them."""
     from scipy.stats import spearmanr
@@ -211,7 +206,7 @@ def fast_figures(task: str, preds: dict, root: Path, folder: str | None) -> dict
     out = {}
     if task == "entity_tracking":
         by_group: dict[str, list[dict]] = {}
-        for row in _lines(root / folder / "regular.jsonl"):
+        for row in read_jsonl(root / folder / "regular.jsonl"):
             by_group.setdefault(f"regular_{row['numops']}_ops", []).append(row)
         for uid, res in preds.items():
             rows = by_group.get(uid, [])
@@ -219,13 +214,13 @@ def fast_figures(task: str, preds: dict, root: Path, folder: str | None) -> dict
             out[uid] = sum(str(p["pred"]).strip() == str(r["options"][0]).strip() for p, r in pairs) / len(pairs)
         return out
     if task in zero_shot.WUG_TASKS:
+        rows = list(read_jsonl(root / folder / f"{folder}.jsonl"))
         for uid, res in preds.items():
-            rows = _lines(root / folder / f"{folder}.jsonl")
             out[uid] = float(spearmanr([p["prob"] for p in res["predictions"]], [r["ratio"] for r in rows])[0])
         return out
     key = "Target1" if task == "ewok" else "sentence_good"
     for uid, res in preds.items():
-        pairs = list(zip(res["predictions"], _lines(root / folder / f"{uid}.jsonl")))
+        pairs = list(zip(res["predictions"], read_jsonl(root / folder / f"{uid}.jsonl")))
         out[uid] = sum(str(p["pred"]).strip() == str(r[key]).strip() for p, r in pairs) / len(pairs)
     return out
 
@@ -343,12 +338,12 @@ def write_submission(
         shutil.copyfile(source, target_file)
         collated["glue"] |= json_object(read_text_file(source), str(source))
     fast_results: dict[str, list] = {COLLATED[t]: [] for t, _, _ in FAST}
+    reading_rows = reading.read_rows(reading.reading_file(fast))  # the same for every revision
     for revision in revisions:
         for task, official, folder in FAST:
             if task == "reading":
                 preds = reading_predictions(out_dirs[revision])
-                rows = reading.read_rows(reading.reading_file(fast))
-                summary, _ = reading.reading_scores(rows, [p["pred"] for p in preds["reading"]["predictions"]],
+                summary, _ = reading.reading_scores(reading_rows, [p["pred"] for p in preds["reading"]["predictions"]],
                                                     [p["prev_pred"] for p in preds["reading"]["predictions"]])
                 figures = {"spr": summary["self_paced_reading"] / 100, "rt": summary["eye_tracking"] / 100}
             else:
