@@ -150,20 +150,14 @@ def _selected_tasks(ecfg: EvaluateConfig) -> list[str]:
 
 def _load_items(task: str, ecfg: EvaluateConfig, data_root: Path | None) -> tuple[list | None, dict | str]:
     """(items, what the data is) or (None, why absent)."""
-    if task == READING:
-        from . import reading
+    if task in (READING, AOA):  # one data file each, found and read by its own module
+        from . import aoa, reading
 
-        path = reading.reading_file(data_root) if data_root is not None else None
+        find, name, read = (reading.reading_file, reading.READING_FILE, reading.read_rows) if task == READING else (aoa.aoa_file, aoa.AOA_FILE, aoa.read_words)
+        path = find(data_root) if data_root is not None else None
         if path is None:
-            return None, f"no {reading.READING_FILE} under {data_root}" if data_root else "no evaluation data directory given (--data or evaluate.data_dir)"
-        return reading.read_rows(path), {"files": [[path.name, _file_digest(path)]]}
-    if task == AOA:
-        from . import aoa
-
-        path = aoa.aoa_file(data_root) if data_root is not None else None
-        if path is None:
-            return None, f"no {aoa.AOA_FILE} under {data_root}" if data_root else "no evaluation data directory given (--data or evaluate.data_dir)"
-        return aoa.read_words(path), {"files": [[path.name, _file_digest(path)]]}
+            return None, f"no {name} under {data_root}" if data_root else "no evaluation data directory given (--data or evaluate.data_dir)"
+        return read(path), {"files": [[path.name, _file_digest(path)]]}
     if task == PROBE_TASK:
         if ecfg.probe_items == 0:
             return None, "probe_items is 0"
