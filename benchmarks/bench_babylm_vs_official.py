@@ -297,14 +297,16 @@ def main() -> None:
         model = work / "bench_model"
         sentences = [(" ".join(["A", c, p]), "") for c, ps in CONCEPTS.items() for p in ps]
         vocab = build_model(model, args.preset, sentences, 16_000)
-        print(f"model: {args.preset} ({vocab} tokens vocabulary), cpu, 1 thread per side; official source {OFFICIAL}")
+        print(f"model: {args.preset} ({vocab} tokens vocabulary), cpu, 1 thread per side; official source {OFFICIAL}", flush=True)
         for task in tasks:
+            # Both sides run with their output kept for the comparison: say what is under way.
+            print(f"{task}: running the official pipeline, then onceupon, on the same items ...", flush=True)
             r = TASKS[task](python, model, work / task, args.data, args.items)
             (wo, wu), (mo, mu) = r["wall"], r["memory"]
             print(f"{task}: {r['items']} items; judged differently: {r['differ']}; "
                   f"official {r['official']:.2f}, onceupon {r['ours']:.2f} (difference {r['ours'] - r['official']:+.2e}); "
                   f"wall {wo:.1f} s vs {wu:.1f} s ({wu / wo:.2f}x official); peak memory {mo:.2f} GB vs {mu:.2f} GB ({mu / mo:.2f}x)"
-                  + (f"; {r['extra']}" if r.get("extra") else ""))
+                  + (f"; {r['extra']}" if r.get("extra") else ""), flush=True)
             failed |= r["differ"] > 0
     if failed:
         sys.exit(1)
