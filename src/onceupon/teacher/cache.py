@@ -46,12 +46,27 @@ class RatingCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
+            self._setup()
         except sqlite3.DatabaseError as e:
             raise UserError(f"Cannot use {self.path} as a rating cache: {e}.") from None
+
+    def _setup(self) -> None:
+        """WAL mode, the busy timeout and the table. Switching to WAL while another connection
+        opens the same new file can answer "database is locked" at once, without waiting for
+        the busy timeout (SQLite does not wait there, to avoid a deadlock): retried for up to
+        30 s, as a busy write would wait."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
 
     def key(self, story: Story) -> str:
         payload = json.dumps([self.identity, self.rubric_hash, story.prompt, story.continuation], ensure_ascii=False)
