@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-WATCH_FILE = "watch.jsonl"  # as interact/watch.py writes it
+from onceupon.interact.watch import FILE as WATCH_FILE  # the file the watch writes, named where it is written
 
 
 def _records(path: Path):

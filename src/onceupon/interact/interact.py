@@ -76,6 +76,7 @@ from onceupon.words import crossed, every_milestones
 
 if TYPE_CHECKING:
     from onceupon.interact.rollout import Rollout
+    from onceupon.interact.update import Experience
 
 # torch and what is built on it (rollout.py, update.py, the objectives) are imported where
 # they are used: the run lock is taken before any of it is loaded (tens of seconds on a busy
