@@ -181,3 +181,21 @@ def test_plan_before_work_and_some_checkpoints_only(pretrain_run, data_dir, tmp_
 
     with pytest.raises(UserError, match="no checkpoint 'chck_9M'.*chck_1K, chck_2K"):
         evaluate_run(small_cfg(checkpoints=["chck_9M"]), run, data_dir)
+
+
+def test_task_data_is_read_once_for_all_checkpoints(pretrain_run, data_dir, tmp_path, monkeypatch):
+    """One `onceupon evaluate` of a run reads (and hashes) each task's files once, for the plan
+    and every checkpoint, not once per checkpoint: the items do not depend on the model."""
+    run = tmp_path / "run"
+    shutil.copytree(pretrain_run / "checkpoints", run / "checkpoints")
+    real = zero_shot.read_items
+    reads = []
+
+    def counted(task, files):  # the real reader, counted
+        reads.append(task)
+        return real(task, files)
+
+    monkeypatch.setattr(zero_shot, "read_items", counted)
+    results = evaluate_run(small_cfg(stories=0, probe_items=0, tasks=["blimp"]), run, data_dir)
+    assert [r["tasks"]["blimp"]["n"] for r in results["rows"]] == [2, 2]
+    assert reads == ["blimp"]  # was 3: the plan, then each of the two checkpoints

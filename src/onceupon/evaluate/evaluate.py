@@ -172,6 +172,24 @@ def _load_items(task: str, ecfg: EvaluateConfig, data_root: Path | None) -> tupl
     return items, {"files": [[f.name, _file_digest(f)] for f in files]}
 
 
+class TaskData:
+    """Each task's items and what its data is, read and hashed the first time a checkpoint
+    (or the plan) asks and then kept: the items do not depend on the checkpoint, so one
+    ``onceupon evaluate`` reads each task's files once however many checkpoints it scores.
+    (Items are text, small beside a model.)"""
+
+    def __init__(self, ecfg: EvaluateConfig, data_root: Path | None):
+        self.ecfg = ecfg
+        self.data_root = data_root
+        self._loaded: dict[str, tuple[list | None, dict | str]] = {}
+
+    def get(self, task: str) -> tuple[list | None, dict | str]:
+        """(items, what the data is) or (None, why absent), as :func:`_load_items`."""
+        if task not in self._loaded:
+            self._loaded[task] = _load_items(task, self.ecfg, self.data_root)
+        return self._loaded[task]
+
+
 def _cached(path: Path, key: str) -> dict | None:
     if not path.is_file():
         return None
@@ -182,26 +200,29 @@ def _cached(path: Path, key: str) -> dict | None:
     return data if data.get("key") == key else None
 
 
-def evaluate_checkpoint(cfg: ExperimentConfig, target: Target, data_root: Path | None) -> dict:
-    """The results.json row of one checkpoint, computing only the parts not cached."""
+def evaluate_checkpoint(cfg: ExperimentConfig, target: Target, data_root: Path | None, data: TaskData | None = None) -> dict:
+    """The results.json row of one checkpoint, computing only the parts not cached. ``data``:
+    the task items already read for these settings and ``data_root`` (several checkpoints
+    share one), else they are read here."""
     ecfg = cfg.evaluate
+    if data is None:
+        data = TaskData(ecfg, data_root)
     fingerprint = checkpoint_fingerprint(target.path)
     lazy = LazyModel(target.path, ecfg.device)
     tasks: dict[str, dict] = {}
     task_dir = target.out_dir / "tasks"
     try:
         for task in _selected_tasks(ecfg):
-            items, data = _load_items(task, ecfg, data_root)
+            items, what = data.get(task)
             if items is None:
-                tasks[task] = {"absent": True, "reason": data}
+                tasks[task] = {"absent": True, "reason": what}
                 continue
-            key = _digest({"v": EVAL_VERSION, "checkpoint": fingerprint, "task": task, "data": data})
+            key = _digest({"v": EVAL_VERSION, "checkpoint": fingerprint, "task": task, "data": what})
             hit = _cached(task_dir / f"{task}.json", key)
             if hit is not None:
                 tasks[task] = hit["summary"]
                 continue
             result = _score_task(f"{target.name} {task}", task, items, lazy, ecfg)
-            del items  # the next task's items are read while this one's are freed
             _write_task(task_dir, task, key, result)
             tasks[task] = result.summary
         stories = _stories(cfg, target, fingerprint, lazy) if ecfg.stories > 0 else None
@@ -398,15 +419,17 @@ def _sequences(task: str, items: list) -> tuple[int, str]:
     return sum(len(i.completions) for i in items), "sequences"
 
 
-def announce_plan(cfg: ExperimentConfig, targets: list[Target], data_root: Path | None) -> list[str]:
+def announce_plan(cfg: ExperimentConfig, targets: list[Target], data_root: Path | None, data: TaskData | None = None) -> list[str]:
     """Before any model is loaded: what each task will score, per checkpoint and in all (a
     cached task is read back instead of scored again; the progress lines then give the rate
-    and ETA of what is left)."""
+    and ETA of what is left). ``data``: where the items read here are kept for the checkpoints."""
     ecfg = cfg.evaluate
+    if data is None:
+        data = TaskData(ecfg, data_root)
     n = len(targets)
     lines = [f"plan: {n} checkpoint{'s' if n != 1 else ''}, forward passes of up to {ecfg.batch_size} sequences"]
     for task in _selected_tasks(ecfg):
-        items, data = _load_items(task, ecfg, data_root)
+        items, _ = data.get(task)
         if items is None:
             continue
         seqs, what = _sequences(task, items)
@@ -440,12 +463,13 @@ def select_checkpoints(targets: list[Target], names: list[str] | None) -> list[T
 
 
 def evaluate_targets(cfg: ExperimentConfig, targets: list[Target], data_root: Path | None) -> list[dict]:
-    announce_plan(cfg, targets, data_root)
+    data = TaskData(cfg.evaluate, data_root)  # each task's files read and hashed once, for every checkpoint
+    announce_plan(cfg, targets, data_root, data)
     rows = []
     for t in targets:
         err_console.print(f"[bold]evaluate[/bold] {t.name} ({t.path})", soft_wrap=True)
         log(f"evaluate {t.name} ({t.path})")
-        rows.append(evaluate_checkpoint(cfg, t, data_root))
+        rows.append(evaluate_checkpoint(cfg, t, data_root, data))
     return rows
 
 
