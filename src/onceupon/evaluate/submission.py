@@ -273,7 +273,7 @@ def write_submission(
     from onceupon.lifecycle.lock import run_lock
     from onceupon.tracking import RUN_LOG, run_log
 
-    from .evaluate import AOA, Target, announce_plan, evaluate_checkpoint, run_targets
+    from .evaluate import AOA, TaskData, Target, announce_plan, evaluate_checkpoint, run_targets
 
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoints").is_dir():
@@ -299,19 +299,22 @@ def write_submission(
         fast_targets.append(Target(revision, t.path, t.stage, t.pretrain_words, t.interact_words, base / "fast" / revision))
     t = targets[final]
     main = Target(final, t.path, t.stage, t.pretrain_words, t.interact_words, base / "full" / final)
+    # each suite's task data read once, for the plan and every revision
+    fast_data, aoa_data = TaskData(fast_cfg.evaluate, fast), TaskData(aoa_cfg.evaluate, full)
+    full_data = TaskData(full_cfg.evaluate, full)
     with run_lock(run_dir / "evaluation"), run_log(run_dir / RUN_LOG):
-        announce_plan(fast_cfg, fast_targets, fast)
-        announce_plan(aoa_cfg, fast_targets, full)
-        announce_plan(full_cfg, [main], full)
+        announce_plan(fast_cfg, fast_targets, fast, fast_data)
+        announce_plan(aoa_cfg, fast_targets, full, aoa_data)
+        announce_plan(full_cfg, [main], full, full_data)
         if finetune is None:
             announce_finetune(full)
         for i, (revision, target) in enumerate(zip(revisions, fast_targets), 1):
             log(f"submission: {revision} ({i}/{len(revisions)}), fast suite and AoA", echo=True)
-            evaluate_checkpoint(fast_cfg, target, fast)
-            evaluate_checkpoint(aoa_cfg, target, full)
+            evaluate_checkpoint(fast_cfg, target, fast, fast_data)
+            evaluate_checkpoint(aoa_cfg, target, full, aoa_data)
             out_dirs[revision] = target.out_dir
         log(f"submission: {final} (the final model), full suite", echo=True)
-        evaluate_checkpoint(full_cfg, main, full)
+        evaluate_checkpoint(full_cfg, main, full, full_data)
         if finetune is None:
             finetune = fine_tune_all(main, full, base / "finetune" / final, cfg.evaluate.device)
 
