@@ -7,12 +7,19 @@ point, onceupon through ``onceupon evaluate``. Printed per task: items judged di
 the aggregate of each side and their difference, wall-clock and peak-memory ratios (whole
 processes, model loading included). Exits 1 when any item is judged differently.
 
+``aoa`` needs no model: the official ``AoAEvaluator`` (``evaluation_pipeline/utils.py``, what
+``calculate_results_from_pred.py`` runs) and onceupon's ``aoa.curve_fitness`` read the same
+``cdi_human.csv`` and ``surprisal.json`` (generated: ``--items`` words over 19 checkpoints);
+printed are the words whose child or model AoA differs (one side none, or by more than 1e-6)
+and both scores.
+
 The official data cannot be fetched here (it lives on OSF), so the files are generated in the
 official format, with sizes set by ``--items``; with ``--data DIR`` (an ``evaluation_data``
 folder) the real files are used instead.
 
     python benchmarks/bench_babylm_vs_official.py --tasks comps
     python benchmarks/bench_babylm_vs_official.py --tasks comps --items 8000 --data ~/babylm/evaluation_data
+    python benchmarks/bench_babylm_vs_official.py --tasks aoa --items 300
 
 The official source is read from ``--official`` (default ``.benchmarks/evaluation-pipeline-2025``:
 a clone of https://github.com/babylm/evaluation-pipeline-2025). Its environment
@@ -271,8 +278,126 @@ def bench_reading(python: Path, model: Path, work: Path, data: Path | None, item
             "wall": (wall_o, wall_u), "memory": (mem_o, mem_u)}
 
 
+# --------------------------------------------------------------------------- AoA
+def aoa_files(n_words: int, revisions: list[str], seed: int = 0) -> tuple[list[dict], dict]:
+    """A cdi_human.csv's rows and a surprisal.json in the official formats: per word a child
+    curve (share of children producing it, 16..30 months: a logistic with noise, some cells
+    empty) and, per revision and context, a surprisal falling along a noisy sigmoid over
+    log10(words) whose midpoint follows the child's AoA; some words never learned, some
+    contexts NaN (a failed context), some words missing from the CDI file."""
+    rng = random.Random(seed)
+    rows, results = [], []
+    for i in range(n_words):
+        word = f"w{i:04d}{rng.choice(['a', 'b', 'c'])}"
+        age = rng.uniform(15, 31)
+        slope = rng.uniform(0.25, 1.5)
+        row = {"word": word}
+        for month in range(16, 31):
+            p = 1 / (1 + math.exp(-slope * (month - age))) + rng.gauss(0, 0.03)
+            row[str(month)] = "" if rng.random() < 0.04 else f"{min(1.0, max(0.0, p)):.4f}"
+        if rng.random() < 0.95:  # the rest are words the CDI file lacks
+            rows.append(row)
+        middle = 6.0 + (age - 16) / 14 * 1.8 + rng.gauss(0, 0.4)  # log10 words where it drops
+        high, low = rng.uniform(11, 17), rng.uniform(3, 9)
+        if rng.random() < 0.1:
+            low = high - rng.uniform(0, 1)  # barely learned
+        for context in range(rng.randint(2, 12)):
+            shift = rng.gauss(0, 1.0)
+            for revision in revisions:
+                x = math.log10(int(revision[5:-1]) * 1_000_000)
+                s = low + (high - low) / (1 + math.exp(3.0 * (x - middle))) + shift + rng.gauss(0, 0.6)
+                if rng.random() < 0.01:
+                    s = float("nan")
+                results.append({"step": revision, "word_count": int(revision[5:-1]) * 1_000_000, "target_word": word,
+                                "context_id": context, "context": f"context {context} of {word} ", "surprisal": s})
+    meta = {"model_name": "generated", "use_bos_only": False, "total_steps": len(revisions), "completed_steps": len(revisions)}
+    return rows, {"metadata": meta, "results": results}
+
+
+OFFICIAL_AOA = r"""
+import json, sys, time
+import numpy as np
+from utils import AoAEvaluator
+start = time.perf_counter()
+ev = AoAEvaluator(sys.argv[1])
+data = json.load(open(sys.argv[2]))
+score = ev.compute_curve_fitness(data)["curve_fitness"]
+seconds = time.perf_counter() - start
+# Each word's two ages as the official methods give them: compute_curve_fitness again, with
+# the child AoA reported as defined, so that it computes the model AoA of every word in the CDI.
+child, model, asked = {}, {}, []
+official_child, official_model = ev.compute_child_aoa, ev.compute_model_aoa
+def every_child(idx, **kw):
+    word = str(ev.words[idx])
+    child[word] = official_child(idx, **kw)
+    asked.append(word)
+    return 1.0
+def every_model(values, steps, **kw):
+    model[asked[-1]] = official_model(values, steps, **kw)
+    return model[asked[-1]]
+ev.compute_child_aoa, ev.compute_model_aoa = every_child, every_model
+ev.compute_curve_fitness(data)
+print(json.dumps({"score": score, "seconds": seconds, "child": child, "model": model}))
+"""
+
+OURS_AOA = r"""
+import json, sys, time
+from onceupon.evaluate import aoa
+start = time.perf_counter()
+cdi = aoa.read_cdi(sys.argv[1])
+data = json.load(open(sys.argv[2]))
+result = aoa.curve_fitness(data["results"], cdi)
+seconds = time.perf_counter() - start
+print(json.dumps({"score": result["curve_fitness"], "seconds": seconds, "words": result["words"]}))
+"""
+
+
+def bench_aoa(python: Path, model: Path | None, work: Path, data: Path | None, items: int) -> dict:
+    import csv
+
+    revisions = [f"chck_{i}M" for i in range(1, 10)] + [f"chck_{10 * i}M" for i in range(1, 11)]
+    work.mkdir(parents=True, exist_ok=True)
+    surprisal_file = work / "surprisal.json"
+    if data is not None:  # the real CDI file; the curves are still generated (a run of many checkpoints)
+        cdi_file = Path(data).expanduser() / "full_eval" / "aoa" / "cdi_human.csv"
+        _, surprisal = aoa_files(items, revisions)
+    else:
+        cdi_file = work / "evaluation_data" / "full_eval" / "aoa" / "cdi_human.csv"
+        rows, surprisal = aoa_files(items, revisions)
+        cdi_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(cdi_file, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["word", *(str(m) for m in range(16, 31))])
+            writer.writeheader()
+            writer.writerows(rows)
+    surprisal_file.write_text(json.dumps(surprisal), encoding="utf-8")
+    wall_o, mem_o, out_o = timed([str(python), "-c", OFFICIAL_AOA, str(cdi_file), str(surprisal_file)], cwd=OFFICIAL / "evaluation_pipeline")
+    wall_u, mem_u, out_u = timed([sys.executable, "-c", OURS_AOA, str(cdi_file), str(surprisal_file)])
+    official = json.loads(out_o.strip().splitlines()[-1])
+    ours = json.loads(out_u.strip().splitlines()[-1])
+
+    def differs(a, b):
+        return (a is None) != (b is None) or (a is not None and abs(a - b) > 1e-6)
+
+    words = ours["words"]
+    differ = []
+    for word, w in words.items():
+        if w["in_cdi"] and (differs(w["child"], official["child"].get(word)) or differs(w["model"], official["model"].get(word))):
+            differ.append(word)
+    differ += [w for w in official["child"] if w not in words or not words[w]["in_cdi"]]
+    for word in differ[:10]:
+        w = words.get(word, {})
+        print(f"  {word}: child {w.get('child')} vs official {official['child'].get(word)}; "
+              f"model {w.get('model')} vs official {official['model'].get(word)}", flush=True)
+    both = sum(1 for w in words.values() if w["model"] is not None and w["child"] is not None)
+    return {"task": "aoa", "items": len(words), "differ": len(differ), "official": official["score"], "ours": ours["score"],
+            "extra": f"{len(surprisal['results'])} surprisals over {len(revisions)} checkpoints; {both} words with both ages; "
+                     f"scoring alone {official['seconds']:.2f} s vs {ours['seconds']:.2f} s ({ours['seconds'] / official['seconds']:.2f}x)",
+            "wall": (wall_o, wall_u), "memory": (mem_o, mem_u)}
+
+
 # --------------------------------------------------------------------------- main
-TASKS = {"comps": bench_comps, "reading": bench_reading}
+TASKS = {"comps": bench_comps, "reading": bench_reading, "aoa": bench_aoa}
+MODEL_TASKS = ("comps", "reading")
 
 
 def main() -> None:
@@ -291,13 +416,18 @@ def main() -> None:
         sys.exit(f"{OFFICIAL} holds no evaluation_pipeline/: clone babylm/evaluation-pipeline-2025 there or give --official")
     python = ensure_venv()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        sys.exit(f"unknown task {unknown[0]}; choose from {', '.join(TASKS)}")
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        model = work / "bench_model"
-        sentences = [(" ".join(["A", c, p]), "") for c, ps in CONCEPTS.items() for p in ps]
-        vocab = build_model(model, args.preset, sentences, 16_000)
-        print(f"model: {args.preset} ({vocab} tokens vocabulary), cpu, 1 thread per side; official source {OFFICIAL}", flush=True)
+        model = None
+        if any(t in MODEL_TASKS for t in tasks):  # aoa scores given surprisals: no model
+            model = work / "bench_model"
+            sentences = [(" ".join(["A", c, p]), "") for c, ps in CONCEPTS.items() for p in ps]
+            vocab = build_model(model, args.preset, sentences, 16_000)
+            print(f"model: {args.preset} ({vocab} tokens vocabulary), cpu, 1 thread per side; official source {OFFICIAL}", flush=True)
         for task in tasks:
             # Both sides run with their output kept for the comparison: say what is under way.
             print(f"{task}: running the official pipeline, then onceupon, on the same items ...", flush=True)

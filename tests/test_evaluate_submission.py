@@ -22,6 +22,7 @@ from test_evaluate_reading import write_reading
 
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
+from onceupon.evaluate.leaderboard import FIGURES
 from onceupon.evaluate.submission import SMALL_REVISIONS, write_submission
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +54,8 @@ def write_suites(root):
         jsonl(s / "wug_past_tense" / "wug_past_tense.jsonl",
               [{"sentences": f"He {a} yesterday.\tHe {b} yesterday.", "ratio": r} for a, b, r in (("blicked", "black", 0.8), ("sprinked", "sprank", 0.3), ("glorped", "glorp", 0.5))])
         write_reading(root, suite=suite)
-    for stem, rows in COMPS.items():
-        jsonl(data / "full_eval" / "comps" / f"{stem}.jsonl",
+    for stem, rows in COMPS.items():  # the last file named as calculate_results_from_pred.py opens it
+        jsonl(data / "full_eval" / "comps" / f"{stem.replace('in_between', 'in-between')}.jsonl",
               [{"prefix_acceptable": a, "prefix_unacceptable": u, "property_phrase": p} for a, u, p in rows])
     glue = data / "full_eval" / "glue_filtered"
     glue.mkdir()
@@ -68,6 +69,10 @@ def write_suites(root):
     aoa = {"dog": [{"context": "I saw a"}, {"context": "the big "}], "ball": [{"context": "she threw the"}], "a": [{"context": "x"}]}
     (data / "full_eval" / "aoa").mkdir(parents=True)
     (data / "full_eval" / "aoa" / "cdi_childes.json").write_text(json.dumps(aoa), encoding="utf-8")
+    months = ",".join(str(m) for m in range(16, 31))
+    shares = {"dog": [0.05 * k for k in range(15)], "ball": [0.1 + 0.06 * k for k in range(15)], "milk": [0.3] * 15}
+    (data / "full_eval" / "aoa" / "cdi_human.csv").write_text(
+        f"word,{months}\n" + "".join(f"{w},{','.join(f'{v:.2f}' for v in vs)}\n" for w, vs in shares.items()), encoding="utf-8")
     return data
 
 
@@ -123,6 +128,17 @@ def test_what_the_collation_needs_is_named_before_any_work(tiny_checkpoint, tmp_
     shutil.rmtree(finetune / "wsc")
     with pytest.raises(UserError, match="wsc"):
         write_submission(settings(), run, data, out, "strict-small", finetune)
+    cdi = data / "full_eval" / "aoa" / "cdi_human.csv"
+    good = cdi.read_text(encoding="utf-8")
+    cdi.write_text(good.replace("0.10,", "0.10;", 1), encoding="utf-8")  # a cell that is no number
+    with pytest.raises(UserError, match="cdi_human.csv, row 2") as e:
+        write_submission(settings(), run, data, out, "strict-small", finetune)
+    one_sentence(e.value)
+    cdi.unlink()
+    with pytest.raises(UserError, match="cdi_human.csv") as e:
+        write_submission(settings(), run, data, out, "strict-small", finetune)
+    one_sentence(e.value)
+    cdi.write_text(good, encoding="utf-8")
     shutil.rmtree(data / "full_eval" / "comps")
     with pytest.raises(UserError, match="comps") as e:
         write_submission(settings(), run, data, out, "strict-small", finetune)
@@ -179,6 +195,24 @@ cp.collate_preds(args)
 '''
 
 
+FAST_PREDICTIONS = {"blimp": "blimp/blimp_fast", "blimp_supplement": "blimp/supplement_fast", "ewok": "ewok/ewok_fast",
+                    "entity_tracking": "entity_tracking/entity_tracking_fast", "wug_adj": "wug_adj/wug_adj_nominalization",
+                    "wug_past": "wug_past/wug_past_tense", "reading": "reading"}
+OFFICIAL_RESULTS = r'''
+import contextlib, io, json, runpy, sys
+script, results_dir, data, model, *revisions = sys.argv[1:]
+sys.path.insert(0, str(__import__("pathlib").Path(script).parent))  # its "from utils import AoAEvaluator"
+printed = {}
+for revision in ["main", *revisions]:
+    sys.argv = [script, "--model_path_or_name", model, "--backend", "causal", "--results_dir", results_dir,
+                "--evaluation_data_dir", data, "--revision_name", revision] + ([] if revision == "main" else ["--fast"])
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        runpy.run_path(script, run_name="__main__")
+    printed[revision] = out.getvalue()
+print(json.dumps(printed))
+'''
+
+
 def close(a, b):
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
@@ -198,12 +232,14 @@ def test_submission_layout_is_what_the_official_collation_accepts(tiny_checkpoin
     ours = json.loads(collated_path.read_text())
     model = out / "run"
     for revision in SMALL_REVISIONS:
-        for rel in ("blimp/blimp_fast", "blimp/supplement_fast", "ewok/ewok_fast", "entity_tracking/entity_tracking_fast",
-                    "wug_adj/wug_adj_nominalization", "wug_past/wug_past_tense", "reading"):
+        for rel in FAST_PREDICTIONS.values():
             assert (model / revision / "zero_shot" / "causal" / rel / "predictions.json").is_file(), (revision, rel)
     assert len(ours["aoa"]["results"]) == 3 * len(SMALL_REVISIONS)  # 'a' (one letter) is left out, as officially
-    acquired = json.loads((model / "aoa_words_seen.json").read_text())
-    assert set(acquired["words_seen_at_acquisition"]) == {"dog", "ball"} and acquired["chance_surprisal"] > 0
+    figures = json.loads((model / "results.json").read_text())
+    assert set(figures["aoa"]["words"]) == {"dog", "ball"} and figures["aoa"]["n_words"] <= 2
+    assert figures["full"]["aoa"] == 0.0  # fewer than 3 words with both ages: 0.0, as officially
+    assert figures["aoa"]["words"]["dog"]["child"] == pytest.approx(26.0, abs=0.2)  # a line reaching half at 26 months, fitted by a sigmoid
+    assert set(figures["fast"]) == set(SMALL_REVISIONS) and set(figures["glue"]) == {"boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc"}
     assert set(ours["fast_eval_results"]) == {"blimp", "blimp_supplement", "ewok", "entity_tracking", "wug_adj", "wug_past", "reading"}
     assert all(len(v) == len(SMALL_REVISIONS) for v in ours["fast_eval_results"].values())
     assert set(ours["comps"]) == {"base", "wugs", "wugs_dist_before", "wugs_dist_in_between"}
@@ -224,3 +260,25 @@ def test_submission_layout_is_what_the_official_collation_accepts(tiny_checkpoin
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     theirs = json.loads((official_out / "run" / collated_path.name).read_text())
     assert close(ours, theirs)
+
+    # The figures the leaderboard computes: the official calculate_results_from_pred.py run as it
+    # is on the collated predictions (full: the final model; fast: each checkpoint), against
+    # onceupon's results.json. It reads files nothing official writes: <revision>/all_fast_preds_causal.json
+    # and main/all_full_preds_causal.json, the collated file's layout, made here from what onceupon wrote.
+    full = {k: v for k, v in ours.items() if k != "fast_eval_results"}
+    (official_out / "run" / "main" / "all_full_preds_causal.json").write_text(json.dumps(full))
+    for revision in SMALL_REVISIONS:
+        where = official_out / "run" / revision / "zero_shot" / "causal"
+        fast = {key: json.loads((where / rel / "predictions.json").read_text()) for key, rel in FAST_PREDICTIONS.items()}
+        (official_out / "run" / revision / "all_fast_preds_causal.json").write_text(json.dumps(fast))
+    proc = subprocess.run([str(VENV_PYTHON), "-c", OFFICIAL_RESULTS, str(OFFICIAL / "evaluation_pipeline" / "calculate_results_from_pred.py"),
+                           str(official_out), str(data), "run", *SMALL_REVISIONS], cwd=OFFICIAL, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    labels = {label: key for key, label in FIGURES}
+    for revision, text in printed.items():
+        mine = figures["full"] if revision == "main" else figures["fast"][revision]
+        lines = [line.split("\t") for line in text.splitlines() if "\t" in line]
+        official = {labels[parts[0]]: parts[-1] for parts in lines}
+        assert len(official) == (11 if revision == "main" else 8), text
+        assert {k: "nan" if mine[k] is None else f"{mine[k]:.2f}" for k in official} == official, revision

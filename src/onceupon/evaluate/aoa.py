@@ -11,21 +11,29 @@ can read makes the official code fail on that context, which it records as NaN; 
 records NaN too (never a cut text's score).
 
 Per checkpoint, the task reports the mean surprisal over all contexts (``mean_surprisal``,
-lower as the words are learned); over a run's checkpoints the per-word curves are what the
-official AoA figure is made from, and the submission writes them in the official
-``AoA_word/surprisal.json`` layout (see submission.py).
+lower as the words are learned). Over a run's checkpoints, the submission writes them in the
+official ``AoA_word/surprisal.json`` layout (see submission.py), and :func:`curve_fitness` turns
+them, with the children's production ages of ``full_eval/aoa/cdi_human.csv``, into the official
+AoA score (below): each word's model and child AoA and their correlation.
 """
 
 from __future__ import annotations
 
+import csv
 import math
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from onceupon.errors import UserError
 from onceupon.files import json_object, read_text_file
 
+from .reading import NA_TEXT
+
 AOA_FILE = Path("aoa") / "cdi_childes.json"
+#: Children's word production by age (MacArthur-Bates CDI), which the official score compares with.
+CDI_FILE = Path("aoa") / "cdi_human.csv"
 
 
 def aoa_file(root: Path) -> Path | None:
@@ -72,57 +80,225 @@ def summary(values: list[float]) -> dict:
     return {"mean_surprisal": sum(done) / len(done) if done else None, "n": len(values), "failed": len(values) - len(done)}
 
 
-# --------------------------------------------------------------------------- curves
-def _sigmoid(x, low, high, middle, slope):
+# --------------------------------------------------------------------------- the official AoA score
+# What follows is the official pipeline's AoAEvaluator (evaluation_pipeline/utils.py, used by
+# calculate_results_from_pred.py), step for step: the same sigmoid, initial guesses, bounds,
+# maxfev, None rules and grouping, so every word's AoA and the score are the leaderboard's.
+# It is the one definition of a word's age of acquisition in onceupon.
+
+#: The children's ages (months) the CDI file may give, one column each.
+CDI_AGES = tuple(range(16, 31))
+#: The official chance level: log2 of an assumed 300,000-word vocabulary, i.e. in *bits*, while
+#: the surprisals it is compared with are in *nats* (-ln P, AoA_word/evaluation_functions.py).
+#: Odd, but it is what the leaderboard computes, so onceupon keeps it.
+CHANCE = math.log2(300_000)
+_STEP = re.compile(r"(\d+(?:\.\d+)?)\s*([KMB]?)", re.IGNORECASE)
+_UNITS = {"K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
+
+
+@dataclass(frozen=True)
+class Cdi:
+    """Children's production of each CDI word: ``proportions[i][k]`` of the children aged
+    ``ages[k]`` months say ``words[i]`` (NaN where the file gives none)."""
+
+    words: list[str | None]  # None: a cell pandas reads as missing; it matches no word, as officially
+    ages: list[int]
+    proportions: list[list[float]]
+
+    def row(self, word: str) -> int | None:
+        """The first row of the word, as the official lookup takes."""
+        for i, w in enumerate(self.words):
+            if w == word:
+                return i
+        return None
+
+
+def cdi_file(root: Path) -> Path | None:
+    path = Path(root) / CDI_FILE
+    return path if path.is_file() else None
+
+
+def read_cdi(path: Path) -> Cdi:
+    """cdi_human.csv as the official code reads it with pandas (first of a repeated column,
+    pandas' missing-value texts, blank lines skipped); anything that is not a share of
+    children (a number in 0..1 or empty) is one sentence naming the row and column."""
+    hint = "a 'word' column and one column per age 16 ... 30 (months) holding the share of children producing the word"
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            table = [r for r in csv.reader(f) if r]
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not valid UTF-8 text.") from None
+    except csv.Error as e:
+        raise UserError(f"{path} is not a valid CSV file ({e}).") from None
+    if not table:
+        raise UserError(f"{path} is empty; it must hold {hint}.")
+    header = table[0]
+    column: dict[str, int] = {}
+    for k, name in enumerate(header):
+        column.setdefault(name, k)
+    ages = [a for a in CDI_AGES if str(a) in column]
+    if "word" not in column or not ages:
+        lacks = "a 'word' column" if "word" not in column else "an age column (16 ... 30)"
+        raise UserError(f"{path} lacks {lacks}; it must hold {hint}.")
+    if len(table) == 1:
+        raise UserError(f"{path} holds no words.")
+    words, proportions = [], []
+    for line, cells in enumerate(table[1:], 2):
+        if len(cells) > len(header):
+            raise UserError(f"{path}, row {line}: {len(cells)} cells for the header's {len(header)} columns.")
+        cells = cells + [""] * (len(header) - len(cells))  # missing trailing cells are missing values
+        word = cells[column["word"]]
+        words.append(None if word in NA_TEXT else word)
+        values = []
+        for age in ages:
+            text = cells[column[str(age)]].strip()
+            try:
+                if "_" in text:  # Python's float() reads "1_0" as 10; pandas does not
+                    raise ValueError(text)
+                value = math.nan if text in NA_TEXT else float(text)
+            except ValueError:
+                raise UserError(f"{path}, row {line}: the {age}-month cell is not a number ({text[:40]!r}).") from None
+            if not (math.isnan(value) or 0.0 <= value <= 1.0):
+                raise UserError(f"{path}, row {line}: the {age}-month cell is {text}, not a share of children (0 ... 1).")
+            values.append(value)
+        proportions.append(values)
+    return Cdi(words, ages, proportions)
+
+
+def _sigmoid(x, a, b, c, d):
     import numpy as np
 
-    return low + (high - low) / (1.0 + np.exp(slope * (x - middle)))
+    return a / (1 + np.exp(-b * (x - c))) + d
 
 
-def acquisition(words_seen: list[int], curve: list[float], chance: float) -> float | None:
-    """Words seen when a word is acquired, after Chang & Bergen (2022): a sigmoid fitted to
-    its mean surprisal over log10(words seen); the word is acquired where the fitted curve
-    passes halfway between chance (``chance``: the surprisal of a uniform guess, ln of the
-    vocabulary size) and the lowest surprisal the fit reaches. None when the curve cannot be
-    fitted or never comes down to that point within the checkpoints."""
+def _quiet():
+    """Warnings off and numpy's floating errors silent during a fit: the official code lets them
+    print (a curve that cannot be fitted is common) and they change no result."""
+    import contextlib
+
+    import numpy as np
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(np.errstate(all="ignore"))
+    return stack
+
+
+def child_aoa(ages: list[int], proportions: list[float], threshold: float = 0.5) -> float | None:
+    """Age (months) at which half the children produce the word: a bounded sigmoid fitted to
+    the proportions over the ages, as ``AoAEvaluator.compute_child_aoa``; None when fewer than
+    3 ages have data, the fit fails or its 50 % point falls outside the ages."""
     import numpy as np
     from scipy.optimize import curve_fit
 
-    pairs = [(math.log10(w), s) for w, s in zip(words_seen, curve) if w > 0 and s is not None and not math.isnan(s)]
-    if len(pairs) < 4:
+    proportions = np.array(proportions, dtype=float)
+    valid = ~np.isnan(proportions)
+    if not np.any(valid):
         return None
-    x, y = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    start = [y.min(), y.max(), float(np.median(x)), 2.0]
-    try:
-        with warnings.catch_warnings():  # a flat curve has no covariance estimate; the fit is still usable
-            warnings.simplefilter("ignore")
-            params, _ = curve_fit(_sigmoid, x, y, p0=start, maxfev=20_000)
-    except (RuntimeError, ValueError):
+    x, y = np.array(ages)[valid], proportions[valid]
+    if len(y) < 3:
         return None
-    fitted = _sigmoid(np.linspace(x.min(), x.max(), 1001), *params)
-    target = (chance + fitted.min()) / 2.0
-    below = np.nonzero(fitted <= target)[0]
-    if below.size == 0:
-        return None
-    grid = np.linspace(x.min(), x.max(), 1001)
-    return float(10 ** grid[below[0]])
+    with _quiet():
+        try:  # the official code returns None on any exception of the fit or what follows it
+            p0 = [1.0, 0.1, np.mean(x), 0.0]
+            bounds = ([0, 0, x[0], -0.5], [2.0, 1.0, x[-1], 0.5])
+            (a, b, c, d), _ = curve_fit(_sigmoid, x, y, p0=p0, bounds=bounds, maxfev=1000)
+            if b <= 0 or a <= 0:
+                return None
+            if threshold <= d or threshold >= a + d:
+                return None
+            age = c - np.log((a / (threshold - d)) - 1) / b
+            if age < x[0] or age > x[-1]:
+                return None
+            return float(age)
+        except Exception:
+            return None
 
 
-def curves(results: list[dict]) -> dict[str, dict[str, float]]:
-    """Mean surprisal of each word per checkpoint, from surprisal.json's results."""
-    sums: dict[str, dict[str, list[float]]] = {}
+def model_aoa(surprisals: list[float], steps: list[float], threshold: float = 0.5) -> float | None:
+    """The model's AoA of a word, as ``AoAEvaluator.compute_model_aoa``: a sigmoid fitted to
+    minus every (checkpoint, context) surprisal over log10(1 + step), one point per context (not
+    a mean per checkpoint); the word is acquired where the fit crosses the point ``threshold``
+    of the way from chance (:data:`CHANCE`) down to the lowest surprisal seen. Returns that
+    log10(1 + step); None with fewer than 3 points (NaN ones counted), no valid one, a failed
+    fit, a crossing the fit never makes, or one before the first or after the last step given
+    (in the order given)."""
+    import numpy as np
+    from scipy.optimize import curve_fit
+
+    if len(surprisals) != len(steps):
+        raise ValueError("surprisals and steps must have the same length")
+    if len(surprisals) < 3:
+        return None
+    values, steps = np.array(surprisals), np.array(steps)
+    valid = ~np.isnan(values)
+    if not np.any(valid):
+        return None
+    x_steps, y = steps[valid], values[valid]
+    target = CHANCE - threshold * (CHANCE - np.min(y))
+    with _quiet():
+        try:  # the official code returns None on any exception of the fit or what follows it
+            neg = -y
+            x = np.log10(x_steps + 1)
+            p0 = [np.max(neg) - np.min(neg), 1.0, np.mean(x), np.min(neg)]
+            (a, b, c, d), _ = curve_fit(_sigmoid, x, neg, p0=p0, maxfev=1000)
+            level = -target
+            if b <= 0 or a <= 0:
+                return None
+            if level <= d or level >= a + d:
+                return None
+            log_step = c - np.log((a / (level - d)) - 1) / b
+            step = 10**log_step - 1
+            if step < x_steps[0] or step > x_steps[-1]:
+                return None
+            return float(log_step)
+        except Exception:
+            return None
+
+
+def step_number(name) -> float | None:
+    """The step a revision name stands for, as ``AoAEvaluator.extract_step_number``: the first
+    number in it times its K/M/B unit (chck_10M -> 1e7); None without a number."""
+    if isinstance(name, (int, float)):
+        return float(name)
+    match = _STEP.search(str(name))
+    if not match:
+        return None
+    return float(match.group(1)) * _UNITS.get(match.group(2).upper(), 1)
+
+
+def curve_fitness(results: list[dict], cdi: Cdi) -> dict:
+    """The official AoA score from surprisal.json's results: the Pearson correlation of the
+    words' model AoAs with their child AoAs, over the words where both exist (0.0 when fewer
+    than 3, as officially), plus each word's two ages (``model``: log10(1 + step), ``child``:
+    months; null when not defined, ``child`` null too for a word not in the CDI file)."""
+    from scipy.stats import pearsonr
+
+    if not results:  # the official code stops with "No results found in model data"
+        return {"curve_fitness": None, "n_words": 0, "words": {}, "reason": "no AoA surprisals"}
+    by_word: dict[str, tuple[list[float], list[float]]] = {}
     for r in results:
-        s = r.get("surprisal")
-        if s is None or (isinstance(s, float) and math.isnan(s)):
+        steps, values = by_word.setdefault(r["target_word"], ([], []))
+        try:  # a result whose surprisal is not a number is skipped, as officially
+            step, value = step_number(r["step"]), float(r["surprisal"])
+        except (TypeError, ValueError):
             continue
-        sums.setdefault(r["target_word"], {}).setdefault(r["step"], []).append(s)
-    return {w: {step: sum(v) / len(v) for step, v in by.items()} for w, by in sums.items()}
-
-
-def ages(results: list[dict], words_seen: dict[str, int], chance: float) -> dict[str, float | None]:
-    """Each word's acquisition point (words seen) over the named checkpoints."""
-    order = sorted(words_seen, key=words_seen.get)
-    out = {}
-    for word, by_step in curves(results).items():
-        out[word] = acquisition([words_seen[s] for s in order if s in by_step], [by_step[s] for s in order if s in by_step], chance)
-    return out
+        if step is not None:
+            steps.append(step)
+            values.append(value)
+    words: dict[str, dict] = {}
+    model, child = [], []
+    for word, (steps, values) in by_word.items():
+        row = cdi.row(word)
+        c = None if row is None else child_aoa(cdi.ages, cdi.proportions[row])
+        m = model_aoa(values, steps)
+        words[word] = {"model": m, "child": c, "in_cdi": row is not None}
+        if m is not None and c is not None:
+            model.append(m)
+            child.append(c)
+    if len(model) < 3:
+        return {"curve_fitness": 0.0, "n_words": len(model), "words": words}
+    with _quiet():  # equal ages on one side: NaN (pearsonr warns), as officially
+        r, p = pearsonr(model, child)
+    return {"curve_fitness": float(r), "p_value": float(p), "n_words": len(model), "words": words}

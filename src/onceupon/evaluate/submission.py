@@ -15,6 +15,7 @@ write and ``collate_preds`` reads:
     main/zero_shot/causal/AoA_word/surprisal.json                      every revision's surprisals
     main/finetune/<glue task>/predictions.json                         copied from --finetune
     all_full_preds_and_fast_scores_causal.json                         the collated file
+    results.json          the figures the leaderboard computes from it (leaderboard.py), also printed
 
 A prediction is what the official code saves: the chosen candidate's text (the whole sentence
 for BLiMP and COMPS, the completion otherwise), with WUG's probability of the first candidate;
@@ -34,7 +35,6 @@ the final checkpoint itself (finetune.py, the official hyperparameters), each ta
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -42,9 +42,9 @@ from onceupon import preflight
 from onceupon.config import ExperimentConfig
 from onceupon.errors import UserError
 from onceupon.files import atomic_write_text, json_object, read_jsonl, read_text_file
-from onceupon.tracking import log
+from onceupon.tracking import log, print_table
 
-from . import aoa, reading, zero_shot
+from . import aoa, leaderboard, reading, zero_shot
 from .finetune import task_files as glue_files
 
 BACKEND = "causal"
@@ -119,8 +119,11 @@ def plan(run_dir: Path, data_dir, track: str, finetune: str | Path | None, check
     missing = _data_missing(fast, FAST) + _data_missing(full, FULL)
     if aoa.aoa_file(full) is None:
         missing.append(f"full_eval/{aoa.AOA_FILE}")
+    if aoa.cdi_file(full) is None:
+        missing.append(f"full_eval/{aoa.CDI_FILE}")
     if missing:
-        raise UserError(f"The evaluation data lacks {', '.join(missing)}, which the official collation requires.")
+        raise UserError(f"The evaluation data lacks {', '.join(missing)}, which the official collation and scoring require.")
+    aoa.read_cdi(aoa.cdi_file(full))  # a malformed file is one sentence now, not after hours of evaluation
     revisions = TRACKS[track]
     absent = [r for r in revisions if r not in checkpoints]
     if absent:
@@ -327,12 +330,6 @@ def write_submission(
         collated[COLLATED[task]] = preds
     collated["aoa"] = aoa_results(full, revisions, out_dirs, model_name)
     _write_json(model_out / "main" / "zero_shot" / BACKEND / "AoA_word" / "surprisal.json", collated["aoa"])
-    # onceupon's own reading of those curves, beside the official files (not part of them).
-    from transformers import AutoConfig
-
-    chance = math.log(AutoConfig.from_pretrained(main.path).vocab_size)
-    acquired = aoa.ages(collated["aoa"]["results"], {r: _words(r) for r in revisions}, chance)
-    _write_json(model_out / "aoa_words_seen.json", {"chance_surprisal": chance, "words_seen_at_acquisition": acquired})
     collated["glue"] = {}
     for task in GLUE:
         source = Path(finetune) / task / "predictions.json"
@@ -340,6 +337,7 @@ def write_submission(
         target_file.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target_file)
         collated["glue"] |= json_object(read_text_file(source), str(source))
+    figures_fast: dict[str, dict] = {}
     fast_results: dict[str, list] = {COLLATED[t]: [] for t, _, _ in FAST}
     reading_rows = reading.read_rows(reading.reading_file(fast))  # the same for every revision
     for revision in revisions:
@@ -355,8 +353,19 @@ def write_submission(
             where = model_out / revision / "zero_shot" / BACKEND / official
             _write_json((where / folder if folder else where) / "predictions.json", preds)
             fast_results[COLLATED[task]].append(figures)
+        figures_fast[revision] = leaderboard.checkpoint_figures(out_dirs[revision], {t: COLLATED[t] for t, _, _ in FAST})
     collated["fast_eval_results"] = fast_results
     path = model_out / f"all_full_preds_and_fast_scores_{BACKEND}.json"
     _write_json(path, collated)
+
+    # What the leaderboard will compute from the collated file (calculate_results_from_pred.py).
+    score = aoa.curve_fitness(collated["aoa"]["results"], aoa.read_cdi(aoa.cdi_file(full)))
+    glue, glue_tasks = leaderboard.glue_figures(full, collated["glue"])
+    figures_full = {**leaderboard.checkpoint_figures(main.out_dir, {t: COLLATED[t] for t, _, _ in FULL}),
+                    "glue": glue, "aoa": score["curve_fitness"]}
+    results = {"model": model_name, "track": track, "final": final, "full": figures_full, "fast": figures_fast,
+               "glue": glue_tasks, "aoa": score}
+    leaderboard.write(model_out / "results.json", results)
+    print_table(leaderboard.table(results))
     return path
 
