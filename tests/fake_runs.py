@@ -80,12 +80,31 @@ def _stories_block(records: list[dict]) -> dict:
 
 
 def _tasks(blimp: float, entity: float) -> dict:
+    """Task results as `onceupon evaluate` stores them; COMPS, reading and AoA follow BLiMP."""
     return {
         "blimp": {"accuracy": blimp, "accuracy_ties_wrong": blimp - 0.5, "tie_rate": 0.01, "n": 100},
         "storyworld_entity_tracking": {"accuracy": entity, "accuracy_ties_wrong": entity, "tie_rate": 0.0, "n": 50},
         "ewok": {"absent": True},
         "wug_past_tense": {"spearman": 0.1 + blimp / 1000, "n": 20},
+        "comps": {"accuracy": blimp - 10, "accuracy_ties_wrong": blimp - 10, "tie_rate": 0.0, "n": 40},
+        "reading": {"eye_tracking": blimp / 10, "self_paced_reading": blimp / 100, "n": 30},
+        "aoa": {"mean_surprisal": 100 / blimp, "n": 12, "failed": 0},
     }
+
+
+#: GLUE fine-tuning results of an interaction run's final checkpoint: task -> (metric, best score)
+GLUE = {"rte": ("accuracy", 0.625), "mrpc": ("f1", 0.8)}
+
+
+def _write_glue(run: Path, checkpoint: str) -> None:
+    """``results.json`` of each GLUE task as `onceupon evaluate --babylm-submission` fine-tunes
+    a checkpoint (evaluate/finetune.py writes it) under ``evaluation/babylm/finetune/``."""
+    for task, (metric, best) in GLUE.items():
+        d = run / "evaluation" / "babylm" / "finetune" / checkpoint / task
+        d.mkdir(parents=True)
+        result = {"task": task, "metric": metric, "best": best, "per_epoch": [best / 2, best], "epochs": 2, "steps": 4,
+                  "accuracy": best, "n": 8, "hyper": {"learning_rate": 3e-5}, "f1": best}
+        (d / "results.json").write_text(json.dumps(result, indent=2))
 
 
 def _write_checkpoint_meta(run: Path, name: str, **meta) -> Path:
@@ -207,6 +226,7 @@ def make_interaction_run(
     ]
     if evaluated:
         _write_eval(run, rows, {"start": before, ck: after})
+        _write_glue(run, ck)
     with open(run / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "reward_mean", "kl", "input_words"])

@@ -87,6 +87,51 @@ def test_tables_and_figures(report):
     assert "6K extra words of pretraining" in html and "&gt; 16K (above the curve)" in html
 
 
+def test_babylm_tasks_get_a_column_each_beside_the_published_baselines(report):
+    """COMPS, both reading figures, AoA and the GLUE tasks a checkpoint was fine-tuned on sit
+    beside the zero-shot tasks in one table (a column per figure, in evaluate's order), with
+    the published figures as rows below; before/after shows every figure too."""
+    out, _stdout, data = report
+    table = data["task_table"]
+    columns = [(c["task"], c["metric"]) for c in table["columns"]]
+    assert columns == [  # EWoK is absent in every row: no column
+        ("blimp", "accuracy"), ("wug_past_tense", "spearman"), ("comps", "accuracy"),
+        ("reading", "eye_tracking"), ("reading", "self_paced_reading"), ("aoa", "mean_surprisal"),
+        ("glue_mrpc", "f1"), ("glue_rte", "accuracy"), ("storyworld_entity_tracking", "accuracy"),
+    ]
+    rows = {(r["run"], r["checkpoint"]): dict(zip(columns, r["cells"])) for r in table["rows"]}
+    assert len(rows) == 5 + 2 + 2  # every evaluated checkpoint of the three runs
+    final_name = next(t["final_checkpoint"] for t in data["before_after"] if t["run"] == "rl_2K")
+    start, final = rows[("rl_2K", "start")], rows[("rl_2K", final_name)]
+    assert final[("comps", "accuracy")] == pytest.approx(60.5)
+    assert final[("reading", "eye_tracking")] == pytest.approx(7.05)
+    assert final[("reading", "self_paced_reading")] == pytest.approx(0.705)
+    assert final[("aoa", "mean_surprisal")] == pytest.approx(100 / 70.5)
+    # GLUE from the fine-tuning results of the final checkpoint only, in % of its official metric
+    assert final[("glue_rte", "accuracy")] == pytest.approx(62.5) and final[("glue_mrpc", "f1")] == pytest.approx(80)
+    assert start[("glue_rte", "accuracy")] is None and start[("blimp", "accuracy")] == 70
+    baselines = {b["name"]: dict(zip(columns, b["cells"])) for b in table["baselines"]}
+    gpt2 = baselines["BabyLM 2025 GPT-2 baseline, 100M words (full eval)"]
+    assert gpt2[("blimp", "accuracy")] == 74.88 and gpt2[("comps", "accuracy")] is None
+    before_rl = baselines["paper: 900M-word checkpoint before RL (fast eval)"]
+    after_rl = baselines["paper: 900M-word checkpoint after RL (fast eval)"]
+    assert before_rl[("blimp", "accuracy")] == after_rl[("blimp", "accuracy")] == 77.98
+    ba = {(t["task"], t["metric"]): t for t in next(t for t in data["before_after"] if t["run"] == "rl_2K")["tasks"]}
+    assert ba[("reading", "self_paced_reading")]["diff"] == pytest.approx(0.005)
+    assert ba[("glue_rte", "accuracy")]["before"] is None and ba[("glue_rte", "accuracy")]["after"] == pytest.approx(62.5)
+
+    html = (out / "index.html").read_text()
+    page = html[html.index('<table id="task-table">'):]
+    page = page[: page.index("</table>")]
+    for header in ("COMPS (accuracy %)", "reading (eye tracking, R^2 gain, % left)", "reading (self-paced reading, R^2 gain, % left)",
+                   "AoA (mean surprisal, nats)", "GLUE RTE (accuracy %)", "GLUE MRPC (F1 %)", "BLiMP (accuracy %)"):
+        assert f"<th>{header}</th>" in page, header
+    final_row = next(r for r in page.split("<tr>") if f"<td class=\"l\">{final_name}</td>" in r and "rl_2K" in r)
+    assert "<td>62.50</td>" in final_row and "<td>80.00</td>" in final_row and "<td>60.50</td>" in final_row
+    assert "<i>BabyLM 2025 GPT-2 baseline, 100M words (full eval)</i>" in page and "<td><i>74.88</i></td>" in page
+    assert page.count("<td><i>77.98</i></td>") == 2
+
+
 def test_paper_table_from_the_anthology_matches_hand_computed_means(report, experiment):
     _out, _stdout, data = report
     _root, runs = experiment

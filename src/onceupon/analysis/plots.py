@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from onceupon.analysis.efficiency import format_words
-from onceupon.analysis.summary import task_value
+from onceupon.analysis.summary import METRIC_LABELS, task_value
 
 _WORDS = FuncFormatter(lambda x, _pos: format_words(x) if x > 0 else "0")
 
@@ -62,11 +62,6 @@ def _story_metric(point: dict, key: str) -> float | None:
 
 def _task_metric(point: dict, task: str) -> float | None:
     return task_value((point.get("tasks") or {}).get(task))[1]
-
-
-#: How each task metric reads on an axis.
-METRIC_LABELS = {"accuracy": "accuracy %", "spearman": "Spearman", "eye_tracking": "R^2 gain, % left",
-                 "mean_surprisal": "mean surprisal, nats"}
 
 
 def _task_label(summary: dict, task: str) -> str:

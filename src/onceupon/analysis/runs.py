@@ -12,6 +12,9 @@ report can show whatever a run has produced so far and say what is missing.
 - ``anthology.jsonl``        every story told during interaction, with its rating
 - ``teacher_check/``         the check ``onceupon interact`` made of its teacher before the
                              first step (``check.json``), or ``skipped.json`` when it made none
+- ``evaluation/babylm/finetune/<ckpt>/<task>/results.json``  a checkpoint's GLUE fine-tuning
+                             (``onceupon evaluate --babylm-submission``), joined to its row's
+                             tasks as ``glue_<task>``
 
 The anthology can hold hundreds of thousands of stories (the paper's run: 331,200), so it is
 read as a stream: per-step statistics and per-step score arrays are kept, the full records
@@ -35,6 +38,11 @@ from onceupon.teacher.before_run import run_verdict
 
 #: Score key meaning "sum of the criterion scores" (the paper's 0..9 unit).
 TOTAL = "total"
+#: A GLUE task's name among a row's tasks (``glue_rte``), beside the zero-shot ones.
+GLUE_PREFIX = "glue_"
+#: Where `onceupon evaluate --babylm-submission` fine-tunes a checkpoint: ``<ckpt>/<task>/results.json``
+#: (evaluate/submission.py, evaluate/finetune.py).
+GLUE_RESULTS = Path("evaluation", "babylm", "finetune")
 
 
 # --------------------------------------------------------------------------- scores of one story
@@ -277,6 +285,7 @@ def load_run(path: str | Path, shown: int = 2000, seed: int = 0) -> Run:
         )
     else:
         run.notes.append("no results.json (run `onceupon evaluate` on it for scores)")
+    _join_glue(run)
     if metrics.is_file():
         run.metrics = read_metrics(metrics)
     if anthology.is_file():
@@ -292,6 +301,24 @@ def load_run(path: str | Path, shown: int = 2000, seed: int = 0) -> Run:
         _find_start(run)
         run.teacher_check = run_verdict(path)
     return run
+
+
+def _join_glue(run: Run) -> None:
+    """Each evaluated checkpoint's GLUE fine-tuning results, if it has any, as tasks of its row:
+    ``glue_<task>`` with the task's official metric (accuracy, F1 for MRPC and QQP) of the
+    epoch kept, in % as the zero-shot accuracies. A file that cannot be read is a note."""
+    for row in run.rows:
+        folder = run.path / GLUE_RESULTS / str(row.get("checkpoint"))
+        if not isinstance(row.get("tasks"), dict) or not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*/results.json")):
+            try:
+                result = json_object(read_text_file(path), str(path))
+                metric, best = result["metric"], float(result["best"])
+            except (UserError, OSError, KeyError, TypeError, ValueError):
+                run.notes.append(f"{path} is not a fine-tuning result; its GLUE task is left out")
+                continue
+            row["tasks"][f"{GLUE_PREFIX}{path.parent.name}"] = {metric: 100 * best, "n": result.get("n")}
 
 
 def _find_start(run: Run) -> None:

@@ -26,7 +26,10 @@ import numpy as np
 from onceupon.analysis.efficiency import Curve, bootstrap_needed, equivalence
 from onceupon.analysis.runs import TOTAL, Run, row_score
 from onceupon.analysis.watch import panel as watch_panel
+from onceupon.analysis.runs import GLUE_PREFIX
 from onceupon.config import ReportConfig
+from onceupon.evaluate.finetune import TASKS as GLUE_TASKS
+from onceupon.evaluate.zero_shot import BABYLM_TASKS, PROBE_TASK
 from onceupon.errors import UserError
 from onceupon.teacher.judges import labels, same_judge
 from onceupon.teacher.before_run import SET_NAMES
@@ -50,19 +53,54 @@ BROWSER_FIELDS = ["step", "index", "prompt", "continuation", "raw", "valid", "sc
                   "n_words", "input_words", "error"]
 
 
-#: The headline figure of a task's result, by the key it is stored under (first present wins).
-TASK_METRICS = ("accuracy", "spearman", "eye_tracking", "mean_surprisal")
+#: The figures of a task's result the report shows, by the key they are stored under; the
+#: first present is the task's headline (its curve). Reading has two: the eye-tracking and the
+#: self-paced-reading R^2 gains. A GLUE task (``glue_<task>``, runs.py) has its official metric.
+TASK_METRICS = ("accuracy", "f1", "spearman", "eye_tracking", "self_paced_reading", "mean_surprisal")
+
+#: How each metric reads in a table header or on an axis.
+METRIC_LABELS = {"accuracy": "accuracy %", "f1": "F1 %", "spearman": "Spearman", "eye_tracking": "eye tracking, R^2 gain, % left",
+                 "self_paced_reading": "self-paced reading, R^2 gain, % left", "mean_surprisal": "mean surprisal, nats"}
+
+#: The task table's columns in the order `onceupon evaluate` prints the tasks (evaluate.TASKS,
+#: not imported here: that module loads torch), the GLUE fine-tuning tasks before the probe.
+TASK_ORDER = BABYLM_TASKS + ("reading", "aoa") + tuple(f"{GLUE_PREFIX}{t}" for t in GLUE_TASKS) + (PROBE_TASK,)
+TASK_NAMES = {"blimp": "BLiMP", "blimp_supplement": "BLiMP supplement", "ewok": "EWoK", "entity_tracking": "entity tracking",
+              "wug_adj_nominalization": "WUG adjectives", "wug_past_tense": "WUG past tense", "comps": "COMPS",
+              "reading": "reading", "aoa": "AoA", PROBE_TASK: "storyworld entity tracking",
+              **{f"{GLUE_PREFIX}{t}": f"GLUE {n}" for t, n in zip(GLUE_TASKS, ("BoolQ", "MNLI", "MRPC", "MultiRC", "QQP", "RTE", "WSC"))}}
+
+#: Published figures shown beside the runs in the task table, in the report's units: accuracy
+#: in %, WUG as Spearman's rho (the BabyLM 2025 results print it as 100 x rho, so 50.24 is
+#: 0.5024). The BabyLM 2025 GPT-2 baseline trained on 100M words, on the full evaluation; and
+#: the paper's (Once Upon a Time) 900M-word checkpoint before and after its RL, on the fast
+#: evaluation. Neither published COMPS, reading, AoA or GLUE figures beside these.
+BASELINES = [
+    {"name": "BabyLM 2025 GPT-2 baseline, 100M words (full eval)",
+     "values": {("blimp", "accuracy"): 74.88, ("blimp_supplement", "accuracy"): 63.32, ("ewok", "accuracy"): 51.67,
+                ("entity_tracking", "accuracy"): 31.51, ("wug_adj_nominalization", "spearman"): 0.5024}},
+    {"name": "paper: 900M-word checkpoint before RL (fast eval)",
+     "values": {("blimp", "accuracy"): 77.98, ("blimp_supplement", "accuracy"): 56.4, ("ewok", "accuracy"): 49.55,
+                ("entity_tracking", "accuracy"): 27.44}},
+    {"name": "paper: 900M-word checkpoint after RL (fast eval)",
+     "values": {("blimp", "accuracy"): 77.98, ("blimp_supplement", "accuracy"): 56.8, ("ewok", "accuracy"): 49.45,
+                ("entity_tracking", "accuracy"): 30.31}},
+]
+
+
+def task_values(result: dict | None) -> list[tuple[str, float]]:
+    """(metric name, value) of every figure of one task's result the report shows, headline
+    first: accuracy (or a GLUE task's F1), Spearman for WUG tasks, the eye-tracking and
+    self-paced-reading R^2 gains for reading, mean surprisal of the CDI words for AoA."""
+    if not isinstance(result, dict) or result.get("absent"):
+        return []
+    return [(m, float(result[m])) for m in TASK_METRICS if isinstance(result.get(m), (int, float)) and not isinstance(result[m], bool)]
 
 
 def task_value(result: dict | None) -> tuple[str, float | None]:
-    """(metric name, value) of one task's result: accuracy, Spearman for WUG tasks, the
-    eye-tracking R^2 gain for reading, mean surprisal of the CDI words for AoA."""
-    if not isinstance(result, dict) or result.get("absent"):
-        return ("", None)
-    for metric in TASK_METRICS:
-        if result.get(metric) is not None:
-            return (metric, float(result[metric]))
-    return ("", None)
+    """(metric name, value) of one task's headline figure (the first of :func:`task_values`)."""
+    values = task_values(result)
+    return values[0] if values else ("", None)
 
 
 def _point(run: Run, row: dict) -> dict:
@@ -318,17 +356,11 @@ def before_after(run: Run) -> dict | None:
         return None
     tasks = []
     for name in sorted(set(start.get("tasks") or {}) | set(final.get("tasks") or {})):
-        m1, before = task_value((start.get("tasks") or {}).get(name))
-        m2, after = task_value((final.get("tasks") or {}).get(name))
-        tasks.append(
-            {
-                "task": name,
-                "metric": m1 or m2 or "absent",
-                "before": before,
-                "after": after,
-                "diff": None if before is None or after is None else after - before,
-            }
-        )
+        before = dict(task_values((start.get("tasks") or {}).get(name)))
+        after = dict(task_values((final.get("tasks") or {}).get(name)))
+        for metric in [m for m in TASK_METRICS if m in before or m in after] or ["absent"]:
+            b, a = before.get(metric), after.get(metric)
+            tasks.append({"task": name, "metric": metric, "before": b, "after": a, "diff": None if b is None or a is None else a - b})
     stories = []
     s1, s2 = start.get("stories") or {}, final.get("stories") or {}
     if s1 or s2:
@@ -443,6 +475,29 @@ def browser(runs: list[Run]) -> dict:
     return {"stories": stories, "steps": steps, "records": records}
 
 
+def task_table(runs: list[Run]) -> dict:
+    """Every evaluated checkpoint of every run against every figure of the BabyLM tasks (a
+    column each, in :data:`TASK_ORDER`; only figures some checkpoint has), with the published
+    :data:`BASELINES` as rows below them (None where a baseline has no figure)."""
+    present = {(task, m) for run in runs for row in run.rows for task, result in (row.get("tasks") or {}).items()
+               for m, _ in task_values(result)}
+    order = {task: i for i, task in enumerate(TASK_ORDER)}
+    columns = sorted(present, key=lambda c: (order.get(c[0], len(order)), c[0], TASK_METRICS.index(c[1])))
+    rows = []
+    for run in runs:
+        for row in sorted(run.rows, key=lambda r: (int(r.get("pretrain_words", 0)), int(r.get("interact_words", 0)))):
+            figures = {(task, m): v for task, result in (row.get("tasks") or {}).items() for m, v in task_values(result)}
+            rows.append({"run": run.name, "checkpoint": row.get("checkpoint"), "pretrain_words": int(row.get("pretrain_words", 0)),
+                         "interact_words": int(row.get("interact_words", 0)), "cells": [figures.get(c) for c in columns]})
+    baselines = [{"name": b["name"], "cells": [b["values"].get(c) for c in columns]}
+                 for b in BASELINES if any(c in b["values"] for c in columns)]
+    return {
+        "columns": [{"task": task, "metric": m, "label": f"{TASK_NAMES.get(task, task)} ({METRIC_LABELS[m]})"} for task, m in columns],
+        "rows": rows,
+        "baselines": baselines,
+    }
+
+
 # --------------------------------------------------------------------------- everything
 def run_checks(interaction: list[Run]) -> list[dict]:
     """The check.json of every probe set of every interaction run that checked its teacher,
@@ -527,6 +582,7 @@ def summarize(cfg: ReportConfig, runs: list[Run], title: str = "onceupon", check
         "equivalence": eq,
         "headline": headline(eq, {r.name: r.teacher_check for r in interaction}, {p["run"]: p["verdict"] for p in panels}),
         "watch": panels,
+        "task_table": task_table(runs),
         "before_after": [t for t in (before_after(r) for r in interaction) if t is not None],
         "paper_table": paper_table(interaction, cfg.anthology_batches),
         "judge_gains": [g for g in (judge_gains(r) for r in interaction) if g is not None],
