@@ -160,6 +160,29 @@ def test_a_torn_finetune_predictions_file_is_one_sentence_before_any_work(tiny_c
     one_sentence(e.value)
     assert not out.exists() and not (run / "evaluation").exists()
 
+def test_leaderboard_figures_follow_calculate_results_from_pred(tmp_path):
+    """Entity tracking averaged over every (file, numops) group at once, WUG times 100, GLUE
+    accuracy (MRPC too) against the validation labels in file order, mean over tasks."""
+    from onceupon.evaluate.leaderboard import checkpoint_figures, glue_figures
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    groups = {"ambiref_0_ops": 100.0, "ambiref_1_ops": 0.0, "regular_0_ops": 100.0}  # per file first would give 75
+    (tasks / "entity_tracking.json").write_text(json.dumps({"summary": {"accuracy": 75.0}, "breakdown": {
+        "files": {}, "groups": {g: {"accuracy": a} for g, a in groups.items()}}}))
+    (tasks / "wug_past_tense.json").write_text(json.dumps({"summary": {"spearman": 0.25}}))
+    (tasks / "wug_adj_nominalization.json").write_text(json.dumps({"summary": {"spearman": None}}))
+    (tasks / "reading.json").write_text(json.dumps({"summary": {"self_paced_reading": 1.5, "eye_tracking": 2.5}}))
+    got = checkpoint_figures(tmp_path, {"entity_tracking": "entity_tracking", "wug_past_tense": "wug_past",
+                                        "wug_adj_nominalization": "wug_adj", "reading": "reading"})
+    assert got == {"entity_tracking": pytest.approx(200 / 3), "wug_past": 25.0, "wug_adj": None, "reading_spr": 1.5, "reading_et": 2.5}
+    jsonl(tmp_path / "glue_filtered" / "mrpc.valid.jsonl", [{"label": y} for y in (1, 0, 1, 1)])
+    jsonl(tmp_path / "glue_filtered" / "rte.valid.jsonl", [{"label": y} for y in (0, 1)])
+    preds = {"mrpc": {"predictions": [{"pred": p} for p in (1, 0, 0, 1)]}, "rte": {"predictions": [{"pred": 0}, {"pred": 0}]}}
+    assert glue_figures(tmp_path, preds) == (62.5, {"mrpc": 75.0, "rte": 50.0})
+    assert glue_figures(tmp_path / "elsewhere", preds) == (None, {})
+
+
 OFFICIAL_COLLATE = r'''
 import json, sys, pathlib, argparse
 from collections import Counter

@@ -67,13 +67,17 @@ def glue_figures(full: Path, predictions: dict) -> tuple[float | None, dict[str,
     return (sum(accuracy.values()) / len(accuracy) if accuracy else None), accuracy
 
 
-def table(results: dict):
-    """A rich table: the final model's figures, then each fast checkpoint's."""
+def table(results: dict, saved: Path | None = None):
+    """A rich table: the final model's figures, then each fast checkpoint's (and where they are saved)."""
     from rich.table import Table
 
     rows = [(f"{results['final']} (full)", results["full"])] + [(f"{r} (fast)", f) for r, f in results["fast"].items()]
     shown = [(k, label) for k, label in FIGURES if any(k in f for _, f in rows)]
-    out = Table(title=f"BabyLM leaderboard figures: {results['model']} ({results['track']})")
+    aoa = results.get("aoa") or {}
+    caption = f"AoA over {aoa.get('n_words', 0)} words with a model and a child AoA"
+    if saved is not None:
+        caption += f"; every figure and each word's two AoAs: {saved}"
+    out = Table(title=f"BabyLM leaderboard figures: {results['model']} ({results['track']})", caption=caption)
     out.add_column("checkpoint")
     for _, label in shown:
         out.add_column(label, justify="right")

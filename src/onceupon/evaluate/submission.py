@@ -366,6 +366,6 @@ def write_submission(
     results = {"model": model_name, "track": track, "final": final, "full": figures_full, "fast": figures_fast,
                "glue": glue_tasks, "aoa": score}
     leaderboard.write(model_out / "results.json", results)
-    print_table(leaderboard.table(results))
+    print_table(leaderboard.table(results, model_out / "results.json"))
     return path
 
