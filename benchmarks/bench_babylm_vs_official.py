@@ -279,16 +279,17 @@ def bench_reading(python: Path, model: Path, work: Path, data: Path | None, item
 
 
 # --------------------------------------------------------------------------- AoA
-def aoa_files(n_words: int, revisions: list[str], seed: int = 0) -> tuple[list[dict], dict]:
+def aoa_files(n_words: int, revisions: list[str], seed: int = 0, words: list[str] | None = None) -> tuple[list[dict], dict]:
     """A cdi_human.csv's rows and a surprisal.json in the official formats: per word a child
     curve (share of children producing it, 16..30 months: a logistic with noise, some cells
     empty) and, per revision and context, a surprisal falling along a noisy sigmoid over
     log10(words) whose midpoint follows the child's AoA; some words never learned, some
-    contexts NaN (a failed context), some words missing from the CDI file."""
+    contexts NaN (a failed context), some words missing from the CDI file. With ``words`` (a
+    real CDI file's), the curves are made for those words."""
     rng = random.Random(seed)
     rows, results = [], []
-    for i in range(n_words):
-        word = f"w{i:04d}{rng.choice(['a', 'b', 'c'])}"
+    for i in range(len(words) if words else n_words):
+        word = words[i] if words else f"w{i:04d}{rng.choice(['a', 'b', 'c'])}"
         age = rng.uniform(15, 31)
         slope = rng.uniform(0.25, 1.5)
         row = {"word": word}
@@ -360,7 +361,9 @@ def bench_aoa(python: Path, model: Path | None, work: Path, data: Path | None, i
     surprisal_file = work / "surprisal.json"
     if data is not None:  # the real CDI file; the curves are still generated (a run of many checkpoints)
         cdi_file = Path(data).expanduser() / "full_eval" / "aoa" / "cdi_human.csv"
-        _, surprisal = aoa_files(items, revisions)
+        with open(cdi_file, newline="", encoding="utf-8") as f:
+            words = [row["word"] for row in csv.DictReader(f)][:items]
+        _, surprisal = aoa_files(items, revisions, words=words)
     else:
         cdi_file = work / "evaluation_data" / "full_eval" / "aoa" / "cdi_human.csv"
         rows, surprisal = aoa_files(items, revisions)
