@@ -99,7 +99,7 @@ def comps_files(n: int, seed: int = 0) -> dict[str, list[dict]]:
     """Generated COMPS items in the official four files (base, wugs, two distractor kinds)."""
     rng = random.Random(seed)
     names = list(CONCEPTS)
-    files: dict[str, list[dict]] = {"comps_base": [], "comps_wugs": [], "comps_wugs_dist-before": [], "comps_wugs_dist-in_between": []}
+    files: dict[str, list[dict]] = {"comps_base": [], "comps_wugs": [], "comps_wugs_dist-before": [], "comps_wugs_dist-in-between": []}
     stems = list(files)
     for i in range(n):
         good = rng.choice(names)

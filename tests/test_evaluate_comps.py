@@ -26,9 +26,9 @@ COMPS = {  # file stem -> [(prefix_acceptable, prefix_unacceptable, property_phr
     ],
     "comps_wugs": [("A wug is a bird. Therefore, a wug", "A dax is a chair. Therefore, a wug", "can fly.")],
     "comps_wugs_dist-before": [("A wug is a cat. A dax is a box. Therefore, a wug", "A wug is a cat. A dax is a box. Therefore, a dax", "can purr.")],
-    "comps_wugs_dist-in_between": [("A wug is a dog. A dax is a cup. Therefore, a wug", "A wug is a dog. A dax is a cup. Therefore, a dax", "can run.")],
+    "comps_wugs_dist-in-between": [("A wug is a dog. A dax is a cup. Therefore, a wug", "A wug is a dog. A dax is a cup. Therefore, a dax", "can run.")],
 }
-SUBSET = {"comps_base": "base", "comps_wugs": "wugs", "comps_wugs_dist-before": "wugs_dist_before", "comps_wugs_dist-in_between": "wugs_dist_in_between"}
+SUBSET = {"comps_base": "base", "comps_wugs": "wugs", "comps_wugs_dist-before": "wugs_dist_before", "comps_wugs_dist-in-between": "wugs_dist_in_between"}
 
 
 def write_comps(root):
