@@ -183,6 +183,19 @@ def test_leaderboard_figures_follow_calculate_results_from_pred(tmp_path):
     assert glue_figures(tmp_path / "elsewhere", preds) == (None, {})
 
 
+def test_a_glue_file_that_is_not_utf8_is_one_sentence_before_any_work(tiny_checkpoint, tmp_path):
+    """Before, the plan's line count raised UnicodeDecodeError after the evaluation had begun."""
+    data = write_suites(tmp_path)
+    train = data / "full_eval" / "glue_filtered" / "mnli.train.jsonl"
+    train.write_bytes(train.read_bytes() + b'{"premise": "caf\xe9", "hypothesis": "x", "label": 0}\n')
+    run = make_run(tmp_path, tiny_checkpoint, SMALL_REVISIONS)
+    out = tmp_path / "submission"
+    with pytest.raises(UserError, match="mnli.train.jsonl is not valid UTF-8") as e:
+        write_submission(settings(), run, data, out, "strict-small", None)
+    one_sentence(e.value)
+    assert not out.exists() and not (run / "evaluation").exists()
+
+
 OFFICIAL_COLLATE = r'''
 import json, sys, pathlib, argparse
 from collections import Counter

@@ -265,6 +265,26 @@ def evaluate(
     run(cfg, target, data, out)
 
 
+@app.command("finetune")
+def finetune_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory (for a submission: the run's final one).")],
+    data: Annotated[Path, typer.Option("--data", help="BabyLM evaluation_data directory (its full_eval/glue_filtered is read).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where each task's predictions.json and results.json go (OUT/TASK/).")],
+    tasks: Annotated[
+        Optional[str], typer.Option("--tasks", help="Comma-separated GLUE tasks (default all: boolq,mnli,mrpc,multirc,qqp,rte,wsc).")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """BabyLM 2025 GLUE fine-tuning of one checkpoint with the official settings: resumable, and
+    data-parallel under `accelerate launch`; OUT is what `evaluate --babylm-submission --finetune` takes."""
+    cfg = load_config(config, set_)
+    from onceupon.evaluate.finetune import run
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    print(f"finetune: {run(checkpoint, data, out, names, cfg.evaluate.device)}")
+
+
 @app.command()
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Pretraining and interaction run directories.")],

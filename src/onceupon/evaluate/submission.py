@@ -45,6 +45,7 @@ from onceupon.files import atomic_write_text, json_object, read_jsonl, read_text
 from onceupon.tracking import log, print_table
 
 from . import aoa, leaderboard, reading, zero_shot
+from .finetune import plan_task
 from .finetune import task_files as glue_files
 
 BACKEND = "causal"
@@ -138,6 +139,8 @@ def plan(run_dir: Path, data_dir, track: str, finetune: str | Path | None, check
                 f"The evaluation data lacks full_eval/glue_filtered/ files ({', '.join(f'{t}.train/valid.jsonl' for t in lacking)}) "
                 "for onceupon's GLUE fine-tuning; add them or give the official pipeline's finetune folder with --finetune."
             )
+        for t in GLUE:  # every line read now: a file that is not UTF-8 or a torn line is one sentence before any work
+            plan_task(full, t)
     else:
         lacking = [t for t in GLUE if not (Path(finetune) / t / "predictions.json").is_file()]
         if lacking:
@@ -230,37 +233,19 @@ def fast_figures(task: str, preds: dict, root: Path, folder: str | None) -> dict
 
 # --------------------------------------------------------------------------- GLUE
 def announce_finetune(full: Path) -> None:
-    from .finetune import plan_steps
 
     for task in GLUE:
-        n, steps, valid = plan_steps(full, task)
-        log(f"  finetune {task}: {n:,} training examples, {steps:,} optimizer steps (forward and backward), "
-            f"{valid:,} validation examples scored after each epoch", echo=True)
+        plan = plan_task(full, task)
+        log(f"  finetune {task}: {plan.train:,} training examples, {plan.steps:,} optimizer steps (forward and backward) "
+            f"over {plan.epochs} epochs, {plan.valid:,} validation examples scored after each epoch", echo=True)
 
 
 def fine_tune_all(main, full: Path, folder: Path, device: str) -> Path:
     """onceupon's fine-tuning of the final checkpoint on every GLUE task, each kept once done
-    (a rerun with the same checkpoint and data skips it)."""
-    from onceupon.tracking import progress_bar
+    (a rerun with the same checkpoint and data skips it, and resumes an unfinished one)."""
+    from .finetune import finetune_tasks
 
-    from .evaluate import _digest, _file_digest, checkpoint_fingerprint
-    from .finetune import Hyper, finetune, plan_steps
-
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    for task in GLUE:
-        key = _digest({"checkpoint": checkpoint_fingerprint(main.path), "data": [_file_digest(f) for f in glue_files(full, task)],
-                       "hyper": Hyper().__dict__})
-        done = folder / task / "key.json"
-        if done.is_file() and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
-            continue
-        with progress_bar("steps") as bar:
-            handle = bar.add_task(f"{main.name} finetune {task}", total=plan_steps(full, task)[1])
-            finetune(main.path, task, full, folder / task, device=device, progress=lambda *_, h=handle: bar.advance(h, 1))
-        atomic_write_text(done, json.dumps({"key": key}))
-    return folder
+    return finetune_tasks(main.path, main.name, full, folder, list(GLUE), device)
 
 
 # --------------------------------------------------------------------------- writing
