@@ -176,22 +176,20 @@ def test_finetune_command_plans_and_gives_an_eta_on_the_terminal_and_in_the_log(
 
 @pytest.mark.slow
 def test_two_processes_share_each_batch_of_the_one_process_run(tiny_checkpoint, tmp_path):
-    """`accelerate launch` with two CPU processes (gloo): each takes half of every batch of 32,
-    so the run has the single process's steps and epochs, and the same data in each step: its
-    training losses match the single process's up to dropout (each process draws its own) and
-    summation order; the validation items are split between the two and gathered in order."""
+    """Two CPU processes (torchrun, gloo, as pretraining's test: `accelerate launch --cpu` starts
+    only one): each takes half of every batch of 32, so the run has the single process's steps
+    and epochs, and the same data in each step: its training losses match the single
+    process's up to dropout (each process draws its own) and summation order; the validation
+    items are split between the two and gathered in order."""
     import subprocess
     import sys
-    from pathlib import Path
 
     from test_interact_run import cli_env
 
     write_rte(tmp_path / "full_eval")
     args = ["-m", "onceupon.cli", "finetune", str(tiny_checkpoint), "--data", str(tmp_path), "--tasks", "rte"]
-    exe = Path(sys.executable).parent / "accelerate"
-    two = subprocess.run([str(exe), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-                          "--dynamo_backend", "no", *args, "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, timeout=900, env=cli_env())
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=900, env={**cli_env(), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=900, env=cli_env())
     assert one.returncode == 0, one.stderr[-3000:]
