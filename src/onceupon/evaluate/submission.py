@@ -233,7 +233,6 @@ def fast_figures(task: str, preds: dict, root: Path, folder: str | None) -> dict
 
 # --------------------------------------------------------------------------- GLUE
 def announce_finetune(full: Path) -> None:
-
     for task in GLUE:
         plan = plan_task(full, task)
         log(f"  finetune {task}: {plan.train:,} training examples, {plan.steps:,} optimizer steps (forward and backward) "
