@@ -147,6 +147,8 @@ def test_every_line_of_the_glue_files_is_checked_before_any_work(tiny_checkpoint
         run(tiny_checkpoint, tmp_path, out, ["rte"])
     with pytest.raises(UserError, match="Unknown GLUE task cola"):
         run(tiny_checkpoint, tmp_path, out, ["rte", "cola"])
+    with pytest.raises(UserError, match="--pooling must be 'last'"):
+        run(tiny_checkpoint, tmp_path, out, ["rte"], pooling="mean")
     assert not out.exists()
 
 

@@ -196,6 +196,16 @@ def test_a_glue_file_that_is_not_utf8_is_one_sentence_before_any_work(tiny_check
     assert not out.exists() and not (run / "evaluation").exists()
 
 
+def test_a_submission_under_several_processes_points_to_the_data_parallel_fine_tuning(tiny_checkpoint, tmp_path, monkeypatch):
+    data = write_suites(tmp_path)
+    run = make_run(tmp_path, tiny_checkpoint, SMALL_REVISIONS)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as accelerate launch / torchrun set it
+    with pytest.raises(UserError, match="onceupon.cli finetune") as e:
+        write_submission(settings(), run, data, tmp_path / "submission", "strict-small", None)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "submission").exists() and not (run / "evaluation").exists()
+
+
 OFFICIAL_COLLATE = r'''
 import json, sys, pathlib, argparse
 from collections import Counter

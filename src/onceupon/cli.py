@@ -273,6 +273,10 @@ def finetune_command(
     tasks: Annotated[
         Optional[str], typer.Option("--tasks", help="Comma-separated GLUE tasks (default all: boolq,mnli,mrpc,multirc,qqp,rte,wsc).")
     ] = None,
+    pooling: Annotated[
+        str, typer.Option("--pooling", help="What the classifier reads: 'last' (the last real token) or 'first' (the first token, "
+                          "the official script's default, which in a causal model sees only itself).")
+    ] = "last",
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -282,7 +286,7 @@ def finetune_command(
     from onceupon.evaluate.finetune import run
 
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    print(f"finetune: {run(checkpoint, data, out, names, cfg.evaluate.device)}")
+    print(f"finetune: {run(checkpoint, data, out, names, cfg.evaluate.device, pooling)}")
 
 
 @app.command()

@@ -470,7 +470,7 @@ def task_key(checkpoint: Path, files: tuple[Path, Path], hyper: Hyper) -> str:
 
 
 def finetune_tasks(checkpoint: Path, name: str, root: Path, folder: Path, tasks: list[str], device: str = "auto",
-                   accelerator=None) -> Path:
+                   accelerator=None, hyper: Hyper = Hyper()) -> Path:
     """Fine-tune the checkpoint on each task, each kept in ``folder/<task>/`` once done (a rerun
     with the same checkpoint, data and settings skips it, and goes on with an unfinished one
     from its resume state); progress per task, in optimizer steps."""
@@ -482,7 +482,7 @@ def finetune_tasks(checkpoint: Path, name: str, root: Path, folder: Path, tasks:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     main = accelerator is None or accelerator.is_main_process
     for task in tasks:
-        key = task_key(checkpoint, task_files(root, task), Hyper())
+        key = task_key(checkpoint, task_files(root, task), hyper)
         done = folder / task / "key.json"
         if done.is_file() and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
             continue
@@ -495,7 +495,7 @@ def finetune_tasks(checkpoint: Path, name: str, root: Path, folder: Path, tasks:
                     handle = bar.add_task(f"{name} finetune {task}", total=total, completed=step)
                 bar.update(handle, completed=step)
 
-            finetune(checkpoint, task, root, folder / task, device=device, progress=advance, key=key, accelerator=accelerator)
+            finetune(checkpoint, task, root, folder / task, hyper, device=device, progress=advance, key=key, accelerator=accelerator)
         if main:
             atomic_write_text(done, json.dumps({"key": key}))
     return folder
@@ -511,7 +511,8 @@ def glue_root(data: str | Path) -> Path:
     raise UserError(f"{data} holds no {GLUE_DIR}/ (give the evaluation_data directory or its full_eval).")
 
 
-def run(checkpoint: str | Path, data: str | Path, out: str | Path, tasks: list[str] | None = None, device: str = "auto") -> Path:
+def run(checkpoint: str | Path, data: str | Path, out: str | Path, tasks: list[str] | None = None, device: str = "auto",
+        pooling: str = "last") -> Path:
     """``onceupon finetune``: fine-tune one checkpoint on GLUE tasks into ``out/<task>/`` (the
     official pipeline's ``finetune`` layout, which ``--babylm-submission --finetune`` takes).
 
@@ -528,12 +529,15 @@ def run(checkpoint: str | Path, data: str | Path, out: str | Path, tasks: list[s
     if not (checkpoint / "config.json").is_file():
         raise UserError(f"{checkpoint} is not a checkpoint (no config.json); give a checkpoint directory.")
     check_config(checkpoint, "give a checkpoint of a causal language model")
+    if pooling not in ("last", "first"):
+        raise UserError(f"--pooling must be 'last' (the last real token) or 'first' (the official default), not '{pooling}'.")
+    hyper = Hyper(pooling=pooling)
     tasks = list(TASKS) if not tasks else tasks
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise UserError(f"Unknown GLUE task{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; choose from {', '.join(TASKS)}.")
     root = glue_root(data)
-    plans = {task: plan_task(root, task) for task in tasks}
+    plans = {task: plan_task(root, task, hyper) for task in tasks}
     preflight.output_dir(out)
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # accelerate launch / torchrun: data-parallel
@@ -549,4 +553,4 @@ def run(checkpoint: str | Path, data: str | Path, out: str | Path, tasks: list[s
             for task, plan in plans.items():
                 log(f"finetune {task}: {plan.train:,} training examples, {plan.steps:,} optimizer steps (forward and backward) "
                     f"over {plan.epochs} epochs, {plan.valid:,} validation examples scored after each epoch", echo=True)
-        return finetune_tasks(checkpoint, checkpoint.name, root, out, tasks, device, accelerator)
+        return finetune_tasks(checkpoint, checkpoint.name, root, out, tasks, device, accelerator, hyper)

@@ -35,6 +35,7 @@ the final checkpoint itself (finetune.py, the official hyperparameters), each ta
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -263,6 +264,11 @@ def write_submission(
     from .evaluate import AOA, TaskData, Target, announce_plan, evaluate_checkpoint, run_targets
 
     run_dir = Path(run_dir)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would evaluate and write everything
+        raise UserError(
+            "A submission is written by one process; run the data-parallel GLUE fine-tuning with `accelerate launch -m "
+            "onceupon.cli finetune CHECKPOINT --data DIR --out DIR`, then the submission in one process with --finetune DIR."
+        )
     if not (run_dir / "checkpoints").is_dir():
         raise UserError(f"{run_dir} is not a run directory (no checkpoints/); a submission is made from a run.")
     targets = {t.name: t for t in run_targets(run_dir)}
