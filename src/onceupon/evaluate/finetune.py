@@ -36,13 +36,14 @@ Python's and torch's generators, the head is initialised, and each epoch takes i
 a generator seeded by a number drawn from torch's global generator, one draw after another
 that torch's ``DataLoader`` makes and discards each time it is iterated (the validation file
 too); dropout draws from the global generator. So with the same tokenizer, model and seed,
-onceupon's first-token fine-tuning repeats the official trainer's run number for number
-(benchmarks/bench_glue_vs_official.py measures it).
+onceupon's fine-tuning repeats the official trainer's run number for number: the first token
+against the official default, the last token against the official code with its last-token
+line mended (benchmarks/bench_glue_vs_official.py).
 
 Resuming: ``out_dir/resume_point/trainer_state/`` (the one resume format of
 :mod:`onceupon.lifecycle.resume`) holds the model, the best epoch's weights so far, the
 optimizer, the schedule, every random generator, the epoch's order and where in it the run
-is, the scores of the epochs done. It is written atomically after every epoch, at least every
+is, the scores and losses of the epochs done. It is written atomically after every epoch, at least every
 ``save_every`` seconds and when Ctrl-C or SIGTERM asks to stop (then :class:`Stopped`); a
 rerun of the same task, checkpoint, data and settings continues from it, and on a CPU ends
 with exactly the numbers of an uninterrupted run. It is deleted once the task is done.
