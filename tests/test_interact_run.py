@@ -548,17 +548,20 @@ def test_end_to_end_with_the_openai_backend(tiny_checkpoint, tmp_path, cli, teac
 # --------------------------------------------------------------------------- data parallel
 @pytest.mark.slow
 def test_accelerate_launch_two_processes(tiny_checkpoint, tmp_path):
-    """Two CPU processes (gloo): each tells half the batch, one anthology and budget for all."""
+    """Two CPU processes (gloo): each tells half the batch, one anthology and budget for all.
+    Started by torchrun, as accelerate launches several processes on GPUs: on a CPU
+    ``accelerate launch --cpu --num_processes 2`` (accelerate 1.16) starts one process only,
+    which this test once ran without noticing."""
     run = tmp_path / "run"
-    exe = Path(sys.executable).parent / "accelerate"
     res = subprocess.run(
-        [str(exe), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "-m", "onceupon.cli", "interact", "--from", str(tiny_checkpoint), "--out", str(run),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "onceupon.cli", "interact",
+         "--from", str(tiny_checkpoint), "--out", str(run),
          "--set", "interact.batch_size=8", "--set", "interact.mini_batch_size=4", "--set", "interact.max_new_tokens=12",
          "--set", "interact.max_steps=3", "--set", "interact.checkpoint_every=40"],
-        capture_output=True, text=True, timeout=900, env=cli_env(),
-    )
+        capture_output=True, text=True, timeout=900, env={**cli_env(), "ACCELERATE_USE_CPU": "true"},
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "data-parallel: 2 processes, 4 stories each per step" in (run / "log.txt").read_text()
     stories = anthology(run)
     assert [(s["step"], s["index"]) for s in stories] == [(t, i) for t in (1, 2, 3) for i in range(8)]
     state = json.loads((run / "state.json").read_text())

@@ -89,6 +89,8 @@ def run(cfg: ExperimentConfig | None, start: str | Path | None, run_dir: str | P
     run_dir = Path(run_dir)
     path = interact(cfg, None, run_dir, resume=True) if resume else interact(cfg, start, run_dir)
     state = read_state(run_dir)
+    if not is_global_main():  # said once, by the main process
+        return
     print(
         f"interaction finished after {state['step']} steps, {state['stories']} stories, "
         f"{state['input_words']:,} input words, {state['generated_words']:,} generated words; "
@@ -256,6 +258,8 @@ class Interaction:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
                 save_config(cfg, run_dir)
+        if self.main and world > 1:  # said, so a launcher that started fewer processes than asked is seen
+            log(f"data-parallel: {world} processes, {self.local_n} stories each per step", echo=True)
         self.records.open(self.step_no)
         self.watch.open(self.step_no)
         self.acc.wait_for_everyone()

@@ -92,8 +92,11 @@ def _processes():
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return PartialState()
+    # cpu= as the run's Accelerator reads it (ACCELERATE_USE_CPU): a bare PartialState() on a
+    # machine without GPUs is one process, and, being shared, made the Accelerator one too.
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def _check_or_skip(cfg: ExperimentConfig, teacher, out: Path, mode: str, prompts, student_samples) -> dict:
