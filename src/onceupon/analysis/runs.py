@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from onceupon.errors import UserError
+from onceupon.evaluate.submission import FINETUNE_DIR
 from onceupon.files import json_object, read_jsonl, read_text_file
 from onceupon.lifecycle.checkpoints import META_FILE, CheckpointMeta, list_checkpoints, read_meta
 from onceupon.schemas.run import read_metrics
@@ -40,9 +41,8 @@ from onceupon.teacher.before_run import run_verdict
 TOTAL = "total"
 #: A GLUE task's name among a row's tasks (``glue_rte``), beside the zero-shot ones.
 GLUE_PREFIX = "glue_"
-#: Where `onceupon evaluate --babylm-submission` fine-tunes a checkpoint: ``<ckpt>/<task>/results.json``
-#: (evaluate/submission.py, evaluate/finetune.py).
-GLUE_RESULTS = Path("evaluation", "babylm", "finetune")
+#: Where `onceupon evaluate --babylm-submission` fine-tunes a checkpoint: ``<ckpt>/<task>/results.json``.
+GLUE_RESULTS = FINETUNE_DIR
 
 
 # --------------------------------------------------------------------------- scores of one story

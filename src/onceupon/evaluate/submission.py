@@ -50,6 +50,10 @@ from .finetune import plan_task
 from .finetune import task_files as glue_files
 
 BACKEND = "causal"
+#: Where a run keeps its submission's evaluations, inside the run directory, and, under it,
+#: each final checkpoint's GLUE fine-tuning (``<ckpt>/<task>/results.json``; the report reads it).
+BABYLM_DIR = Path("evaluation", "babylm")
+FINETUNE_DIR = BABYLM_DIR / "finetune"
 M = 1_000_000
 SMALL_REVISIONS = [f"chck_{i}M" for i in range(1, 10)] + [f"chck_{10 * i}M" for i in range(1, 11)]
 LARGE_REVISIONS = SMALL_REVISIONS[:-1] + [f"chck_{100 * i}M" for i in range(1, 11)]
@@ -276,7 +280,7 @@ def write_submission(
     model_name = run_dir.resolve().name
     out = Path(out)
     preflight.output_dir(out, "the submission directory")
-    base = run_dir / "evaluation" / "babylm"
+    base = run_dir / BABYLM_DIR
 
     def settings(tasks: list[str]) -> ExperimentConfig:
         c = cfg.model_copy(deep=True)
@@ -309,7 +313,7 @@ def write_submission(
         log(f"submission: {final} (the final model), full suite", echo=True)
         evaluate_checkpoint(full_cfg, main, full, full_data)
         if finetune is None:
-            finetune = fine_tune_all(main, full, base / "finetune" / final, cfg.evaluate.device)
+            finetune = fine_tune_all(main, full, run_dir / FINETUNE_DIR / final, cfg.evaluate.device)
 
     model_out = out / model_name
     collated: dict = {}
