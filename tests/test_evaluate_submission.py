@@ -104,6 +104,17 @@ def settings():
     return cfg
 
 
+def refused_before_any_work(tmp_path, checkpoint, data, finetune, match):
+    """The submission of a strict-small run stops with one sentence matching ``match``, and
+    neither the submission nor the run's evaluation folder is made."""
+    run = make_run(tmp_path, checkpoint, SMALL_REVISIONS)
+    out = tmp_path / "submission"
+    with pytest.raises(UserError, match=match) as e:
+        write_submission(settings(), run, data, out, "strict-small", finetune)
+    one_sentence(e.value)
+    assert not out.exists() and not (run / "evaluation").exists()
+
+
 def one_sentence(error: UserError) -> str:
     text = str(error)
     assert "\n" not in text and text.endswith(".") and text.count(". ") == 0, text
@@ -153,12 +164,8 @@ def test_a_torn_finetune_predictions_file_is_one_sentence_before_any_work(tiny_c
     data = write_suites(tmp_path)
     finetune = write_finetune(tmp_path)
     (finetune / "rte" / "predictions.json").write_text('{"rte": {"predictions": [', encoding="utf-8")
-    run = make_run(tmp_path, tiny_checkpoint, SMALL_REVISIONS)
-    out = tmp_path / "submission"
-    with pytest.raises(UserError, match="rte") as e:
-        write_submission(settings(), run, data, out, "strict-small", finetune)
-    one_sentence(e.value)
-    assert not out.exists() and not (run / "evaluation").exists()
+    refused_before_any_work(tmp_path, tiny_checkpoint, data, finetune, "rte")
+
 
 def test_leaderboard_figures_follow_calculate_results_from_pred(tmp_path):
     """Entity tracking averaged over every (file, numops) group at once, WUG times 100, GLUE
@@ -188,12 +195,7 @@ def test_a_glue_file_that_is_not_utf8_is_one_sentence_before_any_work(tiny_check
     data = write_suites(tmp_path)
     train = data / "full_eval" / "glue_filtered" / "mnli.train.jsonl"
     train.write_bytes(train.read_bytes() + b'{"premise": "caf\xe9", "hypothesis": "x", "label": 0}\n')
-    run = make_run(tmp_path, tiny_checkpoint, SMALL_REVISIONS)
-    out = tmp_path / "submission"
-    with pytest.raises(UserError, match="mnli.train.jsonl is not valid UTF-8") as e:
-        write_submission(settings(), run, data, out, "strict-small", None)
-    one_sentence(e.value)
-    assert not out.exists() and not (run / "evaluation").exists()
+    refused_before_any_work(tmp_path, tiny_checkpoint, data, None, "mnli.train.jsonl is not valid UTF-8")
 
 
 def test_a_submission_under_several_processes_points_to_the_data_parallel_fine_tuning(tiny_checkpoint, tmp_path, monkeypatch):
