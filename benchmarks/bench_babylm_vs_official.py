@@ -13,6 +13,14 @@ processes, model loading included). Exits 1 when any item is judged differently.
 printed are the words whose child or model AoA differs (one side none, or by more than 1e-6)
 and both scores.
 
+``aoa_surprisal`` compares the surprisals themselves, on the saved model: the official
+``StepSurprisalExtractor.analyze_steps`` (``AoA_word/evaluation_functions.py``, as its ``run.py``
+calls it, for one checkpoint) and ``onceupon evaluate`` with the ``aoa`` task read the same
+generated ``cdi_childes.json`` (``--items`` contexts over 65 CDI-like words, some of one
+character, some of several tokens or words; contexts padded with spaces, tabs, newlines, some
+empty, a few at or beyond the model's context); printed are the contexts whose surprisal
+differs by more than 1e-5 nats (NaN against a number counts) and the largest difference.
+
 The official data cannot be fetched here (it lives on OSF), so the files are generated in the
 official format, with sizes set by ``--items``; with ``--data DIR`` (an ``evaluation_data``
 folder) the real files are used instead.
@@ -20,6 +28,7 @@ folder) the real files are used instead.
     python benchmarks/bench_babylm_vs_official.py --tasks comps
     python benchmarks/bench_babylm_vs_official.py --tasks comps --items 8000 --data ~/babylm/evaluation_data
     python benchmarks/bench_babylm_vs_official.py --tasks aoa --items 300
+    python benchmarks/bench_babylm_vs_official.py --tasks aoa_surprisal --items 2000
 
 The official source is read from ``--official`` (default ``.benchmarks/evaluation-pipeline-2025``:
 a clone of https://github.com/babylm/evaluation-pipeline-2025). Its environment
@@ -398,9 +407,132 @@ def bench_aoa(python: Path, model: Path | None, work: Path, data: Path | None, i
             "wall": (wall_o, wall_u), "memory": (mem_o, mem_u)}
 
 
+# --------------------------------------------------------------------------- AoA surprisals
+# CDI-like words: short and long, several tokens, two words in one entry (the CDI has
+# "all gone"), a padded key; the one-character ones are dropped by both sides.
+AOA_WORDS = ["dog", "cat", "ball", "mommy", "daddy", "juice", "banana", "cookie", "shoe", "hat", "bath", "book",
+             "car", "truck", "bird", "fish", "cow", "duck", "milk", "water", "apple", "bear", "teddy bear", "all gone",
+             "choo choo", "peekaboo", "grandma", "grandpa", "blanket", "bottle", "spoon", "cup", "bed", "door",
+             "outside", "up", "down", "no", "yes", "hi", "bye", "more", "eat", "sleep", "go", "run", "jump", "hug",
+             "kiss", "happy", "sad", "hot", "cold", "big", "little", "pretty", "yucky", "uh oh", " owie ", "vroom", "  ",
+             "a", "I", "o", "x"]
+
+
+def aoa_contexts(items: int, model: Path, seed: int = 0) -> dict[str, list[dict]]:
+    """A cdi_childes.json in the official format (word -> [{"context": ...}, ...]) with about
+    ``items`` contexts: cut storyworld sentences, some with leading or trailing spaces,
+    newlines or tabs, some empty, and a few whose text is right at the model's context
+    (the last that fits, the first that does not) or far beyond it."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from onceupon.corpus.storyworld import generate
+
+    rng = random.Random(seed)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    n_positions = AutoConfig.from_pretrained(model).n_positions
+    sentences = [s.strip() for story in generate(300, seed=seed + 3) for s in story.text.split(". ") if s.strip()]
+    long_text = " ".join(sentences)
+    per_word = max(1, items // len(AOA_WORDS))
+    data: dict[str, list[dict]] = {}
+    for k, word in enumerate(AOA_WORDS):
+        contexts = []
+        for _ in range(per_word):
+            words = rng.choice(sentences).split(" ")
+            context = " ".join(words[: rng.randint(0, len(words))])
+            pad = rng.random()
+            if pad < 0.15:
+                context = "  " + context
+            elif pad < 0.3:
+                context = context + "   "
+            elif pad < 0.4:
+                context = "\n" + context + " \t"
+            contexts.append(context)
+        if k % 12 == 0:
+            contexts.append("")
+        if k % 8 == 0:  # at the model's context: the official input is the text less its last token
+            def tokens(chars: int, word: str = word) -> int:  # the official text's tokens, BOS included
+                return len(tokenizer(long_text[:chars].strip() + " " + word.strip())["input_ids"])
+
+            for target in (n_positions + 1, n_positions + 2):  # the last that fits, the first that does not
+                lo, hi = 1, len(long_text)
+                while lo < hi:  # the shortest start of the text that reaches the target
+                    mid = (lo + hi) // 2
+                    lo, hi = (mid + 1, hi) if tokens(mid) < target else (lo, mid)
+                cut = next((c for c in range(lo, lo + 50) if tokens(c) == target), lo)
+                contexts.append(long_text[:cut])
+            contexts.append(long_text[: 20 * n_positions])  # far beyond
+        data[word] = [{"context": c, "sentence_id": i} for i, c in enumerate(contexts)]
+    return data
+
+
+OFFICIAL_AOA_SURPRISALS = r"""
+import json, sys, time
+from pathlib import Path
+from evaluation_pipeline.AoA_word.eval_util import StepConfig, load_eval
+from evaluation_pipeline.AoA_word.evaluation_functions import StepSurprisalExtractor
+# run.py's path for one checkpoint: its word reader, StepConfig and analyze_steps (contexts
+# included, use_bos_only=False), the checkpoint list cut to its first name. from_pretrained
+# of a local directory ignores the revision, so chck_1M is the saved model itself.
+words, contexts = load_eval(Path(sys.argv[2]), 0)
+config = StepConfig(track="strict-small")
+config.steps, config.word_counts = config.steps[:1], config.word_counts[:1]
+extractor = StepSurprisalExtractor(config=config, model_name=sys.argv[1], backend="causal", device="cpu")
+start = time.perf_counter()
+data = extractor.analyze_steps(contexts=contexts, target_words=words)
+seconds = time.perf_counter() - start
+json.dump(data, open(sys.argv[3], "w"))
+print(json.dumps({"seconds": seconds}))
+"""
+
+
+def bench_aoa_surprisal(python: Path, model: Path, work: Path, data: Path | None, items: int) -> dict:
+    if data is not None:
+        words_file = Path(data).expanduser() / "full_eval" / "aoa" / "cdi_childes.json"
+    else:
+        words_file = work / "evaluation_data" / "full_eval" / "aoa" / "cdi_childes.json"
+        words_file.parent.mkdir(parents=True, exist_ok=True)
+        words_file.write_text(json.dumps(aoa_contexts(items, model)), encoding="utf-8")
+    official_file = work / "official_surprisal.json"
+    wall_o, mem_o, out_o = timed([str(python), "-c", OFFICIAL_AOA_SURPRISALS, str(model), str(words_file), str(official_file)], cwd=OFFICIAL)
+    official = json.loads(official_file.read_text())["results"]
+
+    out_ours = work / "ours"
+    wall_u, mem_u, _ = timed(onceupon_cmd(
+        "evaluate", str(model), "--data", str(words_file.parent.parent), "--out", str(out_ours),
+        "--set", "evaluate.tasks=[aoa]", "--set", "evaluate.stories=0"))
+    ours = json.loads((out_ours / "results.json").read_text())["rows"][0]["tasks"]["aoa"]
+    details = [json.loads(x) for x in (out_ours / "tasks" / "aoa.scores.jsonl").read_text().splitlines()]
+
+    from onceupon.evaluate.aoa import read_words
+
+    words = read_words(words_file)
+    mine = [(words[d["word"]][0], words[d["word"]][1][d["context"]], math.nan if d["surprisal"] is None else d["surprisal"]) for d in details]
+    theirs = [(r["target_word"], r["context"], float(r["surprisal"])) for r in official]
+    differ, worst, nan_both = [], 0.0, 0
+    for (w, c, s), (wo, co, so) in zip(mine, theirs):
+        if (w, c) != (wo, co):
+            sys.exit(f"aoa_surprisal: the two sides list different (word, context) pairs: {(w, c[:40])} vs {(wo, co[:40])}")
+        if math.isnan(s) and math.isnan(so):
+            nan_both += 1
+            continue
+        if not (math.isnan(s) or math.isnan(so)):
+            worst = max(worst, abs(s - so))
+        if math.isnan(s) or math.isnan(so) or abs(s - so) > 1e-5:
+            differ.append((w, c, s, so))
+    for w, c, s, so in differ[:10]:
+        print(f"  {w!r} after {c[:60]!r}{'...' if len(c) > 60 else ''}: onceupon {s} vs official {so}", flush=True)
+    done = [s for _, _, s in theirs if not math.isnan(s)]
+    seconds = json.loads(out_o.strip().splitlines()[-1])["seconds"]
+    return {"task": "aoa_surprisal", "items": len(mine), "differ": len(differ) + abs(len(mine) - len(theirs)),
+            "official": sum(done) / len(done), "ours": ours["mean_surprisal"],
+            "extra": f"{len(words)} words; NaN on both sides {nan_both}; max |surprisal difference| {worst:.1e} nats; "
+                     f"official surprisals alone {seconds:.1f} s (one checkpoint of run.py's 19)",
+            "wall": (wall_o, wall_u), "memory": (mem_o, mem_u)}
+
+
 # --------------------------------------------------------------------------- main
-TASKS = {"comps": bench_comps, "reading": bench_reading, "aoa": bench_aoa}
-MODEL_TASKS = ("comps", "reading")
+TASKS = {"comps": bench_comps, "reading": bench_reading, "aoa": bench_aoa, "aoa_surprisal": bench_aoa_surprisal}
+MODEL_TASKS = ("comps", "reading", "aoa_surprisal")
 
 
 def main() -> None:
