@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from onceupon.config import PAPER_PROMPT, ExperimentConfig, load_config, save_config
@@ -194,6 +194,7 @@ def _numbers(data):
 
 @FUZZ_CONFIG
 @given(text=st.text(max_size=80) | _JSON_VALUES.map(lambda v: json.dumps({"pretrain": v})))
+@example(text='{"pretrain": {"\\n": null}}')  # a key holding a newline: found by this test, its message was two lines
 def test_fuzz_config_file(text):
     path = Path(tempfile.mkdtemp(prefix="onceupon-config-")) / "c.yaml"
     path.write_text(text, encoding="utf-8")

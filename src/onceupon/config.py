@@ -438,6 +438,8 @@ class ExperimentConfig(Section):
 # --------------------------------------------------------------------------- loading
 def _describe(error: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in error["loc"])
+    if not key.isprintable():  # a key holding a newline or a control character, shown escaped: one line
+        key = key.encode("unicode_escape").decode("ascii")
     if error["type"] == "value_error" and isinstance(error.get("input"), dict):
         # a rule across a section's fields (a model validator): its message names the keys
         return error["msg"].removeprefix("Value error, ").rstrip(".")
