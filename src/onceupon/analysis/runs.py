@@ -41,8 +41,6 @@ from onceupon.teacher.before_run import run_verdict
 TOTAL = "total"
 #: A GLUE task's name among a row's tasks (``glue_rte``), beside the zero-shot ones.
 GLUE_PREFIX = "glue_"
-#: Where `onceupon evaluate --babylm-submission` fine-tunes a checkpoint: ``<ckpt>/<task>/results.json``.
-GLUE_RESULTS = FINETUNE_DIR
 
 
 # --------------------------------------------------------------------------- scores of one story
@@ -308,7 +306,7 @@ def _join_glue(run: Run) -> None:
     ``glue_<task>`` with the task's official metric (accuracy, F1 for MRPC and QQP) of the
     epoch kept, in % as the zero-shot accuracies. A file that cannot be read is a note."""
     for row in run.rows:
-        folder = run.path / GLUE_RESULTS / str(row.get("checkpoint"))
+        folder = run.path / FINETUNE_DIR / str(row.get("checkpoint"))  # <ckpt>/<task>/results.json
         if not isinstance(row.get("tasks"), dict) or not folder.is_dir():
             continue
         for path in sorted(folder.glob("*/results.json")):
