@@ -253,6 +253,21 @@ def test_the_heuristic_teacher_gets_no_held_out_judge_by_default(tiny_checkpoint
     assert metrics(run)[0]["watch/heldout"] == "" and metrics(run)[0]["drift/address"] != ""
 
 
+def test_a_held_out_judge_that_cannot_be_used_is_named_before_anything_is_made(tiny_checkpoint, tmp_path, monkeypatch):
+    """Its teacher settings' error would read as the trained-on teacher's (the same keys): the
+    sentence names interact.watch.judge."""
+    from onceupon.errors import UserError
+
+    monkeypatch.delenv("ONCEUPON_TEST_NO_KEY", raising=False)
+    judge = '{"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "ONCEUPON_TEST_NO_KEY"}'
+    run = tmp_path / "run"
+    with pytest.raises(UserError) as refused:
+        interact(small("interact.max_steps=1", f"interact.watch.judge={judge}"), tiny_checkpoint, run, teacher=KeywordTeacher())
+    message = str(refused.value)
+    assert message.startswith("The held-out judge (interact.watch.judge) cannot be used: ") and "ONCEUPON_TEST_NO_KEY" in message
+    assert "\n" not in message and not run.exists()
+
+
 # --------------------------------------------------------------------------- against a gameable judge (slow)
 @pytest.fixture(scope="module")
 def demo_student(tmp_path_factory) -> Path:

@@ -44,6 +44,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
+from onceupon.errors import UserError
 from onceupon.files import append_jsonl, atomic_write_text
 from onceupon.interact import drift
 from onceupon.teacher.base import Rating, Story, Teacher
@@ -70,7 +71,10 @@ def resolve_judge(watch: WatchConfig, teacher: Teacher, teacher_is_heuristic: bo
         if teacher_is_heuristic:
             return None
         return build_teacher(TeacherConfig())
-    judge = build_teacher(watch.judge)
+    try:
+        judge = build_teacher(watch.judge)
+    except UserError as e:  # else its sentence reads as the trained-on teacher's ("teacher.api_key_env")
+        raise UserError(f"The held-out judge (interact.watch.judge) cannot be used: {str(e)[:1].lower()}{str(e)[1:]}") from None
     if teacher_key(judge) == teacher_key(teacher):
         log(
             f"warning: the held-out judge ({judge.identity}) is the trained-on teacher: their gap is 0 by "
