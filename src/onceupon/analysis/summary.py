@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from onceupon.analysis.efficiency import Curve, bootstrap_needed, equivalence
-from onceupon.analysis.runs import TOTAL, Run, row_score
+from onceupon.analysis.runs import GLUE_PREFIX, TOTAL, Run, row_score
 from onceupon.analysis.watch import panel as watch_panel
-from onceupon.analysis.runs import GLUE_PREFIX
 from onceupon.config import ReportConfig
 from onceupon.evaluate.finetune import TASKS as GLUE_TASKS
 from onceupon.evaluate.zero_shot import BABYLM_TASKS, PROBE_TASK
