@@ -89,6 +89,16 @@ def onceupon_cmd(*args: str) -> list[str]:
     return [sys.executable, "-c", "from onceupon.cli import main; main()", *args]
 
 
+def evaluate_ours(model: Path, data: Path, out: Path, task: str, *settings: str) -> tuple[float, float, dict, list[dict]]:
+    """`onceupon evaluate` of one task and no stories: (wall seconds, peak GB, the task's
+    figures in results.json, its per-item rows in tasks/TASK.scores.jsonl)."""
+    sets = [x for s in (f"evaluate.tasks=[{task}]", "evaluate.stories=0", *settings) for x in ("--set", s)]
+    wall, memory, _ = timed(onceupon_cmd("evaluate", str(model), "--data", str(data), "--out", str(out), *sets))
+    figures = json.loads((out / "results.json").read_text())["rows"][0]["tasks"][task]
+    details = [json.loads(x) for x in (out / "tasks" / f"{task}.scores.jsonl").read_text().splitlines()]
+    return wall, memory, figures, details
+
+
 # --------------------------------------------------------------------------- COMPS
 CONCEPTS = {
     "dog": ["can bark.", "has four legs.", "has fur.", "is a pet."],
@@ -158,12 +168,7 @@ def bench_comps(python: Path, model: Path, work: Path, data: Path | None, items:
     preds = json.loads((official_dir / "predictions.json").read_text())
     report = (official_dir / "best_temperature_report.txt").read_text().split("### AVERAGE ACCURACY")[1].split()[0]
 
-    out_ours = work / "ours"
-    wall_u, mem_u, log_u = timed(onceupon_cmd(
-        "evaluate", str(model), "--data", str(comps_dir.parent), "--out", str(out_ours),
-        "--set", "evaluate.tasks=[comps]", "--set", "evaluate.stories=0", "--set", "evaluate.batch_size=64"))
-    results = json.loads((out_ours / "results.json").read_text())["rows"][0]["tasks"]["comps"]
-    details = [json.loads(x) for x in (out_ours / "tasks" / "comps.scores.jsonl").read_text().splitlines()]
+    wall_u, mem_u, results, details = evaluate_ours(model, comps_dir.parent, work / "ours", "comps", "evaluate.batch_size=64")
 
     # The official predictions are the chosen sentence, per subset in file order; a verdict is
     # right when it is the acceptable sentence (what a tie also gives, as argmax takes index 0).
@@ -268,12 +273,7 @@ def bench_reading(python: Path, model: Path, work: Path, data: Path | None, item
                              cwd=OFFICIAL, capture_output=True, text=True, check=True)
     official = json.loads(figures.stdout.strip().splitlines()[-1])
 
-    out_ours = work / "ours"
-    wall_u, mem_u, _ = timed(onceupon_cmd(
-        "evaluate", str(model), "--data", str(csv_path.parent.parent), "--out", str(out_ours),
-        "--set", "evaluate.tasks=[reading]", "--set", "evaluate.stories=0"))
-    ours = json.loads((out_ours / "results.json").read_text())["rows"][0]["tasks"]["reading"]
-    details = [json.loads(x) for x in (out_ours / "tasks" / "reading.scores.jsonl").read_text().splitlines()]
+    wall_u, mem_u, ours, details = evaluate_ours(model, csv_path.parent.parent, work / "ours", "reading")
 
     def far(a, b):  # NaN (no previous word) must be missing on both sides
         if a is None or b is None or (isinstance(b, float) and math.isnan(b)):
@@ -497,12 +497,7 @@ def bench_aoa_surprisal(python: Path, model: Path, work: Path, data: Path | None
     wall_o, mem_o, out_o = timed([str(python), "-c", OFFICIAL_AOA_SURPRISALS, str(model), str(words_file), str(official_file)], cwd=OFFICIAL)
     official = json.loads(official_file.read_text())["results"]
 
-    out_ours = work / "ours"
-    wall_u, mem_u, _ = timed(onceupon_cmd(
-        "evaluate", str(model), "--data", str(words_file.parent.parent), "--out", str(out_ours),
-        "--set", "evaluate.tasks=[aoa]", "--set", "evaluate.stories=0"))
-    ours = json.loads((out_ours / "results.json").read_text())["rows"][0]["tasks"]["aoa"]
-    details = [json.loads(x) for x in (out_ours / "tasks" / "aoa.scores.jsonl").read_text().splitlines()]
+    wall_u, mem_u, ours, details = evaluate_ours(model, words_file.parent.parent, work / "ours", "aoa")
 
     from onceupon.evaluate.aoa import read_words
 
