@@ -155,17 +155,23 @@ class TaskPlan:
     epochs: int
 
 
-def plan_task(root: Path, task: str, hyper: Hyper = Hyper()) -> TaskPlan:
-    """Reads and checks both files of a task (a file that is not UTF-8, a torn line, a missing
-    field or label is one sentence) and says what fine-tuning it costs."""
+def read_task(root: Path, task: str) -> tuple[tuple[Path, Path], tuple[list, list[int]], tuple[list, list[int]]]:
+    """(the two files, (texts, labels) to train on, (texts, labels) to validate on) of a task,
+    checked: both files there, every line whole (a file that is not UTF-8, a torn line, a
+    missing field or label is one sentence), at least one batch to train on."""
     files = task_files(root, task)
     if files is None:
         raise UserError(f"No {task}.train.jsonl and {task}.valid.jsonl under {Path(root) / GLUE_DIR}.")
+    train, valid = read_examples(files[0], task), read_examples(files[1], task)
+    if len(train[0]) < TASKS[task].batch_size:
+        raise UserError(f"{files[0]} has fewer examples ({len(train[0])}) than one batch ({TASKS[task].batch_size}).")
+    return files, train, valid
+
+
+def plan_task(root: Path, task: str, hyper: Hyper = Hyper()) -> TaskPlan:
+    """Reads and checks both files of a task (see :func:`read_task`) and says what fine-tuning it costs."""
     spec = TASKS[task]
-    train, _ = read_examples(files[0], task)
-    valid, _ = read_examples(files[1], task)
-    if len(train) < spec.batch_size:
-        raise UserError(f"{files[0]} has fewer examples ({len(train)}) than one batch ({spec.batch_size}).")
+    _, (train, _), (valid, _) = read_task(root, task)
     epochs = hyper.epochs or spec.epochs
     return TaskPlan(len(train), epochs * (len(train) // spec.batch_size), len(valid), epochs)
 
@@ -302,15 +308,9 @@ def finetune(checkpoint: Path, task: str, data_root: Path, out_dir: Path, hyper:
     from onceupon.tracking import _duration, log
 
     spec = TASKS[task]
-    files = task_files(data_root, task)
-    if files is None:
-        raise UserError(f"No {task}.train.jsonl and {task}.valid.jsonl under {Path(data_root) / GLUE_DIR}.")
-    train_texts, train_labels = read_examples(files[0], task)
-    valid_texts, valid_labels = read_examples(files[1], task)
+    files, (train_texts, train_labels), (valid_texts, valid_labels) = read_task(data_root, task)
     epochs = hyper.epochs or spec.epochs
     per_epoch = len(train_texts) // spec.batch_size  # the last incomplete batch is dropped
-    if per_epoch == 0:
-        raise UserError(f"{files[0]} has fewer examples ({len(train_texts)}) than one batch ({spec.batch_size}).")
     world, rank, main = 1, 0, True
     if accelerator is not None:
         world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
