@@ -168,6 +168,13 @@ def read_task(root: Path, task: str) -> tuple[tuple[Path, Path], tuple[list, lis
     return files, train, valid
 
 
+def check_share(task: str, processes: int) -> None:
+    """Data-parallel processes share each batch equally, or the official batch size would change."""
+    if TASKS[task].batch_size % processes:
+        raise UserError(f"{task}'s batch of {TASKS[task].batch_size} cannot be shared equally by {processes} processes; "
+                        "use a number of processes that divides it.")
+
+
 def plan_task(root: Path, task: str, hyper: Hyper = Hyper()) -> TaskPlan:
     """Reads and checks both files of a task (see :func:`read_task`) and says what fine-tuning it costs."""
     spec = TASKS[task]
@@ -315,9 +322,7 @@ def finetune(checkpoint: Path, task: str, data_root: Path, out_dir: Path, hyper:
     if accelerator is not None:
         world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
         device = accelerator.device
-    if spec.batch_size % world:
-        raise UserError(f"{task}'s batch of {spec.batch_size} cannot be shared equally by {world} processes; "
-                        "use a number of processes that divides it.")
+    check_share(task, world)
     share = spec.batch_size // world
     if key is None:
         key = task_key(checkpoint, files, hyper)
@@ -546,9 +551,7 @@ def run(checkpoint: str | Path, data: str | Path, out: str | Path, tasks: list[s
 
         accelerator = Accelerator(cpu=device == "cpu")
         for task in tasks:
-            if TASKS[task].batch_size % accelerator.num_processes:
-                raise UserError(f"{task}'s batch of {TASKS[task].batch_size} cannot be shared equally by "
-                                f"{accelerator.num_processes} processes; use a number of processes that divides it.")
+            check_share(task, accelerator.num_processes)
     with run_lock(out), run_log(out / RUN_LOG) if is_global_main() else contextlib.nullcontext():
         if is_global_main():
             for task, plan in plans.items():
