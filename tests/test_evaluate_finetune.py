@@ -9,12 +9,13 @@ the same (one answer for all).
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 from conftest import assert_one_sentence
 
 from onceupon.errors import UserError
-from onceupon.evaluate.finetune import Hyper, cosine_with_warmup, finetune, metric
+from onceupon.evaluate.finetune import Hyper, cosine_with_warmup, finetune, metric, run
 
 WORDS = ["fox", "bear", "box", "hat", "key", "river", "tree", "girl", "king", "cat"]
 
@@ -64,6 +65,26 @@ def test_schedule_and_metrics_are_the_official_ones():
 def test_missing_glue_files_are_one_sentence(tiny_checkpoint, tmp_path):
     with pytest.raises(UserError, match="rte.train.jsonl"):
         finetune(tiny_checkpoint, "rte", tmp_path, tmp_path / "out")
+
+
+def test_bad_finetune_requests_are_one_sentence_before_any_directory(tiny_checkpoint, tmp_path):
+    root = write_rte(tmp_path / "data" / "full_eval")
+    out = tmp_path / "out"
+    for args, needle in (
+        ((tiny_checkpoint, tmp_path / "nope", out, ["rte"]), "holds no glue_filtered/"),
+        ((tmp_path, root, out, ["rte"]), "is not a checkpoint"),
+        ((tiny_checkpoint, root, out, ["rte", "foo"]), "Unknown GLUE task foo"),
+        ((tiny_checkpoint, root, out, []), "--tasks names no task"),
+        ((tiny_checkpoint, root, out, ["mnli"]), "No mnli.train.jsonl"),
+        ((tiny_checkpoint, root, Path("/proc/onceupon_out"), ["rte"]), "not writable"),
+    ):
+        with pytest.raises(UserError, match=needle) as e:
+            run(*args)
+        assert "\n" not in str(e.value)
+        assert not out.exists()
+    with pytest.raises(UserError, match="--pooling must be 'last'"):
+        run(tiny_checkpoint, root, out, ["rte"], pooling="bad")
+    assert not out.exists()
 
 
 CHILD = r"""

@@ -285,7 +285,7 @@ def finetune_command(
     cfg = load_config(config, set_)
     from onceupon.evaluate.finetune import run
 
-    names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks is not None else None
     print(f"finetune: {run(checkpoint, data, out, names, cfg.evaluate.device, pooling)}")
 
 

@@ -538,7 +538,9 @@ def run(checkpoint: str | Path, data: str | Path, out: str | Path, tasks: list[s
     if pooling not in ("last", "first"):
         raise UserError(f"--pooling must be 'last' (the last real token) or 'first' (the official default), not '{pooling}'.")
     hyper = Hyper(pooling=pooling)
-    tasks = list(TASKS) if not tasks else tasks
+    if tasks is not None and not tasks:  # `--tasks ""` or `--tasks ,`: not the same as leaving it out
+        raise UserError(f"--tasks names no task; give some of {', '.join(TASKS)}, or leave it out for all.")
+    tasks = list(TASKS) if tasks is None else tasks
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise UserError(f"Unknown GLUE task{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; choose from {', '.join(TASKS)}.")
