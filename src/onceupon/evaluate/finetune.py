@@ -154,6 +154,11 @@ class TaskPlan:
     valid: int
     epochs: int
 
+    def line(self, task: str) -> str:
+        """What fine-tuning ``task`` costs, as the plan says it."""
+        return (f"finetune {task}: {self.train:,} training examples, {self.steps:,} optimizer steps (forward and backward) "
+                f"over {self.epochs} epochs, {self.valid:,} validation examples scored after each epoch")
+
 
 def read_task(root: Path, task: str) -> tuple[tuple[Path, Path], tuple[list, list[int]], tuple[list, list[int]]]:
     """(the two files, (texts, labels) to train on, (texts, labels) to validate on) of a task,
@@ -557,6 +562,5 @@ def run(checkpoint: str | Path, data: str | Path, out: str | Path, tasks: list[s
     with run_lock(out), run_log(out / RUN_LOG) if is_global_main() else contextlib.nullcontext():
         if is_global_main():
             for task, plan in plans.items():
-                log(f"finetune {task}: {plan.train:,} training examples, {plan.steps:,} optimizer steps (forward and backward) "
-                    f"over {plan.epochs} epochs, {plan.valid:,} validation examples scored after each epoch", echo=True)
+                log(plan.line(task), echo=True)
         return finetune_tasks(checkpoint, checkpoint.name, root, out, tasks, device, accelerator, hyper)

@@ -46,7 +46,7 @@ from onceupon.files import atomic_write_text, json_object, read_jsonl, read_text
 from onceupon.tracking import log, print_table
 
 from . import aoa, leaderboard, reading, zero_shot
-from .finetune import plan_task
+from .finetune import TaskPlan, plan_task
 from .finetune import task_files as glue_files
 
 BACKEND = "causal"
@@ -117,8 +117,11 @@ def _data_missing(root: Path, tasks: list[tuple[str, str, str | None]]) -> list[
     return missing
 
 
-def plan(run_dir: Path, data_dir, track: str, finetune: str | Path | None, checkpoints: dict[str, Path]) -> tuple[Path, Path, list[str], str]:
-    """Checks everything the official collation needs; (fast root, full root, revisions, final)."""
+def plan(
+    run_dir: Path, data_dir, track: str, finetune: str | Path | None, checkpoints: dict[str, Path]
+) -> tuple[Path, Path, list[str], str, dict[str, TaskPlan]]:
+    """Checks everything the official collation needs; (fast root, full root, revisions, final,
+    each GLUE task's fine-tuning plan: none with ``finetune``)."""
     if track not in TRACKS:
         raise UserError(f"Unknown BabyLM track '{track}'; choose from {', '.join(TRACKS)}.")
     fast, full = suite_roots(data_dir)
@@ -144,8 +147,8 @@ def plan(run_dir: Path, data_dir, track: str, finetune: str | Path | None, check
                 f"The evaluation data lacks full_eval/glue_filtered/ files ({', '.join(f'{t}.train/valid.jsonl' for t in lacking)}) "
                 "for onceupon's GLUE fine-tuning; add them or give the official pipeline's finetune folder with --finetune."
             )
-        for t in GLUE:  # every line read now: a file that is not UTF-8 or a torn line is one sentence before any work
-            plan_task(full, t)
+        # every line read now: a file that is not UTF-8 or a torn line is one sentence before any work
+        glue_plans = {t: plan_task(full, t) for t in GLUE}
     else:
         lacking = [t for t in GLUE if not (Path(finetune) / t / "predictions.json").is_file()]
         if lacking:
@@ -153,8 +156,9 @@ def plan(run_dir: Path, data_dir, track: str, finetune: str | Path | None, check
         for t in GLUE:  # read now, not after hours of evaluation: a bad file is one sentence before any work
             source = Path(finetune) / t / "predictions.json"
             json_object(read_text_file(source), str(source), "; give the official pipeline's finetune folder")
+        glue_plans = {}
     final = list(checkpoints)[-1]
-    return fast, full, revisions, final
+    return fast, full, revisions, final, glue_plans
 
 
 # --------------------------------------------------------------------------- predictions
@@ -237,13 +241,6 @@ def fast_figures(task: str, preds: dict, root: Path, folder: str | None) -> dict
 
 
 # --------------------------------------------------------------------------- GLUE
-def announce_finetune(full: Path) -> None:
-    for task in GLUE:
-        plan = plan_task(full, task)
-        log(f"  finetune {task}: {plan.train:,} training examples, {plan.steps:,} optimizer steps (forward and backward) "
-            f"over {plan.epochs} epochs, {plan.valid:,} validation examples scored after each epoch", echo=True)
-
-
 def fine_tune_all(main, full: Path, folder: Path, device: str) -> Path:
     """onceupon's fine-tuning of the final checkpoint on every GLUE task, each kept once done
     (a rerun with the same checkpoint and data skips it, and resumes an unfinished one)."""
@@ -276,7 +273,7 @@ def write_submission(
     if not (run_dir / "checkpoints").is_dir():
         raise UserError(f"{run_dir} is not a run directory (no checkpoints/); a submission is made from a run.")
     targets = {t.name: t for t in run_targets(run_dir)}
-    fast, full, revisions, final = plan(run_dir, data_dir, track, finetune, {k: v.path for k, v in targets.items()})
+    fast, full, revisions, final, glue_plans = plan(run_dir, data_dir, track, finetune, {k: v.path for k, v in targets.items()})
     model_name = run_dir.resolve().name
     out = Path(out)
     preflight.output_dir(out, "the submission directory")
@@ -303,8 +300,8 @@ def write_submission(
         announce_plan(fast_cfg, fast_targets, fast, fast_data)
         announce_plan(aoa_cfg, fast_targets, full, aoa_data)
         announce_plan(full_cfg, [main], full, full_data)
-        if finetune is None:
-            announce_finetune(full)
+        for task, glue_plan in glue_plans.items():  # the files were read and checked by plan()
+            log(f"  {glue_plan.line(task)}", echo=True)
         for i, (revision, target) in enumerate(zip(revisions, fast_targets), 1):
             log(f"submission: {revision} ({i}/{len(revisions)}), fast suite and AoA", echo=True)
             evaluate_checkpoint(fast_cfg, target, fast, fast_data)
