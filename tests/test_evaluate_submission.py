@@ -167,6 +167,13 @@ def test_a_torn_finetune_predictions_file_is_one_sentence_before_any_work(tiny_c
     refused_before_any_work(tmp_path, tiny_checkpoint, data, finetune, "rte")
 
 
+def test_a_finetune_predictions_file_of_another_shape_is_one_sentence_before_any_work(tiny_checkpoint, tmp_path):
+    data = write_suites(tmp_path)
+    finetune = write_finetune(tmp_path)
+    (finetune / "rte" / "predictions.json").write_text('{"rte": {"preds": [1, 0]}}', encoding="utf-8")
+    refused_before_any_work(tmp_path, tiny_checkpoint, data, finetune, "is not the official rte predictions file")
+
+
 def test_leaderboard_figures_follow_calculate_results_from_pred(tmp_path):
     """Entity tracking averaged over every (file, numops) group at once, WUG times 100, GLUE
     accuracy (MRPC too) against the validation labels in file order, mean over tasks."""

@@ -155,7 +155,13 @@ def plan(
             raise UserError(f"{finetune} lacks the GLUE predictions of {', '.join(lacking)} ({finetune}/TASK/predictions.json).")
         for t in GLUE:  # read now, not after hours of evaluation: a bad file is one sentence before any work
             source = Path(finetune) / t / "predictions.json"
-            json_object(read_text_file(source), str(source), "; give the official pipeline's finetune folder")
+            preds = json_object(read_text_file(source), str(source), "; give the official pipeline's finetune folder")
+            # the collation counts these against the validation labels at the very end
+            entry = preds.get(t)
+            rows = entry.get("predictions") if isinstance(entry, dict) else None
+            if not isinstance(rows, list) or not all(isinstance(r, dict) and "pred" in r for r in rows):
+                raise UserError(f"{source} is not the official {t} predictions file ({{\"{t}\": {{\"predictions\": "
+                                "[{\"id\": ..., \"pred\": ...}, ...]}}); give the official pipeline's finetune folder.")
         glue_plans = {}
     final = list(checkpoints)[-1]
     return fast, full, revisions, final, glue_plans
