@@ -533,13 +533,13 @@ def run(checkpoint: str | Path, data: str | Path, out: str | Path, tasks: list[s
     rerun goes on where a stopped or killed one was."""
     from onceupon import preflight
     from onceupon.lifecycle.lock import is_global_main, run_lock
-    from onceupon.student.checkpoints import check_config
+    from onceupon.student.checkpoints import check_weights
     from onceupon.tracking import RUN_LOG, log, run_log
 
     checkpoint, out = Path(checkpoint), Path(out)
     if not (checkpoint / "config.json").is_file():
         raise UserError(f"{checkpoint} is not a checkpoint (no config.json); give a checkpoint directory.")
-    check_config(checkpoint, "give a checkpoint of a causal language model")
+    check_weights(checkpoint, "give a checkpoint of a causal language model")  # its config and every weights file's header
     if pooling not in ("last", "first"):
         raise UserError(f"--pooling must be 'last' (the last real token) or 'first' (the official default), not '{pooling}'.")
     hyper = Hyper(pooling=pooling)
