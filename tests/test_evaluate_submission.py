@@ -174,6 +174,18 @@ def test_a_finetune_predictions_file_of_another_shape_is_one_sentence_before_any
     refused_before_any_work(tmp_path, tiny_checkpoint, data, finetune, "is not the official rte predictions file")
 
 
+def test_a_cut_short_final_checkpoint_is_one_sentence_before_any_work(tiny_checkpoint, tmp_path):
+    data = write_suites(tmp_path)
+    run = make_run(tmp_path, tiny_checkpoint, SMALL_REVISIONS)
+    with open(run / "checkpoints" / SMALL_REVISIONS[-1] / "model.safetensors", "r+b") as f:
+        f.truncate(1000)  # the final model, evaluated last
+    out = tmp_path / "submission"
+    with pytest.raises(UserError, match=f"{SMALL_REVISIONS[-1]}/model.safetensors cannot be read") as e:
+        write_submission(settings(), run, data, out, "strict-small", write_finetune(tmp_path))
+    one_sentence(e.value)
+    assert not out.exists() and not (run / "evaluation").exists()
+
+
 def test_leaderboard_figures_follow_calculate_results_from_pred(tmp_path):
     """Entity tracking averaged over every (file, numops) group at once, WUG times 100, GLUE
     accuracy (MRPC too) against the validation labels in file order, mean over tasks."""

@@ -266,6 +266,7 @@ def write_submission(
 ) -> Path:
     """Evaluate what a submission needs and write it; returns the collated file's path."""
     from onceupon.lifecycle.lock import run_lock
+    from onceupon.student.checkpoints import check_weights
     from onceupon.tracking import RUN_LOG, run_log
 
     from .evaluate import AOA, TaskData, Target, announce_plan, evaluate_checkpoint, run_targets
@@ -283,6 +284,9 @@ def write_submission(
     model_name = run_dir.resolve().name
     out = Path(out)
     preflight.output_dir(out, "the submission directory")
+    preflight.device(cfg.evaluate.device, "evaluate.device")
+    for name in dict.fromkeys([*revisions, final]):  # as evaluate checks: not after hours on the others
+        check_weights(targets[name].path, "copy or save that checkpoint again")
     base = run_dir / BABYLM_DIR
 
     def settings(tasks: list[str]) -> ExperimentConfig:
